@@ -1,0 +1,5 @@
+"""`python -m lqcdflow` is the `lqcdflow` command."""
+
+from lqcdflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Error analysis of ensembles (Wolff's Gamma method through pyerrors)."""

@@ -1,0 +1,55 @@
+"""The Monte Carlo loop: a sampler advances the chain, hooks measure, record and report."""
+
+import time
+
+
+def run_chain(sampler, state, n_trajectories, hooks=()):
+    """Advance ``state`` with ``sampler.step`` until ``n_trajectories`` trajectories are done.
+
+    Each hook is called as ``hook(state, info)`` after every trajectory.
+    Returns the final state.
+    """
+    while state.trajectory < n_trajectories:
+        state, info = sampler.step(state)
+        for hook in hooks:
+            hook(state, info)
+    return state
+
+
+class Measure:
+    """Hook: record every trajectory, and measure observables every ``every`` trajectories."""
+
+    def __init__(self, action, writer, every):
+        self.action, self.writer, self.every = action, writer, every
+
+    def __call__(self, state, info):
+        self.writer.record_trajectory(info)
+        if state.trajectory % self.every == 0:
+            self.writer.record_measurement(state.trajectory, self.action.observables(state.phi))
+
+
+class Progress:
+    """Hook: every ``every`` trajectories flush the writer and print (rank 0) a progress line.
+
+    trajectory, acceptance so far, Delta H of the last trajectory, seconds per trajectory
+    (mean since the previous line) and the estimated time to finish.
+    """
+
+    def __init__(self, writer, every, first_trajectory, n_trajectories, print_fn=None,
+                 clock=time.monotonic):
+        self.writer, self.every, self.n_trajectories = writer, every, n_trajectories
+        self.print_fn, self.clock = print_fn, clock
+        self.last_time, self.last_trajectory = clock(), first_trajectory
+
+    def __call__(self, state, info):
+        if state.trajectory % self.every and state.trajectory != self.n_trajectories:
+            return
+        self.writer.flush()
+        now = self.clock()
+        seconds = (now - self.last_time) / (state.trajectory - self.last_trajectory)
+        self.last_time, self.last_trajectory = now, state.trajectory
+        if self.print_fn:
+            eta = seconds * (self.n_trajectories - state.trajectory)
+            self.print_fn(f"traj {state.trajectory:>7d}/{self.n_trajectories}  "
+                          f"acc {state.accepted / state.trajectory:6.3f}  "
+                          f"dH {info.delta_H:+.3e}  {seconds:8.3f} s/traj  ETA {eta:8.0f} s")

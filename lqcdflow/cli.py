@@ -6,16 +6,16 @@ any other exception on any rank aborts the whole MPI job with its traceback.
 """
 
 import argparse
-import sys
 
 import lqcdflow
+from lqcdflow.analysis import AnalysisError
+from lqcdflow.analysis.command import add_arguments as add_analyze_arguments
 from lqcdflow.backend import BackendError
 from lqcdflow.config import ConfigError, parse
 from lqcdflow.io.ensemble import EnsembleWriter, OutputError, run_attributes
 from lqcdflow.parallel.grid import GridError
 
-USER_ERRORS = (ConfigError, GridError, OutputError, BackendError)
-EXIT_USAGE = 2
+USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError)
 
 
 def read_run_file(path, comm):
@@ -67,6 +67,13 @@ def cmd_run(args, comm):
     return 0
 
 
+def cmd_analyze(args, comm):
+    """Gamma-method analysis of ensemble files (serial: rank 0 does it)."""
+    from lqcdflow.analysis.command import run
+
+    return run(args) if comm.Get_rank() == 0 else 0
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="lqcdflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=lqcdflow.__version__)
@@ -75,6 +82,9 @@ def make_parser():
     run.add_argument("run_file")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
+    analyze = sub.add_parser("analyze", help="error analysis of ensemble files (Gamma method)")
+    add_analyze_arguments(analyze)
+    analyze.set_defaults(func=cmd_analyze)
     return parser
 
 
@@ -82,16 +92,7 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     from mpi4py import MPI
 
-    comm = MPI.COMM_WORLD
-    try:
-        return args.func(args, comm)
-    except USER_ERRORS as e:
-        if comm.Get_rank() == 0:
-            print(f"lqcdflow: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except BaseException as e:
-        if comm.Get_size() > 1 and not isinstance(e, SystemExit):
-            from lqcdflow.parallel.comm import abort_on_error
+    from lqcdflow.parallel.comm import guarded
 
-            abort_on_error(e, comm)
-        raise
+    comm = MPI.COMM_WORLD
+    return guarded(lambda: args.func(args, comm), comm, USER_ERRORS)

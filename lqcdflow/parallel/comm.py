@@ -1,23 +1,42 @@
-"""MPI start-up and the rule that an error on one rank ends the whole job."""
+"""The rule that an error on one rank ends the whole MPI job instead of hanging it."""
 
 import sys
 import traceback
 
 from mpi4py import MPI
 
-
-def world():
-    """The world communicator (MPI is initialised by importing mpi4py)."""
-    return MPI.COMM_WORLD
+EXIT_USAGE = 2
 
 
-def abort_on_error(exc: BaseException, comm=None) -> None:
+def abort_on_error(exc: BaseException, comm) -> None:
     """Print ``exc`` with its traceback and the rank, then abort every rank of the job.
 
     Without this, the other ranks would wait forever in their next collective call.
     """
-    comm = comm or MPI.COMM_WORLD
     text = "".join(traceback.format_exception(exc))
     sys.stderr.write(f"[rank {comm.Get_rank()}/{comm.Get_size()}] {text}")
     sys.stderr.flush()
     comm.Abort(1)
+
+
+def guarded(work, comm=None, user_errors=()):
+    """Run ``work()`` so that no failure can leave ranks waiting for each other.
+
+    - An exception of a type in ``user_errors`` (raised on every rank alike, e.g. a bad run
+      file) prints ``lqcdflow: error: <message>`` once (rank 0) and returns exit code 2.
+    - Any other exception on any rank prints its traceback and aborts all ranks (MPI_Abort);
+      on a single rank it propagates as usual.
+
+    Returns ``work()``'s return value (the exit code) otherwise.
+    """
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    try:
+        return work()
+    except user_errors as e:
+        if comm.Get_rank() == 0:
+            print(f"lqcdflow: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BaseException as e:
+        if comm.Get_size() > 1 and not isinstance(e, SystemExit):
+            abort_on_error(e, comm)
+        raise

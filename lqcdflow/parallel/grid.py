@@ -47,7 +47,9 @@ def choose_grid(shape, nranks):
     (first) directions most, whose faces are the largest contiguous blocks in memory.
 
     >>> choose_grid((16, 16), 4)
-    (2, 2)
+    (4, 1)
+    >>> choose_grid((16, 16, 16), 8)  # ties with (2, 2, 2), sends 4 messages instead of 6
+    (4, 2, 1)
     >>> choose_grid((8, 4, 4, 4), 2)
     (2, 1, 1, 1)
     """

@@ -185,6 +185,19 @@ class Lattice:
         MPI.Request.Waitall(reqs)
         return self.xp.asarray(recv)
 
+    def _shift_slices(self, mu, sign):
+        """Index tuples for out(x) = field(x + sign e_mu): (interior of out, its source in
+        field, the boundary slice of out that the neighbour's face fills)."""
+        n = self.local_shape[mu]
+        dst = [slice(None)] * self.ndim
+        src = [slice(None)] * self.ndim
+        edge = [slice(None)] * self.ndim
+        if sign > 0:
+            dst[mu], src[mu], edge[mu] = slice(0, n - 1), slice(1, n), slice(n - 1, n)
+        else:
+            dst[mu], src[mu], edge[mu] = slice(1, n), slice(0, n - 1), slice(0, 1)
+        return tuple(dst), tuple(src), tuple(edge)
+
     def shift(self, field, mu, sign=+1):
         """The field at the neighbour: out(x) = field(x + sign e_mu), periodic.
 
@@ -192,40 +205,29 @@ class Lattice:
         """
         pending = self._start_exchange(field, [(mu, sign)])
         out = self.xp.empty_like(field)
-        n = self.local_shape[mu]
-        dst = [slice(None)] * self.ndim
-        src = [slice(None)] * self.ndim
-        dst[mu], src[mu] = (slice(0, n - 1), slice(1, n)) if sign > 0 else (slice(1, n),
-                                                                             slice(0, n - 1))
-        out[tuple(dst)] = field[tuple(src)]
-        dst[mu] = slice(n - 1, n) if sign > 0 else slice(0, 1)
-        out[tuple(dst)] = self._finish(pending, (mu, sign))
+        dst, src, edge = self._shift_slices(mu, sign)
+        out[dst] = field[src]
+        out[edge] = self._finish(pending, (mu, sign))
         return out
 
     def neighbour_sum(self, field, out=None):
         """sum_mu [field(x + e_mu) + field(x - e_mu)], with all halo exchanges overlapped.
 
-        All 2D face exchanges are posted first, the interior is summed while messages travel,
-        then the received faces are added on the boundary.
+        All 2D face exchanges are posted first; then, direction by direction in the fixed
+        order (0, +), (0, -), (1, +), ..., the interior term is added and the received face
+        completes it on the boundary. Every site thus adds its 2D terms in the same order
+        whatever the decomposition, so the result is bitwise decomposition independent.
         """
+        if out is field:
+            raise ValueError("neighbour_sum cannot write into its input")
         directions = [(mu, s) for mu in range(self.ndim) for s in (+1, -1)]
         pending = self._start_exchange(field, directions)
         if out is None:
             out = self.xp.zeros_like(field)
-        elif out is field:
-            raise ValueError("neighbour_sum cannot write into its input")
         else:
             out[...] = 0
-        for mu in range(self.ndim):
-            n = self.local_shape[mu]
-            lo = [slice(None)] * self.ndim
-            hi = [slice(None)] * self.ndim
-            lo[mu], hi[mu] = slice(0, n - 1), slice(1, n)
-            out[tuple(lo)] += field[tuple(hi)]
-            out[tuple(hi)] += field[tuple(lo)]
         for mu, sign in directions:
-            n = self.local_shape[mu]
-            edge = [slice(None)] * self.ndim
-            edge[mu] = slice(n - 1, n) if sign > 0 else slice(0, 1)
-            out[tuple(edge)] += self._finish(pending, (mu, sign))
+            dst, src, edge = self._shift_slices(mu, sign)
+            out[dst] += field[src]
+            out[edge] += self._finish(pending, (mu, sign))
         return out

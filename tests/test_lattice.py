@@ -1,0 +1,103 @@
+"""Halo exchange, global sums and index maps against the undecomposed global array.
+
+Marked ``mpi``: run on 1, 2 and 4 ranks, for every process grid the rank count allows.
+"""
+
+import math
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from lqcdflow.backend import make_backend
+from lqcdflow.parallel import Lattice
+from lqcdflow.parallel.grid import valid_grids
+from lqcdflow.parallel.reduce import reproducible_sum
+
+SHAPES = [(8,), (4, 8), (4, 2, 6), (2, 4, 2, 4), (8, 1)]
+
+
+def lattices(shape, comm, dtype="float64"):
+    """One Lattice per valid process grid of ``shape`` on ``comm``."""
+    backend = make_backend("numpy", dtype)
+    return [Lattice(shape, comm=comm, grid=g, backend=backend)
+            for g in valid_grids(shape, comm.Get_size())]
+
+
+def global_field(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shift_and_neighbour_sum_equal_roll(shape, comm):
+    phi = global_field(shape)
+    for lat in lattices(shape, comm):
+        local = lat.scatter(phi)
+        for mu in range(len(shape)):
+            for sign in (+1, -1):
+                expected = np.roll(phi, -sign, axis=mu)[lat.local_slices()]
+                assert np.array_equal(lat.shift(local, mu, sign), expected), (lat, mu, sign)
+        expected = sum(np.roll(phi, s, axis=mu) for mu in range(len(shape)) for s in (1, -1))
+        assert np.allclose(lat.neighbour_sum(local), expected[lat.local_slices()],
+                           rtol=0, atol=1e-14)
+        out = lat.zeros()
+        assert lat.neighbour_sum(local, out=out) is out
+        with pytest.raises(ValueError):
+            lat.neighbour_sum(local, out=local)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gather_scatter_and_site_index(shape, comm):
+    phi = global_field(shape, seed=1)
+    index = np.arange(math.prod(shape), dtype=np.uint64).reshape(shape)
+    for lat in lattices(shape, comm):
+        assert np.array_equal(lat.site_index, index[lat.local_slices()])
+        gathered = lat.gather(lat.scatter(phi))
+        if lat.rank == 0:
+            assert np.array_equal(gathered, phi)
+        else:
+            assert gathered is None
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape", SHAPES)
+def test_global_sums_are_bitwise_decomposition_independent(shape, comm):
+    phi = global_field(shape, seed=2) * 10.0 ** np.random.default_rng(3).integers(-8, 8, shape)
+    single = Lattice(shape, comm=MPI.COMM_SELF)
+    reference = single.sum(single.scatter(phi))
+    reference_t = single.timeslice_sum(single.scatter(phi))
+    assert abs(reference - math.fsum(phi.ravel())) <= 2 * np.spacing(abs(reference))
+    assert np.allclose(reference_t, [math.fsum(s.ravel()) for s in phi], rtol=1e-15, atol=0)
+    for lat in lattices(shape, comm, dtype="float32") + lattices(shape, comm):
+        local = lat.scatter(phi.astype(lat.backend.dtype))
+        total = lat.sum(local)
+        if lat.backend.dtype == np.float64:
+            assert total == reference  # bitwise
+            assert np.array_equal(lat.timeslice_sum(local), reference_t)
+        assert comm.allgather(total) == [total] * comm.Get_size()
+
+
+def test_reproducible_sum_is_order_independent_and_exact():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(10_000) * 10.0 ** rng.integers(-12, 12, 10_000)
+    x[::7] *= -1
+    total = reproducible_sum(x, MPI.COMM_SELF, x.size)
+    assert float(total) == math.fsum(x)  # correctly rounded here: the residual is negligible
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(x)
+        assert reproducible_sum(perm, MPI.COMM_SELF, x.size) == total
+    assert reproducible_sum(np.zeros(5), MPI.COMM_SELF, 5) == 0.0
+    assert np.isnan(reproducible_sum(np.array([1.0, np.nan]), MPI.COMM_SELF, 2))
+    assert reproducible_sum(np.array([1.0, np.inf]), MPI.COMM_SELF, 2) == np.inf
+
+
+def test_cancellation_is_exact():
+    x = np.array([1e16, 1.0, -1e16, 1e-8])
+    assert float(reproducible_sum(x, MPI.COMM_SELF, 4)) == 1.0 + 1e-8
+
+
+def test_bad_lattices():
+    with pytest.raises(ValueError, match="positive"):
+        Lattice((4, 0), comm=MPI.COMM_SELF)

@@ -1,0 +1,245 @@
+"""Benchmark of one HMC molecular-dynamics step of phi^4 theory, against a copy of the same size.
+
+Usage
+-----
+::
+
+    mpiexec -n R python tools/bench_md.py --shape 32 32 32 32 [--integrator omelyan2]
+        [--grid 2 1 1 1] [--dtype float64] [--backend numpy] [--repeat 7] [--n-steps 10]
+        [--min-time 0.2] [--json]
+
+The lattice of global extents ``--shape`` is split over the ranks of ``MPI.COMM_WORLD``
+(process grid ``--grid``, chosen by :func:`lqcdflow.parallel.grid.choose_grid` if omitted);
+the action is :class:`lqcdflow.theories.phi4.Phi4Action` in the hopping form with
+kappa = 0.15, lambda = 0.02, on a Gaussian random field and Gaussian momenta.
+
+What is timed
+-------------
+Three kernels, in turn within each of ``--repeat`` rounds so that all three see the same
+machine load:
+
+- ``copy``: ``xp.copyto(dst, src)`` of two arrays of the local volume on every rank at once,
+  the bandwidth peer;
+- ``force``: one ``Phi4Action.force(phi, out)`` (neighbour sum with its halo exchange);
+- ``MD step``: ``integrate()`` of a trajectory of n = ``--n-steps`` steps of size 1/n, divided
+  by n, so a step counts its share of the P updates merged at step boundaries (omelyan2:
+  2 + 1/n forces per step).
+
+After one warm-up call, each kernel is repeated k times per round, k chosen so that a round
+lasts at least ``--min-time`` seconds; a round is bracketed by an MPI barrier and a device
+synchronisation, and its time is the maximum over ranks divided by k. The table shows the
+best round (noise only adds time) and the median; ``--json`` prints every figure instead.
+
+Figures
+-------
+With V the global volume, R ranks, V_loc = V / R, b the bytes per number, H the halo sites
+sent per rank and force evaluation (sum over split directions mu of 2 V_loc / l_mu), n_F and
+n_Q the force evaluations and Q updates in the schedule of a trajectory of n steps:
+
+- site updates per second = V / t_step;
+- copy bandwidth = R * 2 V_loc b / t_copy (read + write; write-allocate traffic counted by
+  neither this nor the models below);
+- effective bandwidth = B_min / t, achieved bandwidth = B_numpy / t, each also as a
+  percentage of the copy bandwidth.
+
+Minimal bytes B_min (all ranks; what any implementation with a separate force kernel must
+move, every array read or written once per kernel, stencil neighbours read once):
+
+- force F = dS/dphi: read phi, write F, send and receive the halo      (2 V_loc + 2 H) b
+- P(c): pi <- pi - c F: read pi and F, write pi                            3 V_loc b
+- Q(c): phi <- phi + c pi: read phi and pi, write phi                      3 V_loc b
+
+    B_min = R [n_F (5 V_loc + 2 H) + 3 n_Q V_loc] b / n        per MD step.
+
+A force fused into the P update would need only 3 V_loc b per P; this is not assumed.
+
+NumPy bytes B_numpy: the array passes of the present implementation, in units of V_loc b,
+counting ``a op= b`` (read a, read b, write a) as 3, ``a op= scalar``, ``c = a * a`` and
+``c = a * scalar`` as 2, a fill as 1:
+
+- ``Lattice.neighbour_sum``: fill the output with zeros (1), then 2D in-place adds of the
+  field shifted by +-1 in each direction, the interior slices and the received faces together
+  covering the volume once each (6 D), plus for each split direction and sign the face
+  packed into a contiguous buffer and delivered by MPI (2 + 2 face passes, 4 H in all)
+                                                                    (1 + 6 D) + 4 H / V_loc
+- ``Phi4Action.force``: neighbour sum, ``out *= -h`` (2), ``cubic = phi * phi`` (2),
+  ``cubic *= 4 c4`` (2), ``cubic += 2 c2`` (2), ``cubic *= phi`` (3), ``out += cubic`` (3)
+                                                                    (15 + 6 D) + 4 H / V_loc
+- P update in ``integrate``: force, ``f *= c`` (2), ``pi -= f`` (3)  (20 + 6 D) + 4 H / V_loc
+- Q update in ``integrate``: ``multiply(pi, c, out=work)`` (2), ``phi += work`` (3)      5
+
+    B_numpy = R [n_F ((20 + 6 D) V_loc + 4 H) + 5 n_Q V_loc] b / n    per MD step,
+
+e.g. 102.4 V b against 16.5 V b for omelyan2 with n = 10 on one rank in D = 4, so NumPy
+can reach at most about 16 % of the copy bandwidth there. The model counts logical bytes:
+it ignores cache reuse between passes (which can make a small lattice faster than the count
+says) and whole cache lines fetched for strided faces (which makes a split fastest-running
+direction slower).
+"""
+
+import argparse
+import json
+import math
+import statistics
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from lqcdflow.backend import make_backend
+from lqcdflow.mc.integrators import SCHEMES, integrate
+from lqcdflow.parallel import Lattice
+from lqcdflow.parallel.grid import halo_sites
+from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+
+KAPPA, LAMBDA = 0.15, 0.02
+SEED = 12345
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", type=int, nargs="+", default=[32, 32, 32, 32],
+                   help="global lattice extents (default 32 32 32 32)")
+    p.add_argument("--grid", type=int, nargs="+", default=None,
+                   help="process grid (default: smallest halo)")
+    p.add_argument("--integrator", choices=sorted(SCHEMES), default="omelyan2")
+    p.add_argument("--n-steps", type=int, default=10, help="MD steps per timed trajectory")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    p.add_argument("--repeat", type=int, default=7, help="timed rounds (default 7)")
+    p.add_argument("--min-time", type=float, default=0.2,
+                   help="least seconds per kernel and round (default 0.2)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return p.parse_args(argv)
+
+
+def bytes_per_step(lat, scheme, n_steps, itemsize):
+    """(B_min, B_numpy) of one MD step on all ranks, see the module docstring."""
+    schedule = scheme.schedule(n_steps)
+    n_f = sum(u.kind == "P" for u in schedule)
+    n_q = len(schedule) - n_f
+    v, h = lat.local_volume, halo_sites(lat.shape, lat.grid)
+    minimal = n_f * (5 * v + 2 * h) + 3 * n_q * v
+    actual = n_f * ((20 + 6 * lat.ndim) * v + 4 * h) + 5 * n_q * v
+    return (lat.size * minimal * itemsize / n_steps, lat.size * actual * itemsize / n_steps)
+
+
+def force_bytes(lat, itemsize):
+    """(B_min, B_numpy) of one force evaluation on all ranks."""
+    v, h = lat.local_volume, halo_sites(lat.shape, lat.grid)
+    return (lat.size * (2 * v + 2 * h) * itemsize,
+            lat.size * ((15 + 6 * lat.ndim) * v + 4 * h) * itemsize)
+
+
+def call_time(fn, number, comm, sync):
+    """Seconds per call of ``fn`` over ``number`` calls, the slowest rank's."""
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    sync()
+    return comm.allreduce((time.perf_counter() - start) / number, op=MPI.MAX)
+
+
+def benchmark(kernels, repeat, min_time, comm, sync):
+    """{name: list of seconds per call, one per round} for the callables in ``kernels``."""
+    numbers = {}
+    for name, fn in kernels.items():
+        fn()  # warm-up
+        numbers[name] = max(1, math.ceil(min_time / call_time(fn, 1, comm, sync)))
+    times = {name: [] for name in kernels}
+    for _ in range(repeat):
+        for name, fn in kernels.items():
+            times[name].append(call_time(fn, numbers[name], comm, sync))
+    return times
+
+
+def run(args):
+    comm = MPI.COMM_WORLD
+    backend = make_backend(args.backend, args.dtype)
+    lat = Lattice(args.shape, comm=comm, grid=args.grid, backend=backend)
+    xp, dtype = lat.xp, backend.dtype
+    itemsize = np.dtype(dtype).itemsize
+    action = Phi4Action(lat, Phi4Couplings.hopping(KAPPA, LAMBDA))
+    scheme = SCHEMES[args.integrator]()
+
+    rng = np.random.default_rng([SEED, lat.rank])
+    phi = xp.asarray(rng.standard_normal(lat.local_shape).astype(dtype))
+    pi = xp.asarray(rng.standard_normal(lat.local_shape).astype(dtype))
+    work, dst = lat.zeros(), lat.zeros()
+
+    kernels = {
+        "copy": lambda: xp.copyto(dst, phi),
+        "force": lambda: action.force(phi, out=work),
+        "trajectory": lambda: integrate(phi, pi, action.force, scheme, args.n_steps,
+                                        1.0 / args.n_steps, xp, work=work),
+    }
+    times = benchmark(kernels, args.repeat, args.min_time, comm, backend.synchronize)
+    times["step"] = [t / args.n_steps for t in times.pop("trajectory")]
+
+    copy_bytes = lat.size * 2 * lat.local_volume * itemsize
+    step_min, step_numpy = bytes_per_step(lat, scheme, args.n_steps, itemsize)
+    force_min, force_numpy = force_bytes(lat, itemsize)
+    model = {"copy": (copy_bytes, copy_bytes), "force": (force_min, force_numpy),
+             "step": (step_min, step_numpy)}
+
+    result = {
+        "shape": list(lat.shape), "ranks": lat.size, "grid": list(lat.grid),
+        "local_shape": list(lat.local_shape), "volume": lat.volume,
+        "local_volume": lat.local_volume, "backend": backend.name, "dtype": str(dtype),
+        "integrator": scheme.name, "n_steps": args.n_steps,
+        "forces_per_step": scheme.force_evaluations(args.n_steps) / args.n_steps,
+        "repeat": args.repeat,
+    }
+    copy_bw = copy_bytes / min(times["copy"])
+    for name, (b_min, b_numpy) in model.items():
+        best = min(times[name])
+        result[name] = {
+            "time_best_s": best, "time_median_s": statistics.median(times[name]),
+            "times_s": times[name],
+            "bytes_minimal": b_min, "bandwidth_effective_Bps": b_min / best,
+            "effective_pct_of_copy": 100 * b_min / best / copy_bw,
+            "bytes_numpy": b_numpy, "bandwidth_numpy_Bps": b_numpy / best,
+            "numpy_pct_of_copy": 100 * b_numpy / best / copy_bw,
+        }
+    result["site_updates_per_s"] = lat.volume / min(times["step"])
+    return result
+
+
+def format_table(r):
+    def dims(v):
+        return "x".join(map(str, v))
+
+    lines = [
+        f"lattice {dims(r['shape'])} (V = {r['volume']}), {r['ranks']} rank(s), "
+        f"grid {dims(r['grid'])}, local {dims(r['local_shape'])} "
+        f"(V_loc = {r['local_volume']}), {r['backend']} {r['dtype']}",
+        f"integrator {r['integrator']}, trajectory of {r['n_steps']} steps, "
+        f"{r['forces_per_step']:.3g} forces/step; best (median) of {r['repeat']} rounds; "
+        f"bandwidths summed over ranks",
+        f"site updates per second: {r['site_updates_per_s']:.4g}",
+        "",
+        f"{'kernel':<8} {'time best (median)':>23} {'B_min':>9} {'eff. BW':>10} {'% copy':>7}"
+        f" {'B_numpy':>9} {'ach. BW':>10} {'% copy':>7}",
+    ]
+    for name in ("step", "force", "copy"):
+        k = r[name]
+        label = {"step": "MD step", "force": "force", "copy": "copy"}[name]
+        lines.append(
+            f"{label:<8} {k['time_best_s'] * 1e3:>9.4g} ms ({k['time_median_s'] * 1e3:>9.4g})"
+            f" {k['bytes_minimal'] / 1e6:>7.4g}MB {k['bandwidth_effective_Bps'] / 1e9:>6.4g}GB/s"
+            f" {k['effective_pct_of_copy']:>6.1f}%"
+            f" {k['bytes_numpy'] / 1e6:>7.4g}MB {k['bandwidth_numpy_Bps'] / 1e9:>6.4g}GB/s"
+            f" {k['numpy_pct_of_copy']:>6.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    result = run(args)
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(json.dumps(result, indent=1) if args.json else format_table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -59,7 +59,9 @@ if ! have "import pyerrors, pytest, pytest_mpi, matplotlib"; then
     log "pip install pyerrors pytest pytest-mpi matplotlib"
     pip install pyerrors pytest pytest-mpi matplotlib
 fi
-installed_from=$(cd / && "$py" -c 'import lqcdflow, os; print(os.path.dirname(os.path.dirname(lqcdflow.__file__)))' 2>/dev/null || true)
+# Checked from / so that the checkout itself is not what gets imported.
+installed_from=$(cd / && "$py" -c 'import lqcdflow, os; print(os.path.dirname(os.path.dirname(lqcdflow.__file__)))' 2>/dev/null) \
+    || installed_from=
 if [ ! -x "$venv/bin/lqcdflow" ] || [ "$installed_from" != "$repo" ]; then
     log "pip install -e $repo"
     pip install --no-build-isolation --no-deps -e "$repo"

@@ -1,0 +1,171 @@
+"""`lqcdflow run` end to end: output, bitwise equality across rank counts, one-line errors,
+and no hang when one rank fails. Every mpiexec run is bounded by a timeout."""
+
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+RUN_FILE = """
+[lattice]
+shape = [8, 4]
+
+[theory]
+form = "hopping"
+kappa = 0.2
+lambda = 0.3
+
+[sampler]
+integrator = "omelyan2"
+n_steps = 4
+n_trajectories = 30
+n_thermalization = 5
+measure_every = 2
+
+[output]
+file = "{out}"
+progress_every = 10
+
+[run]
+seed = 7
+start = "hot"
+"""
+
+TIMEOUT = 120
+
+
+def lqcdflow(args, ranks=None, cwd=None):
+    command = [sys.executable, "-m", "lqcdflow", *args]
+    if ranks:
+        command = ["mpiexec", "-n", str(ranks), *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
+
+
+def write_run_file(path, text=RUN_FILE, **replace):
+    text = text.format(out=path.with_suffix(".h5"))
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def datasets(path):
+    with h5py.File(path, "r") as f:
+        return {name: f[name][()] for name in ("mc/trajectory", "mc/accepted", "mc/delta_H",
+                                               "observables/trajectory", "observables/action",
+                                               "observables/m", "observables/W",
+                                               "observables/correlator")}
+
+
+def test_run_writes_ensemble_and_prints_progress_and_table(tmp_path):
+    run_file = write_run_file(tmp_path / "a.toml")
+    result = lqcdflow(["run", str(run_file)])
+    assert result.returncode == 0, result.stderr
+    assert "traj      10/30" in result.stdout and "ETA" in result.stdout
+    assert "tau_int" in result.stdout and "chi" in result.stdout
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert f.attrs["format"] == "lqcdflow-ensemble"
+        assert f.attrs["theory.kappa"] == 0.2 and list(f.attrs["lattice.shape"]) == [8, 4]
+        assert "n_steps = 4" in f.attrs["run_file"]
+        assert list(f["mc/trajectory"][:]) == list(range(1, 31))
+        assert list(f["observables/trajectory"][:]) == list(range(2, 31, 2))
+        assert f["observables/correlator"].shape == (15, 8)
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_run_is_bitwise_identical_on_1_2_4_ranks(tmp_path, ranks):
+    single = write_run_file(tmp_path / "one.toml")
+    multi = write_run_file(tmp_path / "many.toml")
+    assert lqcdflow(["run", "-q", str(single)], ranks=1).returncode == 0
+    result = lqcdflow(["run", "-q", str(multi)], ranks=ranks)
+    assert result.returncode == 0, result.stderr
+    a, b = datasets(tmp_path / "one.h5"), datasets(tmp_path / "many.h5")
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+    with h5py.File(tmp_path / "many.h5", "r") as f:
+        assert f.attrs["ranks"] == ranks
+
+
+BAD_RUN_FILES = [
+    ({"n_steps = 4": "n_steps = 4\nn_stepz = 3"}, "[sampler] unknown key 'n_stepz'"),
+    ({"n_steps = 4": 'n_steps = "four"'}, "[sampler] n_steps = 'four' is not allowed"),
+    ({"n_steps = 4": "n_steps = -4"}, "expected an integer > 0"),
+    ({"kappa = 0.2": "kappa = true"}, "[theory] kappa = True is not allowed"),
+    ({'form = "hopping"': 'form = "wilson"'}, "expected one of 'hopping', 'standard'"),
+    ({"[run]": "[runn]"}, "unknown section [runn]"),
+    ({"[lattice]\nshape = [8, 4]\n": ""}, "missing section [lattice]"),
+    ({"shape = [8, 4]": "shape = [8, 4]\ngrid = [3, 1]"}, "process grid [3, 1] has 3 ranks, the job has 1"),
+    ({"shape = [8, 4]": "shape = [8, 4]\ngrid = [2, 1, 1]"}, "one entry per direction"),
+    ({"lambda = 0.3": "lambda = 0.0", "kappa = 0.2": "kappa = 0.3"}, "unstable"),
+    ({"kappa = 0.2": "m2 = 1.0"}, "missing key 'kappa'"),
+    ({'integrator = "omelyan2"': 'integrator = "leapfrog"\nxi = 0.2'}, "only used by"),
+    ({"seed = 7": "seed = 18446744073709551616"}, "[run] seed"),
+    ({"n_steps = 4": "n_steps = 4 = 5"}, "is not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("replace, message", BAD_RUN_FILES)
+def test_bad_run_files_give_one_line_and_exit_2(tmp_path, replace, message):
+    run_file = write_run_file(tmp_path / "bad.toml", **replace)
+    result = lqcdflow(["run", str(run_file)])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lqcdflow: error:"), result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_missing_run_file_and_bad_error_on_all_ranks(tmp_path):
+    result = lqcdflow(["run", str(tmp_path / "nowhere.toml")], ranks=2)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"lqcdflow: error: run file {tmp_path / 'nowhere.toml'} not found"]
+    run_file = write_run_file(tmp_path / "grid.toml", **{"shape = [8, 4]": "shape = [6, 3]"})
+    result = lqcdflow(["run", str(run_file)], ranks=4)
+    assert result.returncode == 2 and "cannot be split evenly over 4 ranks" in result.stderr
+
+
+def test_existing_output_is_never_overwritten_by_default(tmp_path):
+    run_file = write_run_file(tmp_path / "keep.toml")
+    (tmp_path / "keep.h5").write_bytes(b"precious")
+    result = lqcdflow(["run", str(run_file)], ranks=2)
+    assert result.returncode == 2 and "exists" in result.stderr
+    assert (tmp_path / "keep.h5").read_bytes() == b"precious"
+
+
+def test_unwritable_output_directory(tmp_path):
+    run_file = write_run_file(tmp_path / "x.toml")
+    run_file.write_text(run_file.read_text().replace(str(tmp_path / "x.h5"),
+                                                     str(tmp_path / "no" / "such" / "x.h5")))
+    result = lqcdflow(["run", str(run_file)], ranks=2)
+    assert result.returncode == 2 and "cannot create output file" in result.stderr
+
+
+def test_an_exception_on_one_rank_aborts_the_whole_job(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent("""
+        from mpi4py import MPI
+        from lqcdflow.parallel.comm import guarded
+
+        def work():
+            if MPI.COMM_WORLD.Get_rank() == 1:
+                raise RuntimeError("rank one broke")
+            MPI.COMM_WORLD.Barrier()  # would wait forever without the abort
+            return 0
+
+        raise SystemExit(guarded(work))
+    """))
+    result = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "[rank 1/2]" in result.stderr and "rank one broke" in result.stderr
+
+
+def test_version_and_help():
+    result = lqcdflow(["--version"])
+    assert result.returncode == 0 and result.stdout.strip()
+    assert lqcdflow([]).returncode == 2
+    assert np.all([word in lqcdflow(["run", "--help"]).stdout for word in ("run_file",)])

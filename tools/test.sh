@@ -11,10 +11,10 @@ cd "$repo"
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
 
 echo "== serial: all tests and doctests"
-timeout 1500 python -m pytest -q --with-mpi -p no:cacheprovider --doctest-modules lqcdflow tests "$@"
+timeout 1500 python -m pytest -q -rs --with-mpi -p no:cacheprovider --doctest-modules lqcdflow tests "$@"
 for ranks in 2 4; do
     echo "== mpiexec -n $ranks: tests marked mpi"
-    timeout 900 mpiexec -n "$ranks" python -m pytest -q --with-mpi -m mpi -p no:cacheprovider \
+    timeout 900 mpiexec -n "$ranks" python -m pytest -q -rs --with-mpi -m mpi -p no:cacheprovider \
         tests "$@"
 done
 echo "== shellcheck"

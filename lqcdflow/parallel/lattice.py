@@ -78,10 +78,6 @@ class Lattice:
         return (f"Lattice(shape={list(self.shape)}, grid={list(self.grid)}, "
                 f"local={list(self.local_shape)}, backend={self.backend.name})")
 
-    def free(self):
-        """Release the Cartesian communicator."""
-        self.comm.Free()
-
     # ----------------------------------------------------------------- fields and indices
     def zeros(self, dtype=None):
         """A local field of zeros."""

@@ -61,9 +61,13 @@ def cmd_run(args, comm):
     state = run_chain(hmc, state, sampler["n_trajectories"], hooks)
     writer.flush()
     if comm.Get_rank() == 0:
-        rows = summarize(output["file"], sampler["n_thermalization"])
-        print(format_table(rows, title=f"{output['file']}: trajectories "
-                           f"{sampler['n_thermalization'] + 1}..{state.trajectory}"))
+        try:
+            rows = summarize(output["file"], sampler["n_thermalization"])
+        except AnalysisError as e:  # the ensemble is written; only the table is impossible
+            print(f"no table of results: {e}")
+        else:
+            print(format_table(rows, title=f"{output['file']}: trajectories "
+                               f"{sampler['n_thermalization'] + 1}..{state.trajectory}"))
     return 0
 
 

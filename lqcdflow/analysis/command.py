@@ -59,7 +59,7 @@ def analyze_files(paths, thermalization=None, S=2.0, plot_dir=None):
     from lqcdflow.analysis.thermalization import choose
 
     ensemble = choose(read.load(paths), thermalization, S)
-    ensemble.check_length(MIN_SAMPLES, MIN_REPLICA_SAMPLES)
+    ensemble.check(MIN_SAMPLES, MIN_REPLICA_SAMPLES)
     analysis = results.analyze(ensemble, S)
     figures = plots.write(ensemble, analysis, plot_dir) if plot_dir else []
     return ensemble, analysis, figures

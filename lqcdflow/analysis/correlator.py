@@ -36,16 +36,15 @@ def correlator(ensemble):
         if t >= 1 and c[t].obs.value != 0:
             ratio = (c[t - 1].obs + c[min(t + 1, L0 - t - 1)].obs) / (2 * c[t].obs)
             if ratio.value > 1:
-                m_eff = Quantity(f"m_eff({t})", f"m_eff({t})", np.arccosh(ratio))
+                with np.errstate(invalid="ignore"):  # pyerrors also maps each replica's mean
+                    m_eff = Quantity(f"m_eff({t})", f"m_eff({t})", np.arccosh(ratio))
         rows.append((t, c[t], m_eff))
     return rows
 
 
 def second_moment_xi(ensemble):
-    """Quantity xi_2nd, or None where G(0)/G(p_1) <= 1 or L_0 < 2."""
+    """Quantity xi_2nd, or None where G(0)/G(p_1) <= 1 (no decay, or L_0 = 1)."""
     L0 = ensemble.shape[0]
-    if L0 < 2:
-        return None
     p1 = 2 * np.pi / L0
     cosine = np.cos(p1 * np.arange(L0))
     g0 = measured(ensemble, lambda o: o["correlator"].sum(axis=1))

@@ -22,6 +22,7 @@ import numpy as np
 import pyerrors as pe
 
 ENSEMBLE = "ensemble"
+MIN_SAMPLES = 5  # per replica, the least pyerrors takes
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def observable(replicas, idl=None):
     Parameters
     ----------
     replicas : sequence of 1-D arrays
-        One series per replica (independent Markov chain), each of at least 5 samples.
+        One series per replica (independent Markov chain), each of at least MIN_SAMPLES.
     idl : sequence of increasing integer arrays, optional
         The trajectory numbers of the samples of each replica (gaps allowed); 1, 2, ... if
         not given.

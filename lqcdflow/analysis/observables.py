@@ -3,7 +3,8 @@
 M = sum_x phi_x is the total magnetisation, V the lattice volume, <.> the ensemble mean.
 
 Primary (means of measured series): <S>/V, <M>/V, <|M|>/V, <M^2>/V^2, <M^4>/V^4 and, from the
-Monte Carlo record, the acceptance and <exp(-Delta H)> (= 1 for an exact HMC).
+Monte Carlo record where it was kept, the acceptance and <exp(-Delta H)> (= 1 for an exact
+algorithm).
 
 Derived (errors propagated linearly by pyerrors):
 
@@ -23,7 +24,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from lqcdflow.analysis.gamma import observable
+from lqcdflow.analysis.gamma import MIN_SAMPLES, observable
 
 Quantity = namedtuple("Quantity", "name label obs")
 
@@ -54,12 +55,13 @@ def primary(ensemble):
     V = ensemble.volume
     quantities = [Quantity(name, label, measured(ensemble, lambda o, s=series, k=k: o[s] / V**k))
                   for name, label, series, k in MOMENTS]
-    if ensemble.has("accepted"):
-        quantities.append(Quantity("acceptance", "acceptance",
-                                   recorded(ensemble, lambda mc: mc["accepted"])))
-    if ensemble.has("delta_H"):
-        quantities.append(Quantity("exp_minus_delta_H", "<exp(-dH)>",
-                                   recorded(ensemble, lambda mc: np.exp(-mc["delta_H"]))))
+    if all(len(r.mc_trajectory) >= MIN_SAMPLES for r in ensemble.replicas):
+        if ensemble.has("accepted"):
+            quantities.append(Quantity("acceptance", "acceptance",
+                                       recorded(ensemble, lambda mc: mc["accepted"])))
+        if ensemble.has("delta_H"):
+            quantities.append(Quantity("exp_minus_delta_H", "<exp(-dH)>",
+                                       recorded(ensemble, lambda mc: np.exp(-mc["delta_H"]))))
     return {q.name: q for q in quantities}
 
 

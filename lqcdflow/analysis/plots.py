@@ -1,7 +1,7 @@
 """PNG figures of an analysis (matplotlib, Agg canvas; imported only when plotting).
 
-    history.png          Monte Carlo histories of S/V, M/V, M^2/V and Delta H per replica, the
-                         thermalisation cut shaded, the mean +- error of the kept part
+    history.png          Monte Carlo histories of S/V, M/V, M^2/V and Delta H, replicas one
+                         after another, the thermalisation cut shaded, the mean +- error
     autocorrelation.png  normalised autocorrelation function rho(t) and tau_int(W) with its
                          error for <S>/V, <|M|>/V, chi and U, the chosen window W marked
     histogram_m.png      histogram of M/V after thermalisation, with the Gaussian of the
@@ -33,13 +33,26 @@ def _figure(width, height):
     return figure
 
 
-def _mark_thermalization(ax, ensemble):
-    for i, r in enumerate(ensemble.replicas):
+def _shifts(ensemble):
+    """Shifts of the trajectory axis that put the replicas one after another."""
+    shifts, end = [], None
+    for r in ensemble.replicas:
+        first, last = r.trajectories
+        shifts.append(0 if end is None else end + 1 - first)
+        end = last + shifts[-1]
+    return shifts
+
+
+def _mark_thermalization(ax, ensemble, shifts):
+    label = "thermalisation cut"
+    for i, (r, shift) in enumerate(zip(ensemble.replicas, shifts)):
         first = r.trajectories[0]
+        if i:
+            ax.axvline(first + shift - 0.5, color="k", lw=0.8)  # replica boundary
         if r.thermalization >= first:
-            ax.axvspan(first, r.thermalization, color="0.85", zorder=0)
-            ax.axvline(r.thermalization, color="0.3", ls="--", lw=1,
-                       label="thermalisation cut" if i == 0 else None)
+            ax.axvspan(first + shift, r.thermalization + shift, color="0.85", zorder=0)
+            ax.axvline(r.thermalization + shift, color="0.3", ls="--", lw=1, label=label)
+            label = None  # in the legend once
 
 
 def _mark_mean(ax, estimate):
@@ -49,24 +62,28 @@ def _mark_mean(ax, estimate):
 
 
 def history(ensemble, results):
-    """Figure: Monte Carlo histories, one panel per series, thermalisation cut shaded."""
+    """Figure: Monte Carlo histories, one panel per series, thermalisation cut shaded.
+
+    Replicas are drawn one after another, each in its colour, the trajectory axis shifted.
+    """
     panels = list(HISTORY)
     if ensemble.has("delta_H"):
         panels.append(("delta_H", 0, "$\\Delta H$", None))
     figure = _figure(10, 2.2 * len(panels))
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     V = ensemble.volume
+    shifts = _shifts(ensemble)
     for ax, (name, power, ylabel, result) in zip(axes, panels):
-        for i, r in enumerate(ensemble.replicas):
+        for i, (r, shift) in enumerate(zip(ensemble.replicas, shifts)):
             x, y = ((r.mc_trajectory, r.mc[name]) if name in r.mc
                     else (r.trajectory, r.observables[name] / V**power))
-            ax.plot(x, y, lw=0.5, color=f"C{i}", label=f"replica {r.name}")
-        _mark_thermalization(ax, ensemble)
+            ax.plot(x + shift, y, lw=0.5, color=f"C{i}", label=f"replica {r.name}")
+        _mark_thermalization(ax, ensemble, shifts)
         if result in results:
             _mark_mean(ax, results[result].estimate)
         ax.set_ylabel(ylabel)
     axes[0].legend(loc="upper right", fontsize="small", ncols=4)
-    axes[-1].set_xlabel("trajectory")
+    axes[-1].set_xlabel("trajectory" if len(shifts) == 1 else "trajectory (replicas in turn)")
     return figure
 
 

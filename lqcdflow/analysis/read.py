@@ -68,10 +68,11 @@ def _increasing(path, name, values):
         raise AnalysisError(f"{path}: {name} numbers are not increasing; the file is damaged")
 
 
-def _segment(path, f):
-    attrs = f.attrs
+def _header(path, attrs):
+    """(shape, theory, thermalisation cut and its source, seed) from the file's attributes."""
     if "format" in attrs and _python(attrs["format"]) != FORMAT:
-        raise AnalysisError(f"{path}: not an lqcdflow ensemble (format {_python(attrs['format'])!r})")
+        raise AnalysisError(f"{path}: not an lqcdflow ensemble "
+                            f"(format {_python(attrs['format'])!r})")
     if _python(attrs.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
         raise AnalysisError(f"{path}: written by a newer lqcdflow (format version "
                             f"{_python(attrs['format_version'])}); update lqcdflow")
@@ -80,6 +81,15 @@ def _segment(path, f):
     shape = tuple(int(x) for x in np.atleast_1d(attrs["lattice.shape"]))
     theory = {key[len("theory."):]: _python(value) for key, value in attrs.items()
               if key.startswith("theory.") and _python(value) != ""}
+    if "sampler.n_thermalization" in attrs:
+        cut, source = int(attrs["sampler.n_thermalization"]), "run file"
+    else:
+        cut, source = 0, "none recorded"
+    return shape, theory, cut, source, _python(attrs.get("run.seed"))
+
+
+def _measurements(path, f):
+    """(trajectory, {observable: series}) of the complete measurements."""
     missing = [f"/observables/{name}" for name in ("trajectory",) + REQUIRED
                if f"observables/{name}" not in f]
     if missing:
@@ -90,18 +100,25 @@ def _segment(path, f):
     if trajectory.size == 0:
         raise AnalysisError(f"{path}: no measurements yet")
     _increasing(path, "trajectory", trajectory)
-    mc_names = ["trajectory"] + [n for n in MC if f"mc/{n}" in f] if "mc/trajectory" in f else []
-    mc = _complete(f["mc"], mc_names) if mc_names else {"trajectory": np.zeros(0, np.int64)}
-    mc_trajectory = mc.pop("trajectory").astype(np.int64)
-    _increasing(path, "mc/trajectory", mc_trajectory)
+    return trajectory, observables
+
+
+def _record(path, f):
+    """(trajectory, {accepted, delta_H: series}) of the complete Monte Carlo record."""
+    if "mc/trajectory" not in f:
+        return np.zeros(0, np.int64), {}
+    mc = _complete(f["mc"], ["trajectory"] + [n for n in MC if f"mc/{n}" in f])
+    trajectory = mc.pop("trajectory").astype(np.int64)
+    _increasing(path, "mc/trajectory", trajectory)
     if "accepted" in mc:
         mc["accepted"] = mc["accepted"].astype(np.float64)
-    if "sampler.n_thermalization" in attrs:
-        cut, source = int(attrs["sampler.n_thermalization"]), "run file"
-    else:
-        cut, source = 0, "none recorded"
-    replica = Replica("", (path,), trajectory, observables, mc_trajectory, mc, cut, source)
-    return Segment(path, replica, shape, theory, _python(attrs.get("run.seed")))
+    return trajectory, mc
+
+
+def _segment(path, f):
+    shape, theory, cut, source, seed = _header(path, f.attrs)
+    replica = Replica("", (path,), *_measurements(path, f), *_record(path, f), cut, source)
+    return Segment(path, replica, shape, theory, seed)
 
 
 def read_segment(path):
@@ -158,17 +175,18 @@ def _continues(chain, segment):
 
 
 def _chains(segments):
-    """Segments grouped into chains (lists in trajectory order), see the module docstring."""
+    """Segments grouped into chains (lists in trajectory order), see the module docstring.
+
+    The chains come in the order their first-given file was given.
+    """
     chains = []
-    order = sorted(range(len(segments)), key=lambda i: (segments[i].replica.trajectories[0], i))
-    for i in order:
-        segment = segments[i]
+    for segment in sorted(segments, key=lambda s: s.replica.trajectories[0]):
         candidates = [c for c in chains if _continues(c, segment)]
         if candidates:
             min(candidates, key=lambda c: c[-1].seed != segment.seed).append(segment)
         else:
             chains.append([segment])
-    return chains
+    return sorted(chains, key=lambda c: min(segments.index(s) for s in c))
 
 
 def _join(name, chain, observables, mc):

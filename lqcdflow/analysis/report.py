@@ -2,8 +2,6 @@
 
 import math
 
-import numpy as np
-
 def format_table(rows, title=""):
     """Rows of (label, Estimate) as an aligned text table."""
     width = max([len("observable")] + [len(label) for label, _ in rows])
@@ -32,17 +30,17 @@ def format_correlator(points):
 def describe_replica(r):
     """One line: a replica's files, trajectories, cut and measurements kept."""
     first, last = r.trajectories
-    kept = int(np.sum(r.trajectory > r.thermalization))
     return (f"replica {r.name}: {' + '.join(r.files)}, trajectories {first}..{last}, "
             f"thermalisation cut at trajectory {r.thermalization} ({r.thermalization_source}), "
-            f"{kept} measurements")
+            f"{r.n_kept} measurements")
 
 
 def describe_ensemble(ensemble):
     """One line: theory parameters, lattice and volume."""
     theory = dict(ensemble.theory)
-    name = " ".join(str(theory.pop(k)) + (" form" if k == "form" else "")
-                    for k in ("name", "form") if k in theory)
+    name, form = theory.pop("name", "theory"), theory.pop("form", None)
+    if form:
+        name += f" {form} form"
     couplings = ", ".join(f"{k} = {v}" for k, v in theory.items())
     lattice = "x".join(str(n) for n in ensemble.shape)
     return f"{name}: {couplings}; lattice {lattice}, V = {ensemble.volume}"
@@ -53,8 +51,9 @@ def text(ensemble, results, S, plots=()):
     interval = ensemble.measurement_interval
     lines = [describe_ensemble(ensemble)]
     lines += [describe_replica(r) for r in ensemble.replicas]
+    every = "every trajectory" if interval == 1 else f"every {interval} trajectories"
     lines.append(f"Gamma method, S = {S:g}; tau_int and N_eff count samples: measurements "
-                 f"(every {interval} trajectories), or trajectories for acceptance and exp(-dH)")
+                 f"({every}), or trajectories for acceptance and exp(-dH)")
     lines += ["", format_table([(r.label, r.estimate) for r in results.rows])]
     if results.correlator:
         lines += ["", "correlator C(t) and effective mass", format_correlator(results.correlator)]
@@ -83,13 +82,13 @@ def document(ensemble, results, S, plots=()):
         "replicas": [{"name": r.name, "files": list(r.files), "trajectories": list(r.trajectories),
                       "thermalization": r.thermalization,
                       "thermalization_source": r.thermalization_source,
-                      "n_measurements": int(np.sum(r.trajectory > r.thermalization))}
+                      "n_measurements": r.n_kept}
                      for r in ensemble.replicas],
         "gamma_method": {"S": S, "measurement_interval": ensemble.measurement_interval},
         "observables": {r.name: {"label": r.label, "kind": r.kind, **estimate_dict(r.estimate)}
                         for r in results.rows},
         "correlator": [{"t": p.t, "C": estimate_dict(p.C.estimate),
-                        "m_eff": p.m_eff and estimate_dict(p.m_eff.estimate)}
+                        "m_eff": None if p.m_eff is None else estimate_dict(p.m_eff.estimate)}
                        for p in results.correlator],
         "notes": list(results.notes),
         "figures": list(plots),

@@ -78,7 +78,7 @@ def analyze(ensemble, S=2.0):
         else:
             rows.append(_result(xi, "derived", S))
         points = [CorrelatorPoint(t, _result(c, "correlator", S),
-                                  m_eff and _result(m_eff, "correlator", S))
+                                  None if m_eff is None else _result(m_eff, "correlator", S))
                   for t, c, m_eff in correlator.correlator(ensemble)]
     else:
         notes.append("correlator, m_eff and xi_2nd not computed: no series correlator")

@@ -56,6 +56,11 @@ class Replica:
         lasts = [a[-1] for a in (self.trajectory, self.mc_trajectory) if len(a)]
         return int(min(firsts)), int(max(lasts))
 
+    @property
+    def n_kept(self):
+        """The number of measurements after the thermalisation cut."""
+        return int(np.sum(self.trajectory > self.thermalization))
+
     def with_thermalization(self, cut, source):
         """This replica with thermalisation cut ``cut`` (a trajectory number)."""
         return dataclasses.replace(self, thermalization=int(cut), thermalization_source=source)
@@ -67,7 +72,8 @@ class Replica:
         return dataclasses.replace(
             self, trajectory=self.trajectory[keep],
             observables={k: v[keep] for k, v in self.observables.items()},
-            mc_trajectory=self.mc_trajectory[keep_mc], mc={k: v[keep_mc] for k, v in self.mc.items()})
+            mc_trajectory=self.mc_trajectory[keep_mc],
+            mc={k: v[keep_mc] for k, v in self.mc.items()})
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,22 @@ class Ensemble:
     def after_thermalization(self):
         return dataclasses.replace(self, replicas=[r.after_thermalization() for r in self.replicas])
 
-    def check_length(self, total, per_replica):
-        """Raise AnalysisError unless the measurements after thermalisation suffice.
+    def check(self, total, per_replica):
+        """Raise AnalysisError unless the measurements after thermalisation can be analysed.
 
-        At least ``total`` measurements in all and ``per_replica`` in each replica.
+        At least ``total`` measurements in all and ``per_replica`` in each replica, and every
+        distance between measurements a multiple of the smallest (the Gamma method works on
+        one spacing; gaps are allowed).
         """
-        counts = [int(np.sum(r.trajectory > r.thermalization)) for r in self.replicas]
+        interval = self.measurement_interval
+        for r in self.replicas:
+            odd = np.diff(r.trajectory)[np.diff(r.trajectory) % interval != 0]
+            if odd.size:
+                raise AnalysisError(
+                    f"replica {r.name} ({', '.join(r.files)}) has measurements {odd[0]} "
+                    f"trajectories apart, not a multiple of the smallest distance {interval}; "
+                    "analyse runs with different sampler.measure_every separately")
+        counts = [r.n_kept for r in self.replicas]
         for r, n in zip(self.replicas, counts):
             if n < per_replica:
                 raise AnalysisError(

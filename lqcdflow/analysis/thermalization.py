@@ -1,12 +1,14 @@
 """The thermalisation cut: from the run file, given, or detected automatically.
 
-Detection (J. D. Chodera, J. Chem. Theory Comput. 12 (2016) 1799): discarding the first t_0
-of N measurements leaves N_eff(t_0) = (N - t_0) / (2 tau_int(t_0)) effectively independent
-samples, tau_int(t_0) being the Gamma-method tau_int of the remaining series. A transient
-from a non-equilibrium start inflates the variance and tau_int of what follows it, so N_eff
-peaks once the transient is discarded; the cut is the t_0 that maximises
-min_A N_eff^A(t_0) over the action and |M|. Candidates t_0 are 0 and a geometric grid up to
-N/2, so a short transient is resolved finely and a long chain is scanned quickly.
+Detection is the marginal standard error rule (K. P. White, Simulation 69 (1997) 323) with
+the Gamma-method error: discarding the first d of N measurements leaves a mean with error
+sigma_A(d), sigma_A^2(d) = 2 tau_int(d) Gamma_d(0) / (N - d), computed from the remaining
+series. A transient from a non-equilibrium start inflates Gamma_d(0) (and tau_int) while it
+is kept, and once it is gone sigma_A(d) only grows like 1/sqrt(N - d); the cut is the d that
+minimises prod_A sigma_A(d) over the action and |M|. Candidates d are 0 and a geometric grid
+up to N/2, so a short transient is resolved finely and a long chain is scanned quickly; a
+chain of more than MAX_BLOCKS measurements is scanned as the means of consecutive blocks of
+measurements (which have the same mean and error of the mean), d in steps of a block.
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ from lqcdflow.analysis.gamma import mean
 OBSERVABLES = ("action", "abs_m")
 GRID_POINTS = 40
 MIN_SAMPLES = 10  # shorter series are not scanned (cut 0)
+MAX_BLOCKS = 10000
 
 
 def candidates(n):
@@ -30,11 +33,21 @@ def candidates(n):
 
 def detect(replica, S=2.0):
     """The detected cut of a Replica: the last trajectory to drop (first measured - 1 if none)."""
-    series = [replica.observables[name] for name in OBSERVABLES]
-    tried = candidates(len(replica.trajectory))
-    n_eff = [min(mean(s[t0:], S).n_effective for s in series) for t0 in tried]
-    t0 = int(tried[int(np.argmax(n_eff))])
-    return int(replica.trajectory[t0] - 1)
+    n = len(replica.trajectory)
+    block = -(-n // MAX_BLOCKS)
+    series = [block_means(replica.observables[name], block) for name in OBSERVABLES]
+    tried = candidates(len(series[0]))
+    errors = np.array([[mean(s[d:], S).error for s in series] for d in tried])
+    with np.errstate(divide="ignore"):  # a constant series has error 0
+        log_error = np.log(errors).sum(axis=1)
+    d = int(tried[int(np.argmin(log_error))]) * block
+    return int(replica.trajectory[d] - 1)
+
+
+def block_means(series, block):
+    """Means of consecutive blocks of ``block`` values (an incomplete last block left out)."""
+    n = len(series) // block * block
+    return series[:n].reshape(-1, block).mean(axis=1)
 
 
 def choose(ensemble, setting, S=2.0):

@@ -1,21 +1,27 @@
-"""Command line: ``lqcdflow run RUN.toml``.
+"""Command line: ``lqcdflow run|analyze|info``.
 
-This layer only reads arguments, builds objects and calls the library; errors in what the
-user gave (run file, process grid, output file) end every rank with one line and exit code 2;
-any other exception on any rank aborts the whole MPI job with its traceback.
+This layer only reads arguments, builds objects and calls the library. Exit codes:
+0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used
+(run file, process grid, output file, checkpoints: one line on stderr, every rank exits);
+3 a run stopped early on a signal or the walltime, with a checkpoint: resubmit it.
+Any other exception on any rank aborts the whole MPI job with its traceback.
 """
 
 import argparse
+import sys
 
 import lqcdflow
 from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.command import add_arguments as add_analyze_arguments
 from lqcdflow.backend import BackendError
 from lqcdflow.config import ConfigError, parse
-from lqcdflow.io.ensemble import EnsembleWriter, OutputError, run_attributes
+from lqcdflow.io.checkpoint import CheckpointError
+from lqcdflow.io.ensemble import OutputError
+from lqcdflow.io.info import InfoError
 from lqcdflow.parallel.grid import GridError
 
-USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError)
+USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError,
+               CheckpointError, InfoError)
 
 
 def read_run_file(path, comm):
@@ -36,38 +42,46 @@ def read_run_file(path, comm):
 
 
 def cmd_run(args, comm):
-    """Generate an HMC ensemble as the run file says."""
-    from lqcdflow import build
+    """Generate or continue an HMC ensemble as the run file says."""
     from lqcdflow.analysis.summary import format_table, summarize
-    from lqcdflow.mc.driver import Measure, Progress, run_chain
+    from lqcdflow.runner import run_ensemble
 
     config, text = read_run_file(args.run_file, comm)
-    lattice = build.make_lattice(config, comm)
-    action = build.make_action(config, lattice)
-    hmc = build.make_hmc(config, action)
-    state = build.make_initial_state(config, lattice)
-    sampler, output = config["sampler"], config["output"]
-    writer = EnsembleWriter(output["file"], run_attributes(config, lattice, text),
-                            lattice.shape[0], comm, overwrite=output["overwrite"])
+    if args.restart is not None:
+        config["checkpoint"]["restart"] = args.restart
+    if args.walltime is not None:
+        config["checkpoint"]["walltime"] = args.walltime
     say = print if comm.Get_rank() == 0 and not args.quiet else None
     if say:
-        say(f"lqcdflow {lqcdflow.__version__}: {lattice!r} on {lattice.size} rank(s)")
-        say(f"theory {config['theory']}")
-        say(f"integrator {hmc.scheme.describe(1)}, {hmc.n_steps} steps of "
-            f"{hmc.step_size:.6g}, {hmc.scheme.force_evaluations(hmc.n_steps)} forces/traj")
-    hooks = [Measure(action, writer, sampler["measure_every"]),
-             Progress(writer, output["progress_every"], state.trajectory,
-                      sampler["n_trajectories"], print_fn=say)]
-    state = run_chain(hmc, state, sampler["n_trajectories"], hooks)
-    writer.flush()
+        say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
+            f"theory {config['theory']}, lattice {config['lattice']}")
+    code = run_ensemble(config, text, comm, say)
+    output, sampler = config["output"], config["sampler"]
     if comm.Get_rank() == 0:
         try:
             rows = summarize(output["file"], sampler["n_thermalization"])
         except AnalysisError as e:  # the ensemble is written; only the table is impossible
             print(f"no table of results: {e}")
         else:
-            print(format_table(rows, title=f"{output['file']}: trajectories "
-                               f"{sampler['n_thermalization'] + 1}..{state.trajectory}"))
+            print(format_table(rows, title=f"{output['file']}: trajectories after "
+                               f"{sampler['n_thermalization']}"))
+    return code
+
+
+def cmd_info(args, comm):
+    """Print what lqcdflow files hold and verify their checksums (rank 0)."""
+    from lqcdflow.io.info import inspect
+
+    if comm.Get_rank() != 0:
+        return 0
+    corrupt = []
+    for path in args.files:
+        lines, bad = inspect(path)
+        print("\n".join(lines))
+        corrupt += bad
+    if corrupt:
+        print(f"lqcdflow: error: checksum mismatch in {', '.join(corrupt)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -85,7 +99,14 @@ def make_parser():
     run = sub.add_parser("run", help="generate an ensemble with HMC from a TOML run file")
     run.add_argument("run_file")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--restart", choices=("auto", "never"),
+                     help="override [checkpoint] restart")
+    run.add_argument("--walltime", type=float, metavar="SECONDS",
+                     help="override [checkpoint] walltime (seconds this job may run)")
     run.set_defaults(func=cmd_run)
+    info = sub.add_parser("info", help="show metadata of lqcdflow files, verify checksums")
+    info.add_argument("files", nargs="+", metavar="FILE.h5")
+    info.set_defaults(func=cmd_info)
     analyze = sub.add_parser("analyze", help="error analysis of ensemble files (Gamma method)")
     add_analyze_arguments(analyze)
     analyze.set_defaults(func=cmd_analyze)

@@ -8,57 +8,7 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-
-RUN_FILE = """
-[lattice]
-shape = [8, 4]
-
-[theory]
-form = "hopping"
-kappa = 0.2
-lambda = 0.3
-
-[sampler]
-integrator = "omelyan2"
-n_steps = 4
-n_trajectories = 30
-n_thermalization = 5
-measure_every = 2
-
-[output]
-file = "{out}"
-progress_every = 10
-
-[run]
-seed = 7
-start = "hot"
-"""
-
-TIMEOUT = 120
-
-
-def lqcdflow(args, ranks=None, cwd=None):
-    command = [sys.executable, "-m", "lqcdflow", *args]
-    if ranks:
-        command = ["mpiexec", "-n", str(ranks), *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
-
-
-def write_run_file(path, text=RUN_FILE, **replace):
-    text = text.format(out=path.with_suffix(".h5"))
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    path.write_text(text)
-    return path
-
-
-def datasets(path):
-    with h5py.File(path, "r") as f:
-        return {name: f[name][()] for name in ("mc/trajectory", "mc/accepted", "mc/delta_H",
-                                               "observables/trajectory", "observables/action",
-                                               "observables/m", "observables/W",
-                                               "observables/correlator")}
-
+from runs import lqcdflow, series, write_run_file
 
 def test_run_writes_ensemble_and_prints_progress_and_table(tmp_path):
     run_file = write_run_file(tmp_path / "a.toml")
@@ -82,9 +32,7 @@ def test_run_is_bitwise_identical_on_1_2_4_ranks(tmp_path, ranks):
     assert lqcdflow(["run", "-q", str(single)], ranks=1).returncode == 0
     result = lqcdflow(["run", "-q", str(multi)], ranks=ranks)
     assert result.returncode == 0, result.stderr
-    a, b = datasets(tmp_path / "one.h5"), datasets(tmp_path / "many.h5")
-    for name in a:
-        assert a[name].tobytes() == b[name].tobytes(), name
+    assert series(tmp_path / "one.h5") == series(tmp_path / "many.h5")
     with h5py.File(tmp_path / "many.h5", "r") as f:
         assert f.attrs["ranks"] == ranks
 

@@ -12,18 +12,22 @@ Layout (format "lqcdflow-ensemble", version 1; readable with plain h5py or h5dum
     /observables/{action, m, abs_m, m2, m4, W}  (m,) float64
     /observables/correlator (m, L_0)  float64
 
-Only rank 0 touches the file. Records are buffered and appended at each flush; the file is
-opened and closed around every flush, so it is complete and readable between flushes.
+Only rank 0 touches the file. Records are buffered and committed every ``progress_every``
+trajectories and at every checkpoint: the commit writes a copy, fsyncs it and renames it over
+the file, so the file on disk is always complete and readable. Each series dataset carries its
+SHA-256 as attribute ``sha256`` (checked by ``lqcdflow info``).
 """
 
 import datetime
 import os
+import shutil
 import socket
 
 import h5py
 import numpy as np
 
 import lqcdflow
+from lqcdflow.io.checksum import array_sha256
 
 FORMAT = "lqcdflow-ensemble"
 FORMAT_VERSION = 1
@@ -75,44 +79,117 @@ def _create_datasets(f, correlator_length):
                      chunks=(max(1, 65536 // (8 * correlator_length)), correlator_length))
 
 
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def series_lengths(f):
+    """Lengths of the trajectory and measurement series of an open ensemble file."""
+    return {"mc": f["mc/trajectory"].shape[0], "observables": f["observables/trajectory"].shape[0]}
+
+
+def stamp_checksums(f):
+    """Store a SHA-256 of every series dataset as its attribute ``sha256`` (see ``info``)."""
+    for group in ("mc", "observables"):
+        for dataset in f[group].values():
+            dataset.attrs["sha256"] = array_sha256(dataset[()])
+
+
 class EnsembleWriter:
-    """Appends trajectory and measurement records to an ensemble file (a no-op off rank 0).
+    """Appends trajectory and measurement records to an ensemble file (rank 0 does the I/O).
+
+    Every change is made on a copy that then replaces the file (write, fsync, rename), so the
+    file on disk is always complete and a crash never corrupts it. Creation, resumption and
+    commits are collective so that an error stops every rank alike.
 
     Parameters
     ----------
     path : str
     attrs : dict
-        Metadata attributes (see :func:`run_attributes`).
+        Metadata attributes (see :func:`run_attributes`); used when the file is created.
     correlator_length : int
         L_0.
     comm : mpi4py communicator
-        All ranks of the run; creation is collective so every rank sees the same error.
     overwrite : bool
-        Replace an existing file; otherwise an existing file is an error and stays untouched.
+        Replace an existing file when starting a new run; otherwise that is an error.
+    resume : dict or None
+        Committed series lengths ``{"mc": n, "observables": m}`` of a checkpoint to continue
+        from: the existing file is truncated to them (records after the checkpoint are made
+        again, identically).
     """
 
-    def __init__(self, path, attrs, correlator_length, comm, overwrite=False):
+    def __init__(self, path, attrs, correlator_length, comm, overwrite=False, resume=None):
         self.path = path
+        self.comm = comm
         self.active = comm.Get_rank() == 0
-        error = None
-        if self.active:
-            error = self._create(attrs, correlator_length, overwrite)
-        error = comm.bcast(error, root=0)
-        if error:
-            raise OutputError(error)
         self._trajectories = []
         self._measurements = []
+        self.lengths = dict(resume) if resume else {"mc": 0, "observables": 0}
+        error = None
+        if self.active:
+            if resume is None:
+                error = self._create(attrs, correlator_length, overwrite)
+            else:
+                error = self._resume(resume)
+        self._raise_if(error)
+
+    def _raise_if(self, error):
+        error = self.comm.bcast(error, root=0)
+        if error:
+            raise OutputError(error)
 
     def _create(self, attrs, correlator_length, overwrite):
         if os.path.exists(self.path) and not overwrite:
             return (f"output file {self.path} exists; set [output] overwrite = true or choose "
                     "another file")
+        temporary = self.path + ".tmp"
         try:
-            with h5py.File(self.path, "w") as f:
+            with h5py.File(temporary, "w") as f:
                 f.attrs.update(attrs)
                 _create_datasets(f, correlator_length)
+                stamp_checksums(f)
+            os.replace(temporary, self.path)
         except OSError as e:
             return f"cannot create output file {self.path}: {e}"
+        return None
+
+    def _resume(self, lengths):
+        if not os.path.exists(self.path):
+            return f"output file {self.path} of the run to continue is missing"
+
+        def truncate(f):
+            have = series_lengths(f)
+            if any(have[k] < lengths[k] for k in lengths):
+                raise OutputError(f"output file {self.path} holds fewer records {have} than "
+                                  f"the checkpoint says were written {lengths}")
+            for group in ("mc", "observables"):
+                for dataset in f[group].values():
+                    dataset.resize(lengths[group], axis=0)
+        return self._rewrite(truncate)
+
+    def _rewrite(self, change):
+        """Apply ``change(h5py.File)`` to a copy of the file, then atomically replace it."""
+        temporary = self.path + ".tmp"
+        try:
+            shutil.copyfile(self.path, temporary)
+            with h5py.File(temporary, "a") as f:
+                if f.attrs.get("format") != FORMAT:
+                    return f"{self.path} is not an lqcdflow ensemble file"
+                change(f)
+                stamp_checksums(f)
+            _fsync(temporary)
+            os.replace(temporary, self.path)
+        except OutputError as e:
+            return str(e)
+        except OSError as e:
+            return f"cannot write output file {self.path}: {e}"
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
         return None
 
     def record_trajectory(self, info):
@@ -123,23 +200,32 @@ class EnsembleWriter:
         if self.active:
             self._measurements.append((trajectory, observables))
 
-    def flush(self):
-        """Append the buffered records to the file."""
-        if not self.active or not (self._trajectories or self._measurements):
-            return
-        with h5py.File(self.path, "a") as f:
-            if self._trajectories:
-                columns = list(zip(*self._trajectories))
-                for name, column in zip(("trajectory", "accepted", "delta_H"), columns):
-                    _append(f[f"mc/{name}"], np.asarray(column))
-            if self._measurements:
-                _append(f["observables/trajectory"],
-                        np.asarray([t for t, _ in self._measurements]))
-                for name in SCALAR_OBSERVABLES + ("correlator",):
-                    _append(f[f"observables/{name}"],
-                            np.asarray([obs[name] for _, obs in self._measurements]))
-        self._trajectories.clear()
-        self._measurements.clear()
+    def commit(self):
+        """Append the buffered records to the file (collective; atomic on disk).
+
+        Returns the committed series lengths (the same dict on every rank).
+        """
+        lengths, error = self.lengths, None
+        if self.active and (self._trajectories or self._measurements):
+            def append(f):
+                if self._trajectories:
+                    columns = list(zip(*self._trajectories))
+                    for name, column in zip(("trajectory", "accepted", "delta_H"), columns):
+                        _append(f[f"mc/{name}"], np.asarray(column))
+                if self._measurements:
+                    _append(f["observables/trajectory"],
+                            np.asarray([t for t, _ in self._measurements]))
+                    for name in SCALAR_OBSERVABLES + ("correlator",):
+                        _append(f[f"observables/{name}"],
+                                np.asarray([obs[name] for _, obs in self._measurements]))
+                nonlocal lengths
+                lengths = series_lengths(f)
+            error = self._rewrite(append)
+            self._trajectories.clear()
+            self._measurements.clear()
+        self._raise_if(error)
+        self.lengths = self.comm.bcast(lengths, root=0)
+        return self.lengths
 
 
 def _append(dataset, values):

@@ -3,13 +3,14 @@
 import time
 
 
-def run_chain(sampler, state, n_trajectories, hooks=()):
+def run_chain(sampler, state, n_trajectories, hooks=(), stop=None):
     """Advance ``state`` with ``sampler.step`` until ``n_trajectories`` trajectories are done.
 
-    Each hook is called as ``hook(state, info)`` after every trajectory.
+    Each hook is called as ``hook(state, info)`` after every trajectory. ``stop()`` (optional,
+    collective) is asked before every trajectory; a non-None answer ends the loop early.
     Returns the final state.
     """
-    while state.trajectory < n_trajectories:
+    while state.trajectory < n_trajectories and not (stop and stop()):
         state, info = sampler.step(state)
         for hook in hooks:
             hook(state, info)
@@ -29,7 +30,7 @@ class Measure:
 
 
 class Progress:
-    """Hook: every ``every`` trajectories flush the writer and print (rank 0) a progress line.
+    """Hook: every ``every`` trajectories commit the writer and print (rank 0) a progress line.
 
     trajectory, acceptance so far, Delta H of the last trajectory, seconds per trajectory
     (mean since the previous line) and the estimated time to finish.
@@ -44,7 +45,7 @@ class Progress:
     def __call__(self, state, info):
         if state.trajectory % self.every and state.trajectory != self.n_trajectories:
             return
-        self.writer.flush()
+        self.writer.commit()
         now = self.clock()
         seconds = (now - self.last_time) / (state.trajectory - self.last_trajectory)
         self.last_time, self.last_trajectory = now, state.trajectory

@@ -1,0 +1,67 @@
+"""Helpers for tests that run the ``lqcdflow`` command (serially or under mpiexec)."""
+
+import subprocess
+import sys
+
+import h5py
+
+TIMEOUT = 120
+
+RUN_FILE = """
+[lattice]
+shape = [8, 4]
+
+[theory]
+form = "hopping"
+kappa = 0.2
+lambda = 0.3
+
+[sampler]
+integrator = "omelyan2"
+n_steps = 4
+n_trajectories = {n_trajectories}
+n_thermalization = 5
+measure_every = 2
+
+[output]
+file = "{out}"
+progress_every = 10
+
+[checkpoint]
+directory = "{checkpoints}"
+every = {every}
+
+[run]
+seed = 7
+start = "hot"
+"""
+
+SERIES = ("mc/trajectory", "mc/accepted", "mc/delta_H", "observables/trajectory",
+          "observables/action", "observables/m", "observables/abs_m", "observables/m2",
+          "observables/m4", "observables/W", "observables/correlator")
+
+
+def command(args, ranks=None):
+    """The argument list that runs ``lqcdflow ARGS`` (under ``mpiexec -n RANKS`` if given)."""
+    command = [sys.executable, "-m", "lqcdflow", *args]
+    return ["mpiexec", "-n", str(ranks), *command] if ranks else command
+
+
+def lqcdflow(args, ranks=None, timeout=TIMEOUT):
+    return subprocess.run(command(args, ranks), capture_output=True, text=True, timeout=timeout)
+
+
+def write_run_file(path, n_trajectories=30, every=10, text=RUN_FILE, **replace):
+    """A run file at ``path`` writing ``path.h5`` with checkpoints in ``path.ck``."""
+    text = text.format(out=path.with_suffix(".h5"), checkpoints=path.with_suffix(".ck"),
+                       n_trajectories=n_trajectories, every=every)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def series(path):
+    """The Monte Carlo series of an ensemble file, as bytes per dataset."""
+    with h5py.File(path, "r") as f:
+        return {name: f[name][()].tobytes() for name in SERIES}

@@ -1,0 +1,127 @@
+"""Checkpoints: parallel write/read on every grid, checksums, atomicity and corruption."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from lqcdflow.config import validate
+from lqcdflow.io import checkpoint
+from lqcdflow.io.checksum import field_checksum
+from lqcdflow.io.h5 import FieldFile
+from lqcdflow.mc.hmc import ChainState
+from lqcdflow.parallel import Lattice
+from lqcdflow.parallel.grid import valid_grids
+
+SHAPE = (4, 6, 4)
+
+
+def config(seed=1):
+    return validate({"lattice": {"shape": list(SHAPE)}, "theory": {"kappa": 0.1, "lambda": 0.5},
+                     "sampler": {"n_steps": 3, "n_trajectories": 10},
+                     "output": {"file": "x.h5"}, "run": {"seed": seed}})
+
+
+def global_field(seed=0):
+    return np.random.default_rng(seed).standard_normal(SHAPE)
+
+
+@pytest.mark.mpi
+def test_checksum_is_decomposition_independent_and_sensitive(comm):
+    phi = global_field()
+    reference = field_checksum(Lattice(SHAPE, comm=MPI.COMM_SELF), phi)
+    flipped = phi.copy()
+    flipped.view(np.uint64)[1, 2, 3] ^= np.uint64(1)  # one bit of one value
+    swapped = phi.copy()
+    swapped[0, 0, 0], swapped[0, 0, 1] = phi[0, 0, 1], phi[0, 0, 0]
+    for grid in valid_grids(SHAPE, comm.Get_size()):
+        lat = Lattice(SHAPE, comm=comm, grid=grid)
+        assert field_checksum(lat, lat.scatter(phi)) == reference
+        assert field_checksum(lat, lat.scatter(flipped)) != reference
+        assert field_checksum(lat, lat.scatter(swapped)) != reference
+
+
+@pytest.mark.mpi
+def test_save_on_any_grid_load_on_any_other(comm, shared_tmp_path):
+    phi = global_field(1)
+    for grid in valid_grids(SHAPE, comm.Get_size()):
+        lat = Lattice(SHAPE, comm=comm, grid=grid)
+        directory = str(shared_tmp_path / f"ck{'x'.join(map(str, grid))}")
+        for t in (2, 4, 6):
+            path = checkpoint.save(directory, lat, ChainState(lat.scatter(phi * t), t, t - 1),
+                                   config(), {"output.mc": t}, keep=2)
+        assert checkpoint.list_checkpoints(directory) == [checkpoint.checkpoint_path(directory, 6),
+                                                          checkpoint.checkpoint_path(directory, 4)]
+        assert not [n for n in os.listdir(directory) if n.endswith(".tmp")]
+        for other in valid_grids(SHAPE, comm.Get_size()) + [None]:
+            reader = Lattice(SHAPE, comm=comm if other else MPI.COMM_SELF, grid=other)
+            local, attrs = checkpoint.load(path, reader)
+            assert np.array_equal(local, reader.scatter(phi * 6))
+            assert attrs["trajectory"] == 6 and attrs["accepted"] == 5
+            assert attrs["output.mc"] == 6 and attrs["ranks"] == comm.Get_size()
+        with h5py.File(path, "r") as f:  # plain h5py reads the global field
+            assert np.array_equal(f["fields/phi"][()], phi * 6)
+
+
+def corrupt_field_byte(path):
+    with h5py.File(path, "r") as f:
+        offset = f["fields/phi"].id.get_offset()
+    with open(path, "r+b") as f:
+        f.seek(offset + 17)
+        byte = f.read(1)
+        f.seek(offset + 17)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def test_corruption_is_detected_and_named(tmp_path):
+    lat = Lattice(SHAPE, comm=MPI.COMM_SELF)
+    path = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 3, 1), config(), {}, 3)
+    checkpoint.load(path, lat)
+    corrupt_field_byte(path)
+    with pytest.raises(checkpoint.CheckpointError, match="field checksum mismatch"):
+        checkpoint.load(path, lat)
+
+    path = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 4, 1), config(), {}, 3)
+    with h5py.File(path, "r+") as f:
+        f.attrs["accepted"] = 2  # a changed attribute breaks the state hash
+    with pytest.raises(checkpoint.CheckpointError, match="state hash"):
+        checkpoint.load(path, lat)
+
+    path = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 5, 1), config(), {}, 3)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path}: unreadable"):
+        checkpoint.load(path, lat)
+
+
+def test_write_failure_keeps_old_checkpoints(tmp_path):
+    lat = Lattice(SHAPE, comm=MPI.COMM_SELF)
+    good = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 1, 1), config(), {}, 1)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(checkpoint.CheckpointError, match="cannot create checkpoint directory"):
+        checkpoint.save(str(blocker / "ck"), lat, ChainState(global_field(), 2, 1), config(), {}, 1)
+    assert checkpoint.load(good, lat)[1]["trajectory"] == 1
+
+
+@pytest.mark.mpi
+def test_field_file_serial_fallback_equals_parallel(comm, shared_tmp_path):
+    phi = global_field(2)
+    for grid in valid_grids(SHAPE, comm.Get_size()):
+        lat = Lattice(SHAPE, comm=comm, grid=grid)
+        for parallel in (True, False):
+            path = str(shared_tmp_path / f"f{parallel}{'x'.join(map(str, grid))}.h5")
+            with FieldFile(path, "w", lat, parallel=parallel) as f:
+                f.create_field("phi", np.float64, leading=(0,), maxleading=(None,))
+                if f.root:
+                    f.file["phi"].resize(2, axis=0)
+                f.write_field("phi", lat.scatter(phi), index=(1,))
+            with FieldFile(path, "r", lat, parallel=parallel) as f:
+                assert np.array_equal(f.read_field("phi", index=(1,)), lat.scatter(phi))
+            comm.Barrier()
+            if comm.Get_rank() == 0:
+                with h5py.File(path, "r") as f:
+                    assert np.array_equal(f["phi"][1], phi)

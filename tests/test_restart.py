@@ -1,0 +1,165 @@
+"""Restarts end to end: the chain continued from checkpoints, on other rank counts, after
+signals, walltime stops and kill -9 at random instants, equals the uninterrupted chain bitwise.
+Every mpiexec run is bounded by a timeout."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import h5py
+import pytest
+from runs import command, lqcdflow, series, write_run_file
+
+from lqcdflow.io.checkpoint import list_checkpoints
+from lqcdflow.mc.stop import EXIT_RESUBMIT
+
+
+@pytest.fixture
+def reference(tmp_path_factory):
+    """Series of an uninterrupted 60-trajectory run on one rank."""
+    path = write_run_file(tmp_path_factory.mktemp("ref") / "ref.toml", n_trajectories=60)
+    assert lqcdflow(["run", "-q", str(path)]).returncode == 0
+    return series(path.with_suffix(".h5"))
+
+
+def test_n_on_4_ranks_then_n_on_2_then_1_equals_2n(tmp_path, reference):
+    run = tmp_path / "run.toml"
+    for n_trajectories, ranks in ((30, 4), (45, 2), (60, 1)):
+        write_run_file(run, n_trajectories=n_trajectories)
+        result = lqcdflow(["run", "-q", str(run)], ranks=ranks)
+        assert result.returncode == 0, result.stderr
+    assert series(tmp_path / "run.h5") == reference
+
+
+LONG = {"shape = [8, 4]": "shape = [64, 64]", "progress_every = 10": "progress_every = 5"}
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory):
+    """Series of an uninterrupted 400-trajectory 64x64 run (a few seconds) on one rank."""
+    path = write_run_file(tmp_path_factory.mktemp("long") / "ref.toml", n_trajectories=400,
+                          **LONG)
+    assert lqcdflow(["run", "-q", str(path)]).returncode == 0
+    return series(path.with_suffix(".h5"))
+
+
+def test_signals_stop_with_checkpoint_and_restarts_complete(tmp_path, long_reference):
+    """Cut by SIGUSR1, then by SIGTERM, each once progress lines show the run is under way."""
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=400, every=1000, **LONG)
+    stopped_at = []
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        process = subprocess.Popen(command(["run", str(run)], ranks=2), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        for line in process.stdout:
+            if line.startswith("traj"):
+                break
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == EXIT_RESUBMIT, err
+        assert f"signal {sig.name}" in out
+        with h5py.File(list_checkpoints(str(tmp_path / "run.ck"))[0], "r") as f:
+            stopped_at.append(int(f.attrs["trajectory"]))
+    assert 0 < stopped_at[0] < stopped_at[1] < 400
+    assert lqcdflow(["run", "-q", str(run)], ranks=2).returncode == 0
+    assert series(tmp_path / "run.h5") == long_reference
+
+
+def test_walltime_stops_and_resubmissions_equal_the_uninterrupted_chain(tmp_path,
+                                                                        long_reference):
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=400, every=1000,
+                         **LONG, **{"every = 1000": "every = 1000\nmargin = 0.2"})
+    stops = 0
+    while (result := lqcdflow(["run", "-q", "--walltime", "0.8", str(run)])).returncode:
+        assert result.returncode == EXIT_RESUBMIT, result.stderr
+        stops += 1
+        assert stops < 30
+    assert stops >= 2
+    assert series(tmp_path / "run.h5") == long_reference
+
+
+def test_kill_9_at_random_instants_never_loses_the_chain(tmp_path, long_reference):
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=400, every=5, **LONG)
+    rng = random.Random(2026)
+    kills = 0
+    for _ in range(40):
+        process = subprocess.Popen(command(["run", "-q", str(run)]), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            process.wait(timeout=rng.uniform(1.0, 3.0))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            kills += 1
+            continue
+        assert process.returncode == 0, process.stderr.read()
+        break
+    assert kills >= 3
+    assert series(tmp_path / "run.h5") == long_reference
+
+
+def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, reference):
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=30)
+    assert lqcdflow(["run", "-q", str(run)]).returncode == 0
+    newest = list_checkpoints(str(tmp_path / "run.ck"))[0]
+    with h5py.File(newest, "r") as f:
+        offset = f["fields/phi"].id.get_offset()
+    with open(newest, "r+b") as f:
+        f.seek(offset + 3)
+        f.write(b"\xff")
+    write_run_file(run, n_trajectories=60)
+    result = lqcdflow(["run", "-q", str(run)], ranks=2)
+    assert result.returncode == 0, result.stderr
+    assert f"skipping checkpoint {newest}: field checksum mismatch" in result.stderr
+    assert series(tmp_path / "run.h5") == reference
+
+
+def test_mismatched_run_file_is_refused(tmp_path):
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=20)
+    assert lqcdflow(["run", "-q", str(run)]).returncode == 0
+    before = series(tmp_path / "run.h5")
+    write_run_file(run, n_trajectories=40, **{"kappa = 0.2": "kappa = 0.21"})
+    result = lqcdflow(["run", "-q", str(run)])
+    assert result.returncode == 2
+    assert "belongs to another run: theory.kappa = 0.2 there, 0.21 in the run file" in \
+        result.stderr
+    assert series(tmp_path / "run.h5") == before
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_old_data(tmp_path):
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=20, **LONG)
+    assert lqcdflow(["run", "-q", str(run)]).returncode == 0
+    before = series(tmp_path / "run.h5")
+    checkpoints = list_checkpoints(str(tmp_path / "run.ck"))
+    write_run_file(run, n_trajectories=40, **LONG)
+    # ulimit -f (512-byte blocks): the small series file still fits, a 32 KiB checkpoint not
+    limit = (os.path.getsize(tmp_path / "run.h5") + 16_000) // 512
+    result = subprocess.run(["bash", "-c", f'ulimit -f {limit}; exec "$@"', "bash",
+                             *command(["run", "-q", str(run)])],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lqcdflow: error: cannot"), result.stderr
+    assert list_checkpoints(str(tmp_path / "run.ck")) == checkpoints
+    assert lqcdflow(["info", *checkpoints]).returncode == 0
+    assert series(tmp_path / "run.h5") == before
+
+
+def test_info_verifies_every_kind_of_file(tmp_path):
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=20,
+                         **{'progress_every = 10': 'progress_every = 10\nconfigurations = "'
+                            + str(tmp_path / "cfg.h5") + '"\nsave_every = 5'})
+    assert lqcdflow(["run", "-q", str(run)], ranks=2).returncode == 0
+    files = [str(tmp_path / "run.h5"), str(tmp_path / "cfg.h5"),
+             *list_checkpoints(str(tmp_path / "run.ck"))]
+    result = lqcdflow(["info", *files])
+    assert result.returncode == 0, result.stderr
+    assert "lqcdflow-ensemble" in result.stdout and "configurations: 4" in result.stdout
+    assert "all field checksums ok" in result.stdout and "sha256 ok" in result.stdout
+    with h5py.File(tmp_path / "run.h5", "r+") as f:
+        f["observables/m2"][3] += 1.0
+    result = lqcdflow(["info", files[0]])
+    assert result.returncode == 1
+    assert "checksum mismatch in observables/m2" in result.stderr
+    assert lqcdflow(["info", str(run)]).returncode == 2

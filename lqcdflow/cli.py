@@ -9,6 +9,7 @@ Any other exception on any rank aborts the whole MPI job with its traceback.
 
 import argparse
 import sys
+from functools import partial
 
 import lqcdflow
 from lqcdflow.analysis import AnalysisError
@@ -51,7 +52,8 @@ def cmd_run(args, comm):
         config["checkpoint"]["restart"] = args.restart
     if args.walltime is not None:
         config["checkpoint"]["walltime"] = args.walltime
-    say = print if comm.Get_rank() == 0 and not args.quiet else None
+    # flushed at once: batch logs and pipes must show progress while the job runs
+    say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
     if say:
         say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
             f"theory {config['theory']}, lattice {config['lattice']}")
@@ -66,6 +68,24 @@ def cmd_run(args, comm):
             print(format_table(rows, title=f"{output['file']}: trajectories after "
                                f"{sampler['n_thermalization']}"))
     return code
+
+
+def cmd_status(args, comm):
+    """Exit 0 if the run file's chain is complete, EXIT_RESUBMIT if it is not (rank 0).
+
+    For job scripts: launchers do not all pass the ranks' exit code on (MPICH's mpiexec
+    returns 0 after forwarding a signal, or when its stdin is /dev/null).
+    """
+    from lqcdflow.io.checkpoint import newest_trajectory
+    from lqcdflow.mc.stop import EXIT_RESUBMIT
+
+    config, _ = read_run_file(args.run_file, comm)
+    if comm.Get_rank() != 0:
+        return 0
+    target = config["sampler"]["n_trajectories"]
+    done, path = newest_trajectory(config["checkpoint"]["directory"])
+    print(f"trajectory {done} of {target}" + (f" ({path})" if path else " (no checkpoint)"))
+    return 0 if done >= target else EXIT_RESUBMIT
 
 
 def cmd_info(args, comm):
@@ -104,6 +124,9 @@ def make_parser():
     run.add_argument("--walltime", type=float, metavar="SECONDS",
                      help="override [checkpoint] walltime (seconds this job may run)")
     run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="is the run complete? exit 0 yes, 3 no (resubmit)")
+    status.add_argument("run_file")
+    status.set_defaults(func=cmd_status)
     info = sub.add_parser("info", help="show metadata of lqcdflow files, verify checksums")
     info.add_argument("files", nargs="+", metavar="FILE.h5")
     info.set_defaults(func=cmd_info)

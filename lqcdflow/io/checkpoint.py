@@ -23,11 +23,12 @@ import json
 import os
 import re
 
+import h5py
 import numpy as np
 
 import lqcdflow
 from lqcdflow.io.checksum import field_checksum
-from lqcdflow.io.h5 import FieldFile
+from lqcdflow.io.h5 import FieldFile, free_space_problem
 
 FORMAT = "lqcdflow-checkpoint"
 FORMAT_VERSION = 1
@@ -111,6 +112,8 @@ def save(directory, lattice, state, config, extra, keep):
     if lattice.rank == 0:
         try:
             os.makedirs(directory, exist_ok=True)
+            problem = free_space_problem(directory, lattice.volume * lattice.backend.dtype.itemsize,
+                                         f"checkpoint {final}")
         except OSError as e:
             problem = f"cannot create checkpoint directory {directory}: {e.strerror}"
     _agreed(lattice.comm, problem)
@@ -122,6 +125,8 @@ def save(directory, lattice, state, config, extra, keep):
                 f.file["fields/phi"].attrs["checksum"] = np.uint64(checksum)
                 f.file.attrs.update(attrs)
     except OSError as e:
+        if lattice.size > 1:
+            raise  # other ranks may wait inside collective MPI-IO: abort the job (comm.guarded)
         problem = f"cannot write checkpoint {final}: {e}"
     if lattice.rank == 0 and problem is None:
         try:
@@ -130,6 +135,9 @@ def save(directory, lattice, state, config, extra, keep):
             _fsync(directory)
             for old in list_checkpoints(directory)[keep:]:
                 os.remove(old)
+            # temporaries of writes that a crash interrupted
+            for stale in glob.glob(os.path.join(glob.escape(directory), ".checkpoint_*.h5.tmp")):
+                os.remove(stale)
         except OSError as e:
             problem = f"cannot commit checkpoint {final}: {e}"
     if lattice.rank == 0 and problem and os.path.exists(temporary):
@@ -170,3 +178,18 @@ def load(path, lattice):
     if field_checksum(lattice, phi) != stored:
         raise CheckpointError(f"{path}: field checksum mismatch (data corrupt)")
     return phi, attrs
+
+
+def newest_trajectory(directory):
+    """(trajectory, path) of the newest checkpoint whose attributes read, or (0, None).
+
+    A quick look for job scripts (no field verification; a restart verifies).
+    """
+    for path in list_checkpoints(directory):
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") == FORMAT:
+                    return int(f.attrs["trajectory"]), path
+        except (OSError, KeyError):
+            continue
+    return 0, None

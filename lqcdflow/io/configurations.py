@@ -19,7 +19,7 @@ import numpy as np
 
 from lqcdflow.io.checksum import field_checksum
 from lqcdflow.io.ensemble import OutputError
-from lqcdflow.io.h5 import FieldFile
+from lqcdflow.io.h5 import FieldFile, free_space_problem
 
 FORMAT = "lqcdflow-configurations"
 FORMAT_VERSION = 1
@@ -87,6 +87,13 @@ class ConfigurationWriter:
         if state.trajectory % self.every:
             return
         checksum = field_checksum(self.lattice, state.phi)
+        lat = self.lattice
+        problem = free_space_problem(os.path.dirname(os.path.abspath(self.path)),
+                                     lat.volume * lat.backend.dtype.itemsize,
+                                     f"configuration {self.count} to {self.path}")
+        problem = lat.comm.bcast(problem if lat.rank == 0 else None, root=0)
+        if problem:
+            raise OutputError(problem)
         n = self.count
         with FieldFile(self.path, "a", self.lattice) as f:
             if f.root:

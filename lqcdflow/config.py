@@ -5,6 +5,7 @@ out of range raises ConfigError with a one-line message naming the key and what 
 The result is a plain nested dict with all defaults filled in.
 """
 
+import os
 import tomllib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -90,8 +91,8 @@ SCHEMA = {
         "save_every": Key("int", 1, check=_positive, allowed="an integer > 0"),
     },
     "checkpoint": {
-        "directory": Key("str", "checkpoints", check=lambda v: v.strip() != "",
-                         allowed="a directory name"),
+        "directory": Key("str", "", allowed='a directory name ("": next to the output '
+                                                   'file, <file without .h5>.checkpoints)'),
         "every": Key("int", 100, check=_positive, allowed="an integer > 0"),
         "keep": Key("int", 2, check=_positive, allowed="an integer > 0"),
         "restart": Key("choice", "auto", choices=("auto", "never")),
@@ -154,6 +155,10 @@ def validate(raw):
     _check_sampler(config["sampler"], given=raw.get("sampler", {}))
     _check_lattice(config["lattice"])
     _check_stability(config["theory"], len(config["lattice"]["shape"]))
+    if not config["checkpoint"]["directory"].strip():
+        # each output file gets its own checkpoints, so that runs never mix by accident
+        config["checkpoint"]["directory"] = os.path.splitext(config["output"]["file"])[0] + \
+            ".checkpoints"
     return config
 
 

@@ -203,7 +203,7 @@ def write_ensemble(path, n, seed, first=1, every=1, cut=0, theory=None, shape=SH
     for i, t in enumerate(measured):
         writer.record_measurement(int(t), {**{k: v[i] for k, v in obs.items()},
                                            "correlator": rng.standard_normal(shape[0])})
-    writer.flush()
+    writer.commit()
     with h5py.File(path, "a") as f:
         for name in drop:
             del f[name]

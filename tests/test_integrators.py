@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from lqcdflow.mc import integrators
 from lqcdflow.mc.hmc import HMC
-from lqcdflow.mc.integrators import SCHEMES, leapfrog, omelyan2, omelyan4
+from lqcdflow.mc.integrators import SCHEMES, integrate, leapfrog, omelyan2, omelyan4
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
@@ -58,3 +59,25 @@ def test_energy_violation_scales_with_the_order(name, order):
         mean_dh.append(np.mean(dh))
     slope = -np.polyfit(np.log(steps), np.log(mean_dh), 1)[0]
     assert slope == pytest.approx(order, abs=0.3), mean_dh
+
+
+@pytest.mark.parametrize("chunk_sites", [7, 36, 1 << 15])
+def test_chunked_updates_have_the_bits_of_whole_field_updates(chunk_sites, monkeypatch):
+    """P and Q updates in chunks of CHUNK_SITES (7 does not divide the 36 sites; 36 and more
+    is one chunk) give the bits of pi -= (c eps) F and phi += (c eps) pi on the whole field."""
+    hmc = make_hmc(omelyan2(), 3)
+    phi = np.random.default_rng(3).standard_normal((6, 6))
+    pi = hmc.momenta(1)
+    ref_phi, ref_pi = phi.copy(), pi.copy()
+    for update in hmc.scheme.schedule(3):
+        c = update.coefficient * hmc.step_size
+        if update.kind == "P":
+            ref_pi -= hmc.action.force(ref_phi) * c
+        else:
+            ref_phi += ref_pi * c
+    monkeypatch.setattr(integrators, "CHUNK_SITES", chunk_sites)
+    new_phi, new_pi = hmc.molecular_dynamics(phi, pi)
+    assert new_phi.tobytes() == ref_phi.tobytes()
+    assert new_pi.tobytes() == ref_pi.tobytes()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        integrate(phi.T, pi, hmc.action.force, hmc.scheme, 3, hmc.step_size, np)

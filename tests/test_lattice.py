@@ -10,7 +10,7 @@ import pytest
 from mpi4py import MPI
 
 from lqcdflow.backend import make_backend
-from lqcdflow.parallel import Lattice
+from lqcdflow.parallel import Lattice, lattice as lattice_module
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.parallel.reduce import reproducible_sum
 
@@ -45,6 +45,45 @@ def test_shift_and_neighbour_sum_equal_roll(shape, comm):
         assert lat.neighbour_sum(local, out=out) is out
         with pytest.raises(ValueError):
             lat.neighbour_sum(local, out=local)
+
+
+def ordered_neighbour_sum(phi):
+    """(f(x+e_0) + f(x-e_0)) + (f(x+e_1) + f(x-e_1)) + ..., summed in this order with np.roll."""
+    total = None
+    for mu in range(phi.ndim):
+        pair = np.roll(phi, -1, axis=mu) + np.roll(phi, 1, axis=mu)
+        total = pair if total is None else total + pair
+    return total
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("slices_per_slab", [0.5, 2, 3])
+@pytest.mark.parametrize("shape", [(7, 4, 6), (12, 2, 3, 4), (4, 3, 2), (2, 6, 4), (1, 6)])
+def test_neighbour_sum_in_slabs_is_bitwise_on_every_grid(shape, slices_per_slab, comm,
+                                                         monkeypatch):
+    """Slabs of 1, 2 or 3 local time slices (SLAB_BYTES lowered; 0.5 slice rounds up to 1),
+    so that there are several, the last one shorter (e.g. l_0 = 7) or the local time extent
+    is 1 (L_0 = 1; L_0 = 2 or 4 split over 2 or 4 ranks): on every grid the result has the
+    bits of the sum in the fixed order, and ``on_slab`` sees every slab once, finished."""
+    for dtype in ("float64", "float32"):
+        phi = global_field(shape, seed=8).astype(dtype)
+        expected = ordered_neighbour_sum(phi)
+        for lat in lattices(shape, comm, dtype):
+            slice_bytes = phi.itemsize * lat.local_volume // lat.local_shape[0]
+            monkeypatch.setattr(lattice_module, "SLAB_BYTES", int(slices_per_slab * slice_bytes))
+            slabs = lat.slabs(phi.itemsize)
+            assert len(slabs) == -(-lat.local_shape[0] // max(1, int(slices_per_slab)))
+            local, out = lat.scatter(phi), lat.zeros()
+            seen = []
+
+            def on_slab(rows):
+                assert np.array_equal(out[rows], expected[lat.local_slices()][rows])
+                seen.append((rows.start, rows.stop))
+
+            assert lat.neighbour_sum(local, out=out, on_slab=on_slab) is out
+            assert out.tobytes() == expected[lat.local_slices()].tobytes(), (lat, dtype)
+            assert sorted(seen) == [(r.start, r.stop) for r in slabs]
+            assert lat.neighbour_sum(local).tobytes() == out.tobytes()
 
 
 @pytest.mark.mpi

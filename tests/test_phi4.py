@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from lqcdflow.parallel import Lattice
+from lqcdflow.parallel import Lattice, lattice as lattice_module
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.theories.phi4 import (Phi4Action, Phi4Couplings, hopping_to_standard,
                                     standard_to_hopping)
@@ -34,6 +34,25 @@ def test_force_is_the_gradient_of_the_action(shape):
         numeric = (action.action(up) - action.action(down)) / (2 * h)
         assert abs(numeric - force[site]) < 1e-6 * max(1.0, abs(force[site]))
 
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape", [(7, 4, 6), (4, 2, 3, 2)])
+def test_force_in_slabs_has_the_bits_of_the_whole_field_formula(shape, comm, monkeypatch):
+    """The force evaluated slab by slab (slabs of one time slice, and the default size), on
+    every grid: the bits of -h N + (4 c4 phi^2 + 2 c2) phi on the global field, N its
+    neighbour sum, in float64 and float32."""
+    c = Phi4Couplings.hopping(0.17, 0.9)
+    for dtype in (np.float64, np.float32):
+        phi = np.random.default_rng(9).standard_normal(shape).astype(dtype)
+        n = Lattice(shape, comm=MPI.COMM_SELF).neighbour_sum(phi)
+        expected = n * -c.h + (phi * phi * (4.0 * c.c4) + 2.0 * c.c2) * phi
+        for slab_bytes in (1, lattice_module.SLAB_BYTES):
+            monkeypatch.setattr(lattice_module, "SLAB_BYTES", slab_bytes)
+            for grid in valid_grids(shape, comm.Get_size()):
+                lat = Lattice(shape, comm=comm, grid=grid)
+                force = Phi4Action(lat, c).force(lat.scatter(phi))
+                assert force.tobytes() == expected[lat.local_slices()].tobytes(), (grid, dtype)
 
 def test_action_matches_definition_and_standard_form_map():
     shape, kappa, lam = (4, 6, 2), 0.13, 0.7

@@ -5,7 +5,8 @@ the rank that draws it, so a Markov chain does not depend on how the lattice is 
 integer operations and IEEE-exact arithmetic (+, -, *, /, sqrt, frexp) are used, each as a
 separate array operation, so NumPy and CuPy produce the same bits.
 
-Counter layout (four 32-bit words): ``(site mod 2^32, site div 2^32, draw, stream * 2^24 + attempt)``;
+Counter layout (four 32-bit words):
+``(site mod 2^32, site div 2^32, draw, stream * 2^24 + attempt)``;
 key: ``(seed mod 2^32, seed div 2^32)``.
 
 References: J. K. Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC11 (Philox);

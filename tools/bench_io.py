@@ -14,7 +14,8 @@ For a global field of V sites (8 V bytes in float64) it times, on all R ranks to
 
 Bandwidth = 8 V bytes / time (slowest rank, best of --repeat). The ratio checkpoint / raw is
 what to compare: the raw path is the same bytes through the same file system in the same run.
-Reads may be served from the page cache in both paths alike.
+Reads are served from the page cache in both paths alike unless ``--drop-caches`` (root)
+empties it before every read, as for a checkpoint read back days later.
 """
 
 import argparse
@@ -45,6 +46,8 @@ def main():
     parser.add_argument("--shape", type=int, nargs="+", default=[128, 128, 128, 64])
     parser.add_argument("--dir", default="bench_io")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="empty the page cache before reads (needs root)")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     lat = Lattice(args.shape, comm=comm)
@@ -65,18 +68,28 @@ def main():
             f.flush()
             os.fsync(f.fileno())
 
+    def drop_caches():
+        if args.drop_caches and lat.rank == 0:
+            os.sync()
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+
+    def read_cold(work):
+        drop_caches()
+        return timed(comm, work)
+
     results = {"checkpoint write": [], "checkpoint read": [], "raw write": [], "raw read": []}
     path = checkpoint.checkpoint_path(directory, 1)
     for _ in range(args.repeat):
         results["raw write"].append(timed(comm, raw_write))
-        results["raw read"].append(timed(comm, lambda: np.fromfile(raw)))
+        results["raw read"].append(read_cold(lambda: np.fromfile(raw)))
         results["checkpoint write"].append(timed(comm, lambda: checkpoint.save(
             directory, lat, ChainState(phi, 1, 1), config, {}, keep=1)))
-        results["checkpoint read"].append(timed(comm, lambda: checkpoint.load(path, lat)))
+        results["checkpoint read"].append(read_cold(lambda: checkpoint.load(path, lat)))
     if lat.rank == 0:
         best = {k: min(v) for k, v in results.items()}
         print(f"lattice {args.shape}, {lat.size} rank(s), grid {list(lat.grid)}, "
-              f"{nbytes / 2**30:.2f} GiB, MPI-IO: {PARALLEL}")
+              f"{nbytes / 2**30:.2f} GiB, MPI-IO: {PARALLEL}, cold reads: {args.drop_caches}")
         for kind in ("write", "read"):
             ck, rw = best[f"checkpoint {kind}"], best[f"raw {kind}"]
             print(f"{kind:>5s}: checkpoint {ck:7.3f} s {nbytes / ck / 1e9:6.2f} GB/s   "

@@ -28,7 +28,8 @@ import numpy as np
 
 import lqcdflow
 from lqcdflow.io.checksum import field_checksum
-from lqcdflow.io.h5 import FieldFile, free_space_problem
+from lqcdflow.io.files import free_space_problem, fsync
+from lqcdflow.io.h5 import FieldFile
 
 FORMAT = "lqcdflow-checkpoint"
 FORMAT_VERSION = 1
@@ -74,14 +75,6 @@ def identity(config):
     return out
 
 
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _agreed(comm, problem):
     """Raise CheckpointError on every rank if ``problem`` (a message or None) is set on any."""
     problem = next((p for p in comm.allgather(problem) if p), None)
@@ -112,8 +105,8 @@ def save(directory, lattice, state, config, extra, keep):
     if lattice.rank == 0:
         try:
             os.makedirs(directory, exist_ok=True)
-            problem = free_space_problem(directory, lattice.volume * lattice.backend.dtype.itemsize,
-                                         f"checkpoint {final}")
+            nbytes = lattice.volume * lattice.backend.dtype.itemsize
+            problem = free_space_problem(directory, nbytes, f"checkpoint {final}")
         except OSError as e:
             problem = f"cannot create checkpoint directory {directory}: {e.strerror}"
     _agreed(lattice.comm, problem)
@@ -130,9 +123,9 @@ def save(directory, lattice, state, config, extra, keep):
         problem = f"cannot write checkpoint {final}: {e}"
     if lattice.rank == 0 and problem is None:
         try:
-            _fsync(temporary)
+            fsync(temporary)
             os.replace(temporary, final)
-            _fsync(directory)
+            fsync(directory)
             for old in list_checkpoints(directory)[keep:]:
                 os.remove(old)
             # temporaries of writes that a crash interrupted

@@ -19,7 +19,8 @@ import numpy as np
 
 from lqcdflow.io.checksum import field_checksum
 from lqcdflow.io.ensemble import OutputError
-from lqcdflow.io.h5 import FieldFile, free_space_problem
+from lqcdflow.io.files import free_space_problem
+from lqcdflow.io.h5 import FieldFile
 
 FORMAT = "lqcdflow-configurations"
 FORMAT_VERSION = 1

@@ -28,6 +28,7 @@ import numpy as np
 
 import lqcdflow
 from lqcdflow.io.checksum import array_sha256
+from lqcdflow.io.files import fsync
 
 FORMAT = "lqcdflow-ensemble"
 FORMAT_VERSION = 1
@@ -77,14 +78,6 @@ def _create_datasets(f, correlator_length):
     f.create_dataset("observables/correlator", shape=(0, correlator_length),
                      maxshape=(None, correlator_length), dtype=np.float64,
                      chunks=(max(1, 65536 // (8 * correlator_length)), correlator_length))
-
-
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def series_lengths(f):
@@ -181,8 +174,9 @@ class EnsembleWriter:
                     return f"{self.path} is not an lqcdflow ensemble file"
                 change(f)
                 stamp_checksums(f)
-            _fsync(temporary)
+            fsync(temporary)
             os.replace(temporary, self.path)
+            fsync(os.path.dirname(os.path.abspath(self.path)))
         except OutputError as e:
             return str(e)
         except OSError as e:

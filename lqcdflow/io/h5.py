@@ -6,8 +6,6 @@ path: rank 0 holds the file and the blocks travel to or from it one rank at a ti
 ever holds more than its own block plus one other (a warning says so once).
 """
 
-import os
-import shutil
 import warnings
 
 import h5py
@@ -23,22 +21,6 @@ def _warn_serial():
                       "(serial HDF5, bounded memory); install parallel h5py for MPI-IO",
                       RuntimeWarning, stacklevel=3)
         _warned.append(True)
-
-
-def free_space_problem(directory, nbytes, what):
-    """A message if ``directory`` has less than ``nbytes`` (+ 64 KiB for HDF5 metadata) free.
-
-    Checked by rank 0 before collective writes: a disk that fills up in the middle of
-    collective MPI-IO can leave ranks waiting for each other, so it is refused beforehand.
-    """
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError as e:
-        return f"cannot write {what} in {directory}: {e.strerror}"
-    if free < nbytes + 2**16:
-        return (f"cannot write {what}: {nbytes + 2**16} bytes needed, {free} free "
-                f"on {os.path.abspath(directory)}")
-    return None
 
 
 class FieldFile:

@@ -29,7 +29,8 @@ CHUNK_SITES = 1 << 15  # sites per chunk of the P and Q updates on CPUs (256 KiB
 
 @dataclass(frozen=True)
 class Update:
-    """One sub-flow of an MD step: ``kind`` "P" (momenta) or "Q" (field), size ``coefficient`` eps."""
+    """One sub-flow of an MD step: ``kind`` "P" (momenta) or "Q" (field), of size
+    ``coefficient`` eps."""
 
     kind: str
     coefficient: float

@@ -45,19 +45,23 @@ def read_run_file(path, comm):
 def cmd_run(args, comm):
     """Generate or continue an HMC ensemble as the run file says."""
     from lqcdflow.analysis.summary import format_table, summarize
+    from lqcdflow.mc.stop import StopRule
     from lqcdflow.runner import run_ensemble
 
-    config, text = read_run_file(args.run_file, comm)
-    if args.restart is not None:
-        config["checkpoint"]["restart"] = args.restart
-    if args.walltime is not None:
-        config["checkpoint"]["walltime"] = args.walltime
-    # flushed at once: batch logs and pipes must show progress while the job runs
-    say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
-    if say:
-        say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
-            f"theory {config['theory']}, lattice {config['lattice']}")
-    code = run_ensemble(config, text, comm, say)
+    # Signal handlers first: a signal during start-up must stop the run cleanly, not kill it;
+    # the walltime clock starts here too.
+    with StopRule(comm) as stop_rule:
+        config, text = read_run_file(args.run_file, comm)
+        if args.restart is not None:
+            config["checkpoint"]["restart"] = args.restart
+        if args.walltime is not None:
+            config["checkpoint"]["walltime"] = args.walltime
+        # flushed at once: batch logs and pipes must show progress while the job runs
+        say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
+        if say:
+            say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
+                f"theory {config['theory']}, lattice {config['lattice']}")
+        code = run_ensemble(config, text, comm, stop_rule, say)
     output, sampler = config["output"], config["sampler"]
     if comm.Get_rank() == 0:
         try:

@@ -19,7 +19,7 @@ from lqcdflow.io.configurations import ConfigurationWriter
 from lqcdflow.io.ensemble import EnsembleWriter, run_attributes
 from lqcdflow.mc.driver import Measure, Progress, run_chain
 from lqcdflow.mc.hmc import ChainState
-from lqcdflow.mc.stop import EXIT_RESUBMIT, StopRule
+from lqcdflow.mc.stop import EXIT_RESUBMIT
 
 
 def _say_error(comm, text):
@@ -98,15 +98,17 @@ def _clear_old_checkpoints(config, lattice):
             os.remove(path)
 
 
-def run_ensemble(config, run_file_text, comm, say=None):
+def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
     """Generate (or continue) the ensemble the run file describes; returns the exit code.
 
+    ``stop_rule`` (a StopRule whose signal handlers are installed) decides when to stop early.
     0: n_trajectories reached; EXIT_RESUBMIT: stopped early with a checkpoint.
     """
     lattice = build.make_lattice(config, comm)
     action = build.make_action(config, lattice)
     hmc = build.make_hmc(config, action)
     out, ck, sampler = config["output"], config["checkpoint"], config["sampler"]
+    stop_rule.walltime, stop_rule.margin = ck["walltime"], ck["margin"]
     attrs = run_attributes(config, lattice, run_file_text)
 
     found = newest_valid_checkpoint(config, lattice) if ck["restart"] == "auto" else None
@@ -133,24 +135,23 @@ def run_ensemble(config, run_file_text, comm, say=None):
         say(f"integrator {hmc.scheme.describe(1)}, {hmc.n_steps} steps of "
             f"{hmc.step_size:.6g}, {hmc.scheme.force_evaluations(hmc.n_steps)} forces/traj")
 
-    with StopRule(comm, ck["walltime"], ck["margin"]) as stop_rule:
-        checkpointer = Checkpointer(config, lattice, writer, configurations, stop_rule)
-        hooks = [Measure(action, writer, sampler["measure_every"])]
-        if configurations:
-            hooks.append(lambda s, info: configurations.save(s))
-        hooks += [stop_rule.trajectory_done, checkpointer,
-                  Progress(writer, out["progress_every"], state.trajectory,
-                           sampler["n_trajectories"], print_fn=say)]
-        reason = []
+    checkpointer = Checkpointer(config, lattice, writer, configurations, stop_rule)
+    hooks = [Measure(action, writer, sampler["measure_every"])]
+    if configurations:
+        hooks.append(lambda s, info: configurations.save(s))
+    hooks += [stop_rule.trajectory_done, checkpointer,
+              Progress(writer, out["progress_every"], state.trajectory,
+                       sampler["n_trajectories"], print_fn=say)]
+    reason = []
 
-        def stop():
-            why = stop_rule.reason()
-            if why:
-                reason.append(why)
-            return why
+    def stop():
+        why = stop_rule.reason()
+        if why:
+            reason.append(why)
+        return why
 
-        state = run_chain(hmc, state, sampler["n_trajectories"], hooks, stop=stop)
-        checkpointer.write(state)
+    state = run_chain(hmc, state, sampler["n_trajectories"], hooks, stop=stop)
+    checkpointer.write(state)
     if reason:
         if say:
             say(f"stopped at trajectory {state.trajectory} ({reason[0]}); checkpoint written, "

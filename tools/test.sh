@@ -18,4 +18,4 @@ for ranks in 2 4; do
         tests "$@"
 done
 echo "== shellcheck"
-shellcheck tools/*.sh .ci/run
+shellcheck -x tools/*.sh .ci/run jobs/common.sh jobs/slurm/lqcdflow.sbatch jobs/pbs/lqcdflow.pbs

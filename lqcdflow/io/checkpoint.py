@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 
 import h5py
 import numpy as np
@@ -82,6 +83,13 @@ def _agreed(comm, problem):
         raise CheckpointError(problem)
 
 
+def _try_fsync(path, errors):
+    try:
+        fsync(path)
+    except OSError as e:
+        errors.append(e)
+
+
 def save(directory, lattice, state, config, extra, keep):
     """Write the checkpoint of ``state`` atomically and keep the newest ``keep``; return its path.
 
@@ -100,7 +108,6 @@ def save(directory, lattice, state, config, extra, keep):
         **identity(config), **extra,
     }
     attrs["state_sha256"] = _state_hash(attrs)
-    checksum = field_checksum(lattice, state.phi)
     problem = None
     if lattice.rank == 0:
         try:
@@ -115,14 +122,25 @@ def save(directory, lattice, state, config, extra, keep):
             f.create_field("fields/phi", lattice.backend.dtype)
             f.write_field("fields/phi", state.phi)
             if f.root:
-                f.file["fields/phi"].attrs["checksum"] = np.uint64(checksum)
                 f.file.attrs.update(attrs)
     except OSError as e:
         if lattice.size > 1:
             raise  # other ranks may wait inside collective MPI-IO: abort the job (comm.guarded)
         problem = f"cannot write checkpoint {final}: {e}"
+    # The field goes to disk (fsync releases the GIL) while every rank checksums its block;
+    # the checksum attribute is added afterwards, before the final fsync and rename.
+    syncing, sync_errors = None, []
     if lattice.rank == 0 and problem is None:
+        syncing = threading.Thread(target=_try_fsync, args=(temporary, sync_errors))
+        syncing.start()
+    checksum = field_checksum(lattice, state.phi)
+    if syncing:
+        syncing.join()
         try:
+            if sync_errors:
+                raise sync_errors[0]
+            with h5py.File(temporary, "r+") as f:
+                f["fields/phi"].attrs["checksum"] = np.uint64(checksum)
             fsync(temporary)
             os.replace(temporary, final)
             fsync(directory)

@@ -21,7 +21,7 @@ class StopRule:
     ----------
     comm : mpi4py communicator
     walltime : float
-        Seconds this job may run (0: no limit).
+        Seconds this job may run, counted from the rule's creation (0: no limit).
     margin : float
         Seconds to keep in reserve; 0 means automatic: 2 x (longest trajectory + longest
         checkpoint) seen so far, at least 10 s.

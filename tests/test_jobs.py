@@ -1,0 +1,423 @@
+"""The batch scripts in jobs/: shellcheck; the Slurm and PBS scripts' resubmission, signal and
+walltime logic with stand-ins for the batch system, the launcher and lqcdflow; and a real
+chain on a one-node Slurm on localhost (tools/slurm_local.sh), cut twice by SIGUSR1, which
+resubmits itself, completes and must equal the uninterrupted chain bit for bit.
+
+Every subprocess and every wait is bounded by a timeout."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = {"slurm": REPO / "jobs" / "slurm" / "lqcdflow.sbatch",
+           "pbs": REPO / "jobs" / "pbs" / "lqcdflow.pbs"}
+SHELL_FILES = [REPO / "jobs" / "common.sh", *SCRIPTS.values(), REPO / "tools" / "slurm_local.sh"]
+# Variables of a surrounding batch job or of the job scripts must not leak into the tests.
+FOREIGN_ENV = ("SLURM_", "SBATCH_", "PBS_", "LQCDFLOW_")
+
+
+def clean_environ(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
+    env.update(extra)
+    return env
+
+
+# ------------------------------------------------------------------------------ static checks
+
+def test_shellcheck_clean():
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (tools/setup.sh installs it)")
+    result = subprocess.run(["shellcheck", "-x", *map(str, SHELL_FILES)], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", SHELL_FILES, ids=lambda p: p.name)
+def test_bash_syntax(path):
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("1-02:03:04", "93784"), ("1:00:00", "3600"), ("08:09", "489"), ("0:59", "59"),
+    ("10:08:09", "36489"), ("UNLIMITED", ""), ("NOT_SET", ""), ("", "")])
+def test_duration_seconds(text, seconds):
+    result = subprocess.run(["bash", "-c", 'source "$1"; duration_seconds "$2"', "-",
+                             str(REPO / "jobs" / "common.sh"), text],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == seconds, result.stderr
+
+
+# -------------------------------------------------------------------------------- stand-ins
+# lqcdflow: takes its next action from $STANDIN/plan: an exit code, or "signal:CODE" = wait
+# for SIGUSR1, then exit CODE; `lqcdflow status` answers 0 once a run exited 0 unsignalled. The launcher records its command line and execs the rest, so a
+# signal forwarded to it reaches the stand-in lqcdflow. sbatch/qsub queue the job with its
+# environment for the test's scheduler (run_jobs), which runs the queue in order like a batch
+# system: a copy of the script in a spool directory, with the batch system's variables set.
+
+STANDIN_LQCDFLOW = r"""#!/bin/bash
+set -eu
+if [ "$1" = status ]; then  # complete once a run has exited 0 without being signalled
+    if [ -e "$STANDIN/complete" ]; then exit 0; else exit 3; fi
+fi
+action=$(head -n 1 "$STANDIN/plan")
+sed -i 1d "$STANDIN/plan"
+case $action in
+    signal:*)
+        trap 'echo "lqcdflow got USR1" >>"$STANDIN/calls"; exit "${action#signal:}"' USR1
+        touch "$STANDIN/running"
+        while :; do sleep 0.05 & wait $!; done ;;
+    0) touch "$STANDIN/complete"; exit 0 ;;
+    *) exit "$action" ;;
+esac
+"""
+STANDIN_LAUNCHER = r"""#!/bin/bash
+echo "launch $*" >>"$STANDIN/calls"
+shift 2  # -n RANKS
+exec "$@"
+"""
+STANDIN_SUBMIT = r"""#!/bin/bash
+set -eu
+id=$(( $(cat "$STANDIN/next_id") ))
+echo $((id + 1)) >"$STANDIN/next_id"
+printf '%s\n' "$(basename "$0")" "$@" >"$STANDIN/queue/$id.args"
+env -0 >"$STANDIN/queue/$id.env"
+if [ "$(basename "$0")" = qsub ]; then echo "$id.standin"; else echo "$id"; fi
+"""
+STANDIN_SQUEUE = 'echo "$STANDIN_TIMELEFT"\n'
+STANDIN_SCONTROL = 'printf "JobId=%s JobName=lqcdflow\\n   Command=%s\\n" "$3" "$STANDIN_SCRIPT"\n'
+STANDIN_QSTAT = 'echo "    Resource_List.walltime = 00:10:00"\n'
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """A directory with the stand-ins in bin/, a queue, and the work (submit) directory."""
+    root = tmp_path / "standin"
+    (root / "bin").mkdir(parents=True)
+    (root / "queue").mkdir()
+    (root / "next_id").write_text("2\n")  # job 1 is the first submission
+    for name, text in {"lqcdflow": STANDIN_LQCDFLOW, "standin-launch": STANDIN_LAUNCHER,
+                       "sbatch": STANDIN_SUBMIT, "qsub": STANDIN_SUBMIT,
+                       "squeue": STANDIN_SQUEUE, "scontrol": STANDIN_SCONTROL,
+                       "qstat": STANDIN_QSTAT}.items():
+        path = root / "bin" / name
+        path.write_text(text if text.startswith("#!") else "#!/bin/bash\n" + text)
+        path.chmod(0o755)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "home").mkdir()
+    return root
+
+
+def first_env(kind, standin, **extra):
+    """The environment of the first submission, as a user would have it."""
+    env = clean_environ(PATH=f"{standin / 'bin'}:{os.environ['PATH']}", STANDIN=str(standin),
+                        STANDIN_SCRIPT=str(SCRIPTS[kind]), STANDIN_TIMELEFT="1-02:03:04",
+                        HOME=str(standin.parent / "home"), LQCDFLOW_VENV="",
+                        LQCDFLOW_LAUNCHER="standin-launch", LQCDFLOW_RUN_FILE="run.toml")
+    if kind == "pbs":  # qsub -v LQCDFLOW_JOB_SCRIPT=...
+        env["LQCDFLOW_JOB_SCRIPT"] = str(SCRIPTS[kind])
+    env.update(extra)
+    return env
+
+
+def read_env(path):
+    items = path.read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in items if b"=" in item)
+
+
+def run_jobs(kind, standin, env, plan, signals=None, max_jobs=6):
+    """Run the first job and every job it resubmits, in order; returns their exit statuses.
+
+    plan: the stand-in lqcdflow's actions, one per run; signals: {job index: signal name} to
+    send to that job's batch shell once the stand-in lqcdflow runs.
+    """
+    (standin / "plan").write_text("".join(f"{a}\n" for a in plan))
+    work = standin.parent / "work"
+    queue, statuses = [env], []
+    while queue:
+        assert len(statuses) < max_jobs, "too many jobs"
+        job = dict(queue.pop(0))
+        index = len(statuses) + 1
+        spool = standin.parent / "spool" / str(index)
+        spool.mkdir(parents=True, exist_ok=True)
+        script = spool / "script"  # batch systems run a copy of the script
+        shutil.copy(SCRIPTS[kind], script)
+        if kind == "slurm":
+            job.update(SLURM_JOB_ID=str(index), SLURM_NTASKS="2", SLURM_SUBMIT_DIR=str(work))
+            cwd, log = work, open(work / "lqcdflow.log", "a")  # --open-mode=append
+        else:
+            nodefile = spool / "nodefile"
+            nodefile.write_text("node1\nnode1\n")
+            job.update(PBS_JOBID=f"{index}.standin", PBS_O_WORKDIR=str(work),
+                       PBS_NODEFILE=str(nodefile))
+            cwd, log = standin.parent / "home", open(spool / "pbs.out", "w")
+        with log:
+            process = subprocess.Popen(["bash", str(script)], cwd=cwd, env=job, stdout=log,
+                                       stderr=subprocess.STDOUT)
+            try:
+                if signals and index in signals:
+                    wait_for(lambda: (standin / "running").exists(), 20, "stand-in lqcdflow")
+                    (standin / "running").unlink()
+                    process.send_signal(getattr(signal, "SIG" + signals[index]))
+                statuses.append(process.wait(timeout=30))
+            finally:
+                if process.poll() is None:
+                    process.kill()
+        for path in sorted((standin / "queue").glob("*.env"), key=lambda p: int(p.stem)):
+            queue.append(read_env(path))
+            path.rename(path.with_suffix(".env.done"))
+    return statuses
+
+
+def wait_for(predicate, timeout, what, details=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{details()}")
+
+
+def calls(standin):
+    path = standin / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def submissions(standin):
+    return [p.read_text().splitlines() for p in
+            sorted((standin / "queue").glob("*.args"), key=lambda p: int(p.stem))]
+
+
+def log_text(standin):
+    return (standin.parent / "work" / "lqcdflow.log").read_text()
+
+
+# ------------------------------------------------------------------------ stand-in tests
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_resubmits_until_complete(kind, standin):
+    statuses = run_jobs(kind, standin, first_env(kind, standin), plan=[3, 3, 0])
+    assert statuses == [0, 0, 0]
+    launches = calls(standin)
+    assert len(launches) == 3 and len(set(launches)) == 1
+    walltime = int(re.fullmatch(r"launch -n 2 lqcdflow run run\.toml --restart auto "
+                                r"--walltime (\d+)", launches[0]).group(1))
+    if kind == "slurm":  # squeue's %L
+        assert walltime == 93784
+    else:  # qstat's Resource_List.walltime less the seconds the job has run
+        assert 590 <= walltime <= 600
+    submitter = {"slurm": "sbatch", "pbs": "qsub"}[kind]
+    for args in submissions(standin):
+        assert args[0] == submitter and args[-1] == str(SCRIPTS[kind])
+    queued = [read_env(p) for p in sorted((standin / "queue").glob("*.env.done"))]
+    assert [e["LQCDFLOW_RESUBMIT_COUNT"] for e in queued] == ["1", "2"]
+    assert {e["LQCDFLOW_JOB_SCRIPT"] for e in queued} == {str(SCRIPTS[kind])}
+    log = log_text(standin)  # one log, appended to by every job
+    assert log.count("] segment ") == 3
+    assert "resubmitted as job 2" in log and "resubmitted as job 3" in log
+    assert log.count("chain complete") == 1
+
+
+@pytest.mark.parametrize("kind, code", [("slurm", 2), ("pbs", 2), ("slurm", 1), ("pbs", 134)])
+def test_bad_input_or_failure_stops_the_chain(kind, standin, code):
+    statuses = run_jobs(kind, standin, first_env(kind, standin), plan=[3, code])
+    assert statuses == [0, code]
+    assert len(submissions(standin)) == 1
+    log = log_text(standin)
+    assert ("bad input (exit 2)" if code == 2 else f"failed (exit {code})") in log
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_resubmission_limit(kind, standin):
+    env = first_env(kind, standin, LQCDFLOW_MAX_RESUBMITS="1")
+    assert run_jobs(kind, standin, env, plan=[3, 3]) == [0, 3]
+    assert len(submissions(standin)) == 1
+    assert "limit of 1 resubmissions is reached" in log_text(standin)
+
+
+@pytest.mark.parametrize("kind, sig, exit_code", [
+    ("slurm", "USR1", 3), ("pbs", "TERM", 3), ("pbs", "INT", 3),
+    ("slurm", "USR1", 0)])  # mpiexec (Hydra) may report 0 after a forwarded signal
+def test_signal_is_forwarded_as_usr1_and_the_job_resubmits(kind, sig, exit_code, standin):
+    statuses = run_jobs(kind, standin, first_env(kind, standin),
+                        plan=[f"signal:{exit_code}", 0], signals={1: sig})
+    assert statuses == [0, 0]
+    assert "lqcdflow got USR1" in calls(standin)
+    log = log_text(standin)
+    assert f"received SIG{sig}" in log and "resubmitted as job 2" in log
+    assert ("lqcdflow status says the chain is not complete" in log) == (exit_code == 0)
+    assert log.count("chain complete") == 1
+
+
+def test_slurm_walltime_fallback_when_squeue_cannot_tell(standin):
+    env = first_env("slurm", standin, STANDIN_TIMELEFT="UNLIMITED", LQCDFLOW_WALLTIME="500")
+    assert run_jobs("slurm", standin, env, plan=[0]) == [0]
+    walltime = int(calls(standin)[0].rsplit(" ", 1)[1])
+    assert 490 <= walltime <= 500
+    env = first_env("slurm", standin, STANDIN_TIMELEFT="UNLIMITED")
+    (standin / "calls").unlink()
+    assert run_jobs("slurm", standin, env, plan=[0]) == [0]
+    assert calls(standin)[0].endswith("--walltime 0")  # no limit
+
+
+def test_pbs_walltime_from_pbs_walltime(standin):
+    env = first_env("pbs", standin, PBS_WALLTIME="7200")
+    assert run_jobs("pbs", standin, env, plan=[0]) == [0]
+    assert 7190 <= int(calls(standin)[0].rsplit(" ", 1)[1]) <= 7200
+
+
+def test_pbs_needs_the_script_path(standin):
+    env = first_env("pbs", standin)
+    del env["LQCDFLOW_JOB_SCRIPT"]
+    assert run_jobs("pbs", standin, env, plan=[0]) == [2]
+    assert "LQCDFLOW_JOB_SCRIPT is not set" in log_text(standin)
+    assert calls(standin) == []
+
+
+# ------------------------------------------------------------------- real Slurm, end to end
+
+RUN_FILE = """
+[lattice]
+shape = [8, 8]
+
+[theory]
+form = "hopping"
+kappa = 0.2
+lambda = 0.3
+
+[sampler]
+integrator = "omelyan2"
+n_steps = 8
+n_trajectories = {n}
+n_thermalization = 10
+
+[output]
+file = "{name}.h5"
+progress_every = 100
+
+[checkpoint]
+directory = "{name}-checkpoints"
+every = 10
+
+[run]
+seed = 11
+start = "hot"
+"""
+N_TRAJECTORIES = 1000
+# About 10 s each on an idle 2-core machine; the bounds leave room for a loaded one, and keep
+# the whole end-to-end part (reference + 2 chains) under 4 minutes.
+REFERENCE_TIMEOUT, CHAIN_TIMEOUT = 60, 85
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    """A one-node Slurm on localhost, stopped (jobs cancelled) at the end whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm needs root (apt-get, slurmctld and slurmd as root)")
+    state = tmp_path_factory.mktemp("slurm-state")
+    env = clean_environ(LQCDFLOW_SLURM_STATE=str(state))
+    tool = str(REPO / "tools" / "slurm_local.sh")
+    try:
+        start = subprocess.run(["bash", tool, "start"], env=env, capture_output=True, text=True,
+                               timeout=600)
+        if start.returncode != 0 and shutil.which("slurmctld") is None:
+            pytest.skip(f"cannot install Slurm: {start.stderr.strip()[-500:]}")
+        logs = "".join(p.read_text() for p in sorted(state.glob("*.log")))
+        assert start.returncode == 0, start.stderr + logs
+        env["SLURM_CONF"] = str(state / "slurm.conf")
+        yield env
+    finally:
+        subprocess.run(["bash", tool, "stop"], env=env, timeout=120)
+
+
+def ensemble_data(path):
+    """Every dataset under /mc and /observables, as (dtype, shape, bytes)."""
+    data = {}
+    with h5py.File(path, "r") as f:
+        for group in ("mc", "observables"):
+            def add(name, obj, group=group):
+                if isinstance(obj, h5py.Dataset):
+                    value = np.asarray(obj[()])
+                    data[f"{group}/{name}"] = (value.dtype.str, value.shape, value.tobytes())
+            f[group].visititems(add)
+    return data
+
+
+@pytest.fixture(scope="module")
+def reference_chain(tmp_path_factory):
+    """The uninterrupted chain: one `lqcdflow run` on 2 ranks."""
+    work = tmp_path_factory.mktemp("reference")
+    (work / "ref.toml").write_text(RUN_FILE.format(n=N_TRAJECTORIES, name="ref"))
+    result = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "lqcdflow", "run",
+                             "-q", "ref.toml", "--restart", "never"], cwd=work,
+                            capture_output=True, text=True, timeout=REFERENCE_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ensemble_data(work / "ref.h5")
+
+
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
+def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
+        local_slurm, reference_chain, launcher, tmp_path):
+    (tmp_path / "run.toml").write_text(RUN_FILE.format(n=N_TRAJECTORIES, name="chain"))
+    venv = sys.prefix if sys.prefix != sys.base_prefix else ""
+    env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=venv,
+               LQCDFLOW_LAUNCHER=launcher)
+    log = tmp_path / "lqcdflow.log"
+
+    def text():
+        return log.read_text() if log.exists() else ""
+
+    def segments():  # the log of each job, from its "segment" line on
+        return re.split(r"^(?=\[lqcdflow-job [^]]*\] segment )", text(), flags=re.M)[1:]
+
+    def squeue():
+        return subprocess.run(["squeue", "-h", "-o", "%i %T %r"], env=env, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+
+    def details():
+        return f"squeue: {squeue()}\nlog:\n{text()}"
+
+    started = time.monotonic()
+
+    def left():  # the whole chain has CHAIN_TIMEOUT seconds
+        return CHAIN_TIMEOUT - (time.monotonic() - started)
+
+    submit = subprocess.run(["sbatch", "--parsable", str(SCRIPTS["slurm"])], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert submit.returncode == 0, submit.stderr
+    for cut in range(2):
+        # Cut segment 1 after its first progress line, segment 2 after its second one.
+        segment = wait_for(lambda: len(segments()) == cut + 1
+                           and segments()[cut].count("\ntraj ") >= cut + 1 and segments()[cut],
+                           left(), f"progress in segment {cut + 1}", details)
+        job = re.match(r"\[lqcdflow-job [^]]* job (\d+)\]", segment).group(1)
+        subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, check=True,
+                       timeout=30)
+        wait_for(lambda: "resubmitted as job" in segments()[cut], left(),
+                 f"job {job} to checkpoint and resubmit", details)
+    wait_for(lambda: "chain complete" in text(), left(), "the chain to complete", details)
+    wait_for(lambda: squeue() == "", left(), "the last job to end", details)
+    elapsed = time.monotonic() - started
+
+    final = text()
+    assert len(segments()) == 3, final
+    assert final.count("received SIGUSR1") == 2
+    stops = [int(t) for t in re.findall(r"stopped at trajectory (\d+) \(signal SIGUSR1\)", final)]
+    assert len(stops) == 2 and 0 < stops[0] < stops[1] < N_TRAJECTORIES, final
+    assert final.count("continuing from checkpoint") == 2
+    chain = ensemble_data(tmp_path / "chain.h5")
+    assert set(chain) == set(reference_chain) and "mc/trajectory" in chain
+    for name in chain:
+        assert chain[name] == reference_chain[name], f"{name} differs from the uninterrupted chain"
+    print(f"{launcher}: chain cut at trajectories {stops}, completed in {elapsed:.1f} s")

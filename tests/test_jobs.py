@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
+from runs import series, write_run_file
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = {"slurm": REPO / "jobs" / "slurm" / "lqcdflow.sbatch",
@@ -287,33 +286,9 @@ def test_pbs_needs_the_script_path(standin):
 
 # ------------------------------------------------------------------- real Slurm, end to end
 
-RUN_FILE = """
-[lattice]
-shape = [8, 8]
-
-[theory]
-form = "hopping"
-kappa = 0.2
-lambda = 0.3
-
-[sampler]
-integrator = "omelyan2"
-n_steps = 8
-n_trajectories = {n}
-n_thermalization = 10
-
-[output]
-file = "{name}.h5"
-progress_every = 100
-
-[checkpoint]
-directory = "{name}-checkpoints"
-every = 10
-
-[run]
-seed = 11
-start = "hot"
-"""
+# The shared test run file (tests/runs.py), on 8x8 with 8 steps, checkpoints every 10.
+JOB_RUN = {"shape = [8, 4]": "shape = [8, 8]", "n_steps = 4": "n_steps = 8",
+           "progress_every = 10": "progress_every = 100"}
 N_TRAJECTORIES = 1000
 # About 10 s each on an idle 2-core machine; the bounds leave room for a loaded one, and keep
 # the whole end-to-end part (reference + 2 chains) under 4 minutes.
@@ -341,35 +316,22 @@ def local_slurm(tmp_path_factory):
         subprocess.run(["bash", tool, "stop"], env=env, timeout=120)
 
 
-def ensemble_data(path):
-    """Every dataset under /mc and /observables, as (dtype, shape, bytes)."""
-    data = {}
-    with h5py.File(path, "r") as f:
-        for group in ("mc", "observables"):
-            def add(name, obj, group=group):
-                if isinstance(obj, h5py.Dataset):
-                    value = np.asarray(obj[()])
-                    data[f"{group}/{name}"] = (value.dtype.str, value.shape, value.tobytes())
-            f[group].visititems(add)
-    return data
-
-
 @pytest.fixture(scope="module")
 def reference_chain(tmp_path_factory):
     """The uninterrupted chain: one `lqcdflow run` on 2 ranks."""
     work = tmp_path_factory.mktemp("reference")
-    (work / "ref.toml").write_text(RUN_FILE.format(n=N_TRAJECTORIES, name="ref"))
+    write_run_file(work / "ref.toml", n_trajectories=N_TRAJECTORIES, every=10, **JOB_RUN)
     result = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "lqcdflow", "run",
                              "-q", "ref.toml", "--restart", "never"], cwd=work,
                             capture_output=True, text=True, timeout=REFERENCE_TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    return ensemble_data(work / "ref.h5")
+    return series(work / "ref.h5")
 
 
 @pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
 def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
         local_slurm, reference_chain, launcher, tmp_path):
-    (tmp_path / "run.toml").write_text(RUN_FILE.format(n=N_TRAJECTORIES, name="chain"))
+    write_run_file(tmp_path / "run.toml", n_trajectories=N_TRAJECTORIES, every=10, **JOB_RUN)
     venv = sys.prefix if sys.prefix != sys.base_prefix else ""
     env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=venv,
                LQCDFLOW_LAUNCHER=launcher)
@@ -416,8 +378,7 @@ def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
     stops = [int(t) for t in re.findall(r"stopped at trajectory (\d+) \(signal SIGUSR1\)", final)]
     assert len(stops) == 2 and 0 < stops[0] < stops[1] < N_TRAJECTORIES, final
     assert final.count("continuing from checkpoint") == 2
-    chain = ensemble_data(tmp_path / "chain.h5")
-    assert set(chain) == set(reference_chain) and "mc/trajectory" in chain
+    chain = series(tmp_path / "run.h5")
     for name in chain:
         assert chain[name] == reference_chain[name], f"{name} differs from the uninterrupted chain"
     print(f"{launcher}: chain cut at trajectories {stops}, completed in {elapsed:.1f} s")

@@ -142,19 +142,12 @@ def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
     hooks += [stop_rule.trajectory_done, checkpointer,
               Progress(writer, out["progress_every"], state.trajectory,
                        sampler["n_trajectories"], print_fn=say)]
-    reason = []
-
-    def stop():
-        why = stop_rule.reason()
-        if why:
-            reason.append(why)
-        return why
-
-    state = run_chain(hmc, state, sampler["n_trajectories"], hooks, stop=stop)
+    stop_rule.loop_starts()
+    state = run_chain(hmc, state, sampler["n_trajectories"], hooks, stop=stop_rule.reason)
     checkpointer.write(state)
-    if reason:
+    if stop_rule.why:
         if say:
-            say(f"stopped at trajectory {state.trajectory} ({reason[0]}); checkpoint written, "
-                f"exit code {EXIT_RESUBMIT}: resubmit to continue")
+            say(f"stopped at trajectory {state.trajectory} ({stop_rule.why}); checkpoint "
+                f"written, exit code {EXIT_RESUBMIT}: resubmit to continue")
         return EXIT_RESUBMIT
     return 0

@@ -36,6 +36,7 @@ class StopRule:
         self.comm, self.walltime, self.margin, self.clock = comm, walltime, margin, clock
         self.start = clock()
         self.received = None
+        self.why = None
         self.longest_trajectory = 0.0
         self.longest_checkpoint = 0.0
         self._last = self.start
@@ -52,6 +53,10 @@ class StopRule:
 
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
+
+    def loop_starts(self):
+        """Start timing trajectories (start-up time is not a trajectory's)."""
+        self._last = self.clock()
 
     def trajectory_done(self, state, info):
         """Hook: time the trajectory that just finished."""
@@ -70,7 +75,7 @@ class StopRule:
         return max(10.0, 2 * (self.longest_trajectory + self.longest_checkpoint))
 
     def reason(self):
-        """Why to stop now (rank 0's view, broadcast), or None to go on."""
+        """Why to stop now (rank 0's view, broadcast; also kept as ``why``), or None."""
         why = None
         if self.comm.Get_rank() == 0:
             if self.received:
@@ -80,4 +85,5 @@ class StopRule:
                 if elapsed + self.reserve() + self.longest_trajectory > self.walltime:
                     why = (f"walltime: {elapsed:.0f} s of {self.walltime:.0f} s used, "
                            f"{self.reserve():.0f} s reserved")
-        return self.comm.bcast(why, root=0)
+        self.why = self.comm.bcast(why, root=0)
+        return self.why

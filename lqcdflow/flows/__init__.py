@@ -1,0 +1,20 @@
+"""Model-parallel normalizing flows: every layer works on a rank's sub-lattice.
+
+Convolutions get periodic halos from the neighbouring ranks through a differentiable halo
+exchange (:mod:`.halo`), global sums (log-densities, actions) go through a differentiable
+all-reduce and parameter gradients are summed over ranks (:mod:`.reduce`), so that the
+decomposed model computes the single-process model. Needs torch (``pip install .[flow]``).
+"""
+
+from lqcdflow.flows.action import phi4_action
+from lqcdflow.flows.halo import HaloPad, HaloPadAdjoint, halo_pad, halo_pad_adjoint
+from lqcdflow.flows.layers import (AffineCoupling, PeriodicConv, affine_couplings,
+                                   checkerboard, conditioner)
+from lqcdflow.flows.model import Flow
+from lqcdflow.flows.prior import STREAM_FLOW_PRIOR, GaussianPrior
+from lqcdflow.flows.reduce import AllreduceSum, allreduce_gradients, allreduce_sum
+
+__all__ = ["AffineCoupling", "AllreduceSum", "Flow", "GaussianPrior", "HaloPad",
+           "HaloPadAdjoint", "PeriodicConv", "STREAM_FLOW_PRIOR", "affine_couplings",
+           "allreduce_gradients", "allreduce_sum", "checkerboard", "conditioner", "halo_pad",
+           "halo_pad_adjoint", "phi4_action"]

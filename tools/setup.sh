@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything lqcdflow needs on a Debian 12 machine, idempotently: each step is skipped
 # when what it installs is already there.
-#   - MPICH, parallel HDF5 (mpich flavour), pkg-config, shellcheck from Debian;
+#   - compilers, MPICH, parallel HDF5 (mpich flavour), pkg-config, shellcheck from Debian;
 #   - a virtual environment ($LQCDFLOW_VENV, default ~/.venvs/lqcdflow) with mpi4py built
 #     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi;
 #   - lqcdflow itself, installed editable from this checkout.
@@ -14,7 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(mpich libhdf5-mpich-dev pkg-config shellcheck python3-dev python3-venv)
+apt_packages=(build-essential mpich libhdf5-mpich-dev pkg-config shellcheck python3-dev python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

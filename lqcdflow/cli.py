@@ -8,6 +8,7 @@ Any other exception on any rank aborts the whole MPI job with its traceback.
 """
 
 import argparse
+import os
 import sys
 from functools import partial
 
@@ -147,4 +148,8 @@ def main(argv=None):
     from lqcdflow.parallel.comm import guarded
 
     comm = MPI.COMM_WORLD
-    return guarded(lambda: args.func(args, comm), comm, USER_ERRORS)
+    try:
+        return guarded(lambda: args.func(args, comm), comm, USER_ERRORS)
+    except BrokenPipeError:  # output piped into a reader that closed early (e.g. head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -11,10 +11,16 @@ from lqcdflow.flows.halo import HaloPad, HaloPadAdjoint, halo_pad, halo_pad_adjo
 from lqcdflow.flows.layers import (AffineCoupling, PeriodicConv, affine_couplings,
                                    checkerboard, conditioner)
 from lqcdflow.flows.model import Flow
+from lqcdflow.flows.nmcmc import STREAM_NMCMC, ChainState, NMCMCResult, nmcmc
 from lqcdflow.flows.prior import STREAM_FLOW_PRIOR, GaussianPrior
 from lqcdflow.flows.reduce import AllreduceSum, allreduce_gradients, allreduce_sum
+from lqcdflow.flows.state import FlowSpec, load_state, save_state
+from lqcdflow.flows.train import (TrainMetrics, constant_lr, cosine_lr, ess_fraction, step_lr,
+                                  train, train_step)
 
-__all__ = ["AffineCoupling", "AllreduceSum", "Flow", "GaussianPrior", "HaloPad",
-           "HaloPadAdjoint", "PeriodicConv", "STREAM_FLOW_PRIOR", "affine_couplings",
-           "allreduce_gradients", "allreduce_sum", "checkerboard", "conditioner", "halo_pad",
-           "halo_pad_adjoint", "phi4_action"]
+__all__ = ["AffineCoupling", "AllreduceSum", "ChainState", "Flow", "FlowSpec", "GaussianPrior",
+           "HaloPad", "HaloPadAdjoint", "NMCMCResult", "PeriodicConv", "STREAM_FLOW_PRIOR",
+           "STREAM_NMCMC", "TrainMetrics", "affine_couplings", "allreduce_gradients",
+           "allreduce_sum", "checkerboard", "conditioner", "constant_lr", "cosine_lr",
+           "ess_fraction", "halo_pad", "halo_pad_adjoint", "load_state", "nmcmc",
+           "phi4_action", "save_state", "step_lr", "train", "train_step"]

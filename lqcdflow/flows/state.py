@@ -1,0 +1,158 @@
+"""Flow parameters and Adam state in an HDF5 file, independent of the decomposition.
+
+The parameters (and the optimiser state) are replicated on every rank, so rank 0 of the
+lattice communicator writes them with plain h5py (no pickle, no torch.save), and a file written
+on any number of ranks loads on any other number. Layout::
+
+    /                       attrs: step, n_layers, hidden, kernel_size, shape, m2, lam, seed
+    /parameters/<name>      one dataset per entry of flow.state_dict()
+    /optimizer              attrs: lr, betas, eps, weight_decay, amsgrad
+    /optimizer/<i>/<key>    Adam state of parameter i (in flow.parameters() order):
+                            step, exp_avg, exp_avg_sq (and max_exp_avg_sq with amsgrad)
+
+The attributes of :class:`FlowSpec` identify the architecture and the target; loading into a
+different one raises a ValueError naming the differing attributes.
+"""
+
+from dataclasses import asdict, dataclass
+
+import h5py
+import numpy as np
+import torch
+
+from lqcdflow.flows.layers import affine_couplings
+from lqcdflow.flows.model import Flow
+from lqcdflow.flows.prior import GaussianPrior
+
+_ADAM_HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """Architecture of a flow of :func:`affine_couplings` and its target phi^4 couplings.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Global lattice shape.
+    n_layers : int
+    hidden : tuple of int
+        Hidden channels of each conditioner.
+    kernel_size : int
+    m2, lam : float
+        Standard-form couplings of the target action.
+    seed : int
+        Seed of the Gaussian prior.
+    """
+
+    shape: tuple
+    n_layers: int
+    hidden: tuple
+    kernel_size: int
+    m2: float
+    lam: float
+    seed: int
+
+    def build(self, lattice, init_seed=0, dtype=torch.float64, device="cpu"):
+        """The flow on ``lattice``, parameters initialised by torch's default init after
+        ``torch.manual_seed(init_seed)`` (the same on every rank; global RNG state restored)."""
+        if tuple(lattice.shape) != tuple(self.shape):
+            raise ValueError(f"lattice shape {lattice.shape} differs from the spec's "
+                             f"{tuple(self.shape)}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            layers = affine_couplings(lattice, self.n_layers, tuple(self.hidden),
+                                      self.kernel_size)
+        prior = GaussianPrior(lattice, self.seed, dtype=dtype, device=device)
+        return Flow(prior, layers).to(dtype=dtype, device=device)
+
+    def attrs(self):
+        """The spec as HDF5 attribute values (tuples as int64 arrays)."""
+        out = asdict(self)
+        out["shape"] = np.asarray(self.shape, dtype=np.int64)
+        out["hidden"] = np.asarray(self.hidden, dtype=np.int64)
+        return out
+
+
+def _single_group(optimizer):
+    if len(optimizer.param_groups) != 1:
+        raise ValueError("only optimisers with one parameter group are supported")
+    return optimizer.param_groups[0]
+
+
+def save_state(path, flow, optimizer, step, spec, comm):
+    """Write the flow parameters, the Adam state and ``step`` to ``path`` (collective).
+
+    Rank 0 of ``comm`` writes; all ranks return after the file is complete.
+    """
+    if comm.Get_rank() == 0:
+        group = _single_group(optimizer)
+        params = list(flow.parameters())
+        with h5py.File(path, "w") as f:
+            f.attrs["step"] = int(step)
+            for key, value in spec.attrs().items():
+                f.attrs[key] = value
+            pars = f.create_group("parameters")
+            for name, tensor in flow.state_dict().items():
+                pars[name] = tensor.detach().cpu().numpy()
+            opt = f.create_group("optimizer")
+            for key in _ADAM_HYPER:
+                opt.attrs[key] = group[key]
+            for i, p in enumerate(params):
+                entry = opt.create_group(str(i))
+                for key, value in optimizer.state.get(p, {}).items():
+                    entry[key] = torch.as_tensor(value).detach().cpu().numpy()
+    comm.Barrier()
+
+
+def _read(path, spec):
+    """(step, parameters, hyperparameters, per-parameter state) from ``path``, after checking
+    the spec."""
+    with h5py.File(path, "r") as f:
+        stored = {key: f.attrs[key] for key in spec.attrs()}
+        wrong = [f"{key}: file {np.asarray(stored[key]).tolist()}, "
+                 f"expected {np.asarray(value).tolist()}"
+                 for key, value in spec.attrs().items()
+                 if not np.array_equal(np.asarray(stored[key]), np.asarray(value))]
+        if wrong:
+            raise ValueError(f"{path} holds a different flow: " + "; ".join(wrong))
+        params = {name: f["parameters"][name][()] for name in f["parameters"]}
+        opt = f["optimizer"]
+        hyper = {key: opt.attrs[key] for key in _ADAM_HYPER}
+        state = {int(i): {key: opt[i][key][()] for key in opt[i]} for i in opt}
+        return int(f.attrs["step"]), params, hyper, state
+
+
+def load_state(path, flow, optimizer, spec, comm):
+    """Load what :func:`save_state` wrote into ``flow`` and ``optimizer``; return the step.
+
+    Rank 0 of ``comm`` reads and broadcasts, so any number of ranks (any decomposition) can
+    load. ``optimizer`` must be an Adam over ``flow.parameters()`` with one parameter group.
+    Raises ValueError (on every rank) if the file's spec or parameter shapes differ.
+    """
+    payload = None
+    if comm.Get_rank() == 0:
+        try:
+            payload = _read(path, spec)
+        except (ValueError, KeyError, OSError) as err:
+            payload = err
+    payload = comm.bcast(payload, root=0)
+    if isinstance(payload, Exception):
+        raise ValueError(str(payload)) from payload
+    step, params, hyper, state = payload
+    own = flow.state_dict()
+    if set(params) != set(own) or any(params[k].shape != tuple(own[k].shape) for k in own):
+        raise ValueError(f"{path}: parameter names or shapes differ from the flow's")
+    flow.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    group = _single_group(optimizer)
+    for key in _ADAM_HYPER:
+        value = hyper[key]
+        group[key] = tuple(float(b) for b in value) if key == "betas" else value.item()
+    optimizer.state.clear()
+    for i, p in enumerate(flow.parameters()):
+        if state.get(i):
+            optimizer.state[p] = {
+                key: (torch.tensor(float(v)) if key == "step"
+                      else torch.from_numpy(v).to(dtype=p.dtype, device=p.device))
+                for key, v in state[i].items()}
+    return step

@@ -1,0 +1,105 @@
+"""Reverse-KL self-training of the decomposed flow (Albergo, Kanwar, Shanahan 2019).
+
+With phi_b ~ q (b = 1 .. N, sample b of draw ``step`` of the prior, so a step is a pure
+function of (seed, step) and the parameters: the same on any process grid) the loss is
+
+    L = (1/N) sum_b [ log q(phi_b) + S(phi_b) ]  ( = KL(q || p) - log Z, stochastic estimate ),
+
+and the batch's effective sample size per sample, from the weights w_b = p(phi_b) Z / q(phi_b),
+
+    log w_b = -S(phi_b) - log q(phi_b),
+    ESS / N = (sum_b w_b)^2 / (N sum_b w_b^2)
+            = exp(2 logsumexp_b(log w_b) - logsumexp_b(2 log w_b)) / N,
+
+in (0, 1], both computed identically on every rank from all-reduced log q and S. Gradients are
+summed over ranks with :func:`allreduce_gradients` before the optimiser step, so every rank holds
+the single-process parameters (see :mod:`lqcdflow.flows.reduce`).
+
+The learning rate is a function of the step number (``lr_schedule(step)``), so a run restarted
+at step n (:mod:`lqcdflow.flows.state`) continues exactly.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from lqcdflow.flows.action import phi4_action
+from lqcdflow.flows.reduce import allreduce_gradients
+
+
+@dataclass(frozen=True)
+class TrainMetrics:
+    """One training step: its number, the loss, ESS / N of its batch and the learning rate."""
+
+    step: int
+    loss: float
+    ess: float
+    lr: float
+
+
+def constant_lr(lr):
+    """lr(step) = lr."""
+    return lambda step: lr
+
+
+def cosine_lr(lr, total_steps, lr_min=0.0):
+    """lr(n) = lr_min + (lr - lr_min) (1 + cos(pi min(n, T) / T)) / 2, T = ``total_steps``."""
+    def schedule(step):
+        t = min(step, total_steps) / total_steps
+        return lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * t))
+    return schedule
+
+
+def step_lr(lr, every, factor=0.5):
+    """lr(n) = lr factor^floor(n / every)."""
+    return lambda step: lr * factor ** (step // every)
+
+
+def ess_fraction(log_weights):
+    """ESS / N = (sum w)^2 / (N sum w^2) from log w (tensor of shape (N,)), via logsumexp."""
+    lw = torch.as_tensor(log_weights, dtype=torch.float64)
+    return math.exp(2 * torch.logsumexp(lw, 0).item()
+                    - torch.logsumexp(2 * lw, 0).item()) / lw.numel()
+
+
+def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
+    """One reverse-KL Adam step on draw ``step``; collective over ``lattice.comm``.
+
+    Parameters
+    ----------
+    flow : Flow
+    optimizer : torch.optim.Optimizer
+        Over ``flow.parameters()``; its learning rate is set to ``lr_schedule(step)``.
+    lattice : lqcdflow.parallel.Lattice
+    m2, lam : float
+        Couplings of the standard-form action (:func:`phi4_action`).
+    batch : int
+    step : int
+        Step number, also the prior's draw number.
+    lr_schedule : callable
+        step -> learning rate, e.g. :func:`cosine_lr`.
+
+    Returns
+    -------
+    TrainMetrics
+        The loss and ESS / N of the batch before the update, identical on every rank.
+    """
+    lr = lr_schedule(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad()
+    phi, logq = flow.sample(batch, step)
+    action = phi4_action(phi, lattice, m2, lam)
+    loss = (logq + action).mean()
+    loss.backward()
+    allreduce_gradients(flow, lattice.comm)
+    optimizer.step()
+    ess = ess_fraction(-(action + logq).detach())
+    return TrainMetrics(step, loss.item(), ess, lr)
+
+
+def train(flow, optimizer, lattice, m2, lam, batch, steps, lr_schedule, start=0):
+    """Steps ``start`` .. ``start + steps - 1`` of :func:`train_step`; returns their metrics."""
+    return [train_step(flow, optimizer, lattice, m2, lam, batch, n, lr_schedule)
+            for n in range(start, start + steps)]

@@ -1,4 +1,4 @@
-"""Command line: ``lqcdflow run|analyze|info``.
+"""Command line: ``lqcdflow run|status|info|analyze``.
 
 This layer only reads arguments, builds objects and calls the library. Exit codes:
 0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used

@@ -4,9 +4,9 @@ One HDF5 file per checkpoint, ``DIR/checkpoint_<trajectory:08d>.h5``:
 
     /                 attributes: format "lqcdflow-checkpoint", format_version, code_version,
                       created, ranks, grid, trajectory, accepted, the run's identity
-                      (lattice.shape, theory.*, run.seed, run.dtype), the sampler settings,
-                      the committed lengths of the ensemble output, and ``state_sha256``, a
-                      SHA-256 of all of these
+                      (lattice.shape, theory.*, run.seed, run.dtype), the committed lengths
+                      of the output (output.mc, output.observables, output.configurations),
+                      and ``state_sha256``, a SHA-256 of all of these
     /fields/phi       the field in global lexicographic layout, attribute ``checksum``
                       (decomposition-independent, see lqcdflow.io.checksum)
 

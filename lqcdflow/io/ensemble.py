@@ -28,7 +28,7 @@ import numpy as np
 
 import lqcdflow
 from lqcdflow.io.checksum import array_sha256
-from lqcdflow.io.files import fsync
+from lqcdflow.io.files import replaced_atomically
 
 FORMAT = "lqcdflow-ensemble"
 FORMAT_VERSION = 1
@@ -139,13 +139,12 @@ class EnsembleWriter:
         if os.path.exists(self.path) and not overwrite:
             return (f"output file {self.path} exists; set [output] overwrite = true or choose "
                     "another file")
-        temporary = self.path + ".tmp"
         try:
-            with h5py.File(temporary, "w") as f:
-                f.attrs.update(attrs)
-                _create_datasets(f, correlator_length)
-                stamp_checksums(f)
-            os.replace(temporary, self.path)
+            with replaced_atomically(self.path) as temporary:
+                with h5py.File(temporary, "w") as f:
+                    f.attrs.update(attrs)
+                    _create_datasets(f, correlator_length)
+                    stamp_checksums(f)
         except OSError as e:
             return f"cannot create output file {self.path}: {e}"
         return None
@@ -166,24 +165,18 @@ class EnsembleWriter:
 
     def _rewrite(self, change):
         """Apply ``change(h5py.File)`` to a copy of the file, then atomically replace it."""
-        temporary = self.path + ".tmp"
         try:
-            shutil.copyfile(self.path, temporary)
-            with h5py.File(temporary, "a") as f:
-                if f.attrs.get("format") != FORMAT:
-                    return f"{self.path} is not an lqcdflow ensemble file"
-                change(f)
-                stamp_checksums(f)
-            fsync(temporary)
-            os.replace(temporary, self.path)
-            fsync(os.path.dirname(os.path.abspath(self.path)))
+            with replaced_atomically(self.path) as temporary:
+                shutil.copyfile(self.path, temporary)
+                with h5py.File(temporary, "a") as f:
+                    if f.attrs.get("format") != FORMAT:
+                        raise OutputError(f"{self.path} is not an lqcdflow ensemble file")
+                    change(f)
+                    stamp_checksums(f)
         except OutputError as e:
             return str(e)
         except OSError as e:
             return f"cannot write output file {self.path}: {e}"
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
         return None
 
     def record_trajectory(self, info):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from contextlib import contextmanager
 
 
 def fsync(path):
@@ -11,6 +12,23 @@ def fsync(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def replaced_atomically(path):
+    """Yield a temporary path next to ``path`` to write; if the block succeeds, fsync it,
+    rename it over ``path`` and fsync the directory. The temporary never survives the block,
+    so ``path`` is always either the old or the new complete file.
+    """
+    temporary = path + ".tmp"
+    try:
+        yield temporary
+        fsync(temporary)
+        os.replace(temporary, path)
+        fsync(os.path.dirname(os.path.abspath(path)))
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def free_space_problem(directory, nbytes, what):

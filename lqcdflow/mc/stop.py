@@ -28,7 +28,7 @@ class StopRule:
     clock : callable
         Seconds (monotonic).
 
-    The stop condition with a walltime is elapsed + margin + longest trajectory > walltime:
+    The stop condition with a walltime is elapsed + reserve() + longest trajectory > walltime:
     there is no time for one more trajectory and its checkpoint.
     """
 

@@ -12,7 +12,7 @@ from mpi4py import MPI
 
 from lqcdflow.flows import (STREAM_FLOW_PRIOR, AffineCoupling, Flow, GaussianPrior,
                             PeriodicConv, affine_couplings, allreduce_gradients, checkerboard,
-                            conditioner, phi4_action)
+                            conditioner, phi4_action, spline_couplings)
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import STREAM_ACCEPT, STREAM_HOT_START, STREAM_MOMENTA
@@ -21,6 +21,14 @@ from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
 SHAPES = [(8,), (4, 8), (4, 2, 4)]
 M2, LAM = -4.0, 8.0  # the tutorial's point (D = 2)
 RTOL = 1e-12
+# coupling layers under test; the spline's small bound puts some values in its linear tails
+KINDS = {
+    "affine": lambda lat, n: affine_couplings(lat, n, hidden=(8, 8), kernel_size=3),
+    "affine-z2": lambda lat, n: affine_couplings(lat, n, hidden=(8, 8), z2=True),
+    "spline": lambda lat, n: spline_couplings(lat, n, bins=4, bound=2.0, hidden=(8,)),
+    "spline-z2": lambda lat, n: spline_couplings(lat, n, bins=4, bound=2.0, hidden=(8,),
+                                                 z2=True),
+}
 
 
 def local_block(tensor, lat):
@@ -28,9 +36,9 @@ def local_block(tensor, lat):
     return tensor[(Ellipsis, *lat.local_slices())]
 
 
-def make_flow(lat, seed=3, n_layers=4, dtype=torch.float64):
+def make_flow(lat, seed=3, n_layers=4, dtype=torch.float64, kind="affine"):
     torch.manual_seed(1234)  # the same on every rank: identical initial parameters
-    layers = affine_couplings(lat, n_layers, hidden=(8, 8), kernel_size=3)
+    layers = KINDS[kind](lat, n_layers)
     flow = Flow(GaussianPrior(lat, seed, dtype=dtype), layers).to(dtype)
     with torch.no_grad():  # larger weights, so that the layers are far from the identity
         for p in flow.parameters():
@@ -51,17 +59,18 @@ def assert_close(a, b, what):
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_decomposed_flow_equals_single_process(shape, comm):
+def test_decomposed_flow_equals_single_process(shape, kind, comm):
     ref_lat = Lattice(shape, comm=MPI.COMM_SELF)
-    ref = make_flow(ref_lat)
+    ref = make_flow(ref_lat, kind=kind)
     phi_ref, logq_ref, loss_ref = reverse_kl_loss(ref, ref_lat)
     loss_ref.backward()
     ref_grads = {k: p.grad.clone() for k, p in ref.named_parameters()}
     assert loss_ref.item() != 0 and all(g.abs().max() > 0 for g in ref_grads.values())
     for grid in valid_grids(shape, comm.Get_size()):
         lat = Lattice(shape, comm=comm, grid=grid)
-        flow = make_flow(lat)
+        flow = make_flow(lat, kind=kind)
         for k, v in ref.state_dict().items():
             assert torch.equal(flow.state_dict()[k], v)
         phi, logq, loss = reverse_kl_loss(flow, lat)
@@ -146,10 +155,11 @@ def test_checkerboard_uses_global_coordinates():
     assert m0[0, 0] == 1 and m0[0, 1] == 0 and m0[1, 1] == 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(2, 2), (4, 1), (4,), (2, 1, 2)])
-def test_log_jacobian_equals_autodiff_determinant(shape):
+def test_log_jacobian_equals_autodiff_determinant(shape, kind):
     lat = Lattice(shape, comm=MPI.COMM_SELF)
-    flow = make_flow(lat, n_layers=3)
+    flow = make_flow(lat, n_layers=3, kind=kind)
     x = flow.prior.sample(1, draw=0)
     zero = torch.zeros(1, dtype=torch.float64)
     y, logq = flow(x, zero)
@@ -163,10 +173,11 @@ def test_log_jacobian_equals_autodiff_determinant(shape):
     assert abs(-logq.item() - logdet.item()) <= 1e-12 * max(1.0, abs(logdet.item()))
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", [(6,), (4, 6), (2, 4, 2)])
-def test_inverse_round_trip(shape):
+def test_inverse_round_trip(shape, kind):
     lat = Lattice(shape, comm=MPI.COMM_SELF)
-    flow = make_flow(lat, n_layers=6)
+    flow = make_flow(lat, n_layers=6, kind=kind)
     x = flow.prior.sample(5, draw=1)
     logr = flow.prior.log_prob(x)
     y, logq = flow(x, logr)
@@ -179,6 +190,22 @@ def test_inverse_round_trip(shape):
         y2, l2 = layer(*layer.reverse(x, logr))
         assert torch.allclose(y1, x, atol=1e-12) and torch.allclose(y2, x, atol=1e-12)
         assert torch.allclose(l1, logr) and torch.allclose(l2, logr)
+
+
+@pytest.mark.parametrize("kind", ["affine-z2", "spline-z2"])
+def test_z2_layers_commute_with_sign_flip(kind):
+    """y(-x) = -y(x) and log q(-phi) = log q(phi), for weights far from the identity."""
+    lat = Lattice((4, 6), comm=MPI.COMM_SELF)
+    flow = make_flow(lat, n_layers=4, kind=kind)
+    x = flow.prior.sample(3, draw=0)
+    logr = flow.prior.log_prob(x)
+    y, logq = flow(x, logr)
+    y_flip, logq_flip = flow(-x, logr)
+    assert (y + x).abs().max() > 0.1
+    assert torch.allclose(y_flip, -y, rtol=0, atol=1e-13)
+    assert torch.allclose(logq_flip, logq, rtol=1e-13, atol=0)
+    plain = make_flow(lat, n_layers=4, kind=kind.split("-")[0])  # not equivariant
+    assert not torch.allclose(plain(-x, logr)[0], -plain(x, logr)[0], atol=1e-3)
 
 
 def test_float32_flow_runs():

@@ -85,61 +85,100 @@ def checkerboard(lattice, parity):
     return (total % 2 == parity).to(torch.float64)
 
 
-class AffineCoupling(nn.Module):
-    """RealNVP affine coupling with a checkerboard mask.
+class Coupling(nn.Module):
+    """A coupling layer with a checkerboard mask: base of the affine and spline couplings.
 
-    With m the mask (frozen sites) and (s, t) = net(m x) (two output channels),
+    With m the mask (frozen sites) and theta = net(m x) the conditioner's output channels,
 
-        y = m x + (1 - m) [x exp(s) + t],
-        log |det dy/dx| = sum_x (1 - m(x)) s(x)    (summed over the GLOBAL lattice),
+        y = m x + (1 - m) g(x; theta),
+        log |det dy/dx| = sum_x (1 - m(x)) log g'(x_x; theta_x)   (over the GLOBAL lattice),
 
-    and the inverse x = m y + (1 - m) (y - t) exp(-s), with the same (s, t) = net(m y) since
-    m y = m x. The log-density is carried along: for x ~ q_X, log q_Y(y) = log q_X(x) - log|J|.
+    where g is an invertible element-wise map (``transform``, ``inverse``). m y = m x, so the
+    inverse uses the same theta. The log-density is carried along: for x ~ q_X,
+    log q_Y(y) = log q_X(x) - log|J|.
+
+    Z2 equivariance (``z2=True``): with R the channel map of the mirrored transform,
+    -g(-x; R theta) = g(x; theta), the conditioner is symmetrised,
+
+        theta(m x) = [net(m x) + R net(-m x)] / 2,   so theta(-m x) = R theta(m x),
+
+    and then y(-x) = -y(x): the layer commutes with phi -> -phi for any weights (the phi^4
+    action has this symmetry, and a flow without it must learn it).
 
     Parameters
     ----------
     net : nn.Module
-        (batch, 1, *local_shape) -> (batch, 2, *local_shape), e.g. :func:`conditioner`.
+        (batch, 1, *local_shape) -> (batch, channels, *local_shape), e.g. :func:`conditioner`.
     lattice : lqcdflow.parallel.Lattice
     parity : int
         0 or 1: which sublattice is frozen (alternate it between layers).
+    z2 : bool
+        Symmetrise the conditioner as above.
     """
 
-    def __init__(self, net, lattice, parity):
+    def __init__(self, net, lattice, parity, z2=False):
         super().__init__()
         self.net = net
         self.lattice = lattice
         self.parity = int(parity)
+        self.z2 = bool(z2)
         # not in the state dict: it depends on the rank's block, the parameters do not
         self.register_buffer("mask", checkerboard(lattice, parity), persistent=False)
 
-    def _scale_shift(self, frozen):
-        out = self.net(frozen.unsqueeze(1))
-        return out[:, 0], out[:, 1]
+    def _theta(self, frozen):
+        if not self.z2:
+            return self.net(frozen.unsqueeze(1))
+        # one network call for both signs: twice the batch
+        both = self.net(torch.cat([frozen, -frozen]).unsqueeze(1))
+        plus, minus = both.chunk(2)
+        return 0.5 * (plus + self.mirror(minus))
 
-    def _log_jacobian(self, active, s):
-        """sum over the global lattice of (1 - m) s, per sample (all-reduced)."""
-        local = (active * s).flatten(1).sum(dim=1)
+    def _log_jacobian(self, active, log_derivative):
+        """sum over the global lattice of (1 - m) log g', per sample (all-reduced)."""
+        local = (active * log_derivative).flatten(1).sum(dim=1)
         return allreduce_sum(local, self.lattice.comm)
 
     def forward(self, x, logq):
         """(x, log q_X(x)) -> (y, log q_Y(y)) with log q_Y(y) = log q_X(x) - log|J(x)|."""
         m = self.mask.to(dtype=x.dtype, device=x.device)
         frozen, active = m * x, 1 - m
-        s, t = self._scale_shift(frozen)
-        y = frozen + active * (x * torch.exp(s) + t)
-        return y, logq - self._log_jacobian(active, s)
+        g, log_derivative = self.transform(x, self._theta(frozen))
+        return frozen + active * g, logq - self._log_jacobian(active, log_derivative)
 
     def reverse(self, y, logq):
         """(y, log q_Y(y)) -> (x, log q_X(x)) with log q_X(x) = log q_Y(y) + log|J(x)|."""
         m = self.mask.to(dtype=y.dtype, device=y.device)
         frozen, active = m * y, 1 - m
-        s, t = self._scale_shift(frozen)
-        x = frozen + active * (y - t) * torch.exp(-s)
-        return x, logq + self._log_jacobian(active, s)
+        g_inv, log_derivative = self.inverse(y, self._theta(frozen))
+        return frozen + active * g_inv, logq + self._log_jacobian(active, log_derivative)
 
 
-def affine_couplings(lattice, n_layers, hidden=(8, 8), kernel_size=3):
+class AffineCoupling(Coupling):
+    """RealNVP affine coupling (Dinh et al.): theta = (s, t) (two channels) and
+
+        g(x) = x exp(s) + t,   log g'(x) = s,   g^{-1}(y) = (y - t) exp(-s).
+
+    The mirror map is R(s, t) = (s, -t): with ``z2`` the scale is even and the shift odd in
+    the frozen field.
+    """
+
+    def transform(self, x, theta):
+        """(g(x), log g'(x)) for x of shape (batch, *local) and theta (batch, 2, *local)."""
+        s, t = theta[:, 0], theta[:, 1]
+        return x * torch.exp(s) + t, s
+
+    def inverse(self, y, theta):
+        """(g^{-1}(y), log g'(g^{-1}(y)))."""
+        s, t = theta[:, 0], theta[:, 1]
+        return (y - t) * torch.exp(-s), s
+
+    @staticmethod
+    def mirror(theta):
+        """R(s, t) = (s, -t)."""
+        return torch.stack([theta[:, 0], -theta[:, 1]], dim=1)
+
+
+def affine_couplings(lattice, n_layers, hidden=(8, 8), kernel_size=3, z2=False):
     """``n_layers`` AffineCoupling layers with alternating mask parity 0, 1, 0, ..."""
-    return [AffineCoupling(conditioner(lattice, hidden, kernel_size), lattice, i % 2)
+    return [AffineCoupling(conditioner(lattice, hidden, kernel_size), lattice, i % 2, z2)
             for i in range(n_layers)]

@@ -4,7 +4,7 @@ The parameters (and the optimiser state) are replicated on every rank, so rank 0
 lattice communicator writes them with plain h5py (no pickle, no torch.save), and a file written
 on any number of ranks loads on any other number. Layout::
 
-    /                       attrs: step, n_layers, hidden, kernel_size, shape, m2, lam, seed
+    /                       attrs: step and the FlowSpec (shape, n_layers, hidden, ...)
     /parameters/<name>      one dataset per entry of flow.state_dict()
     /optimizer              attrs: lr, betas, eps, weight_decay, amsgrad
     /optimizer/<i>/<key>    Adam state of parameter i (in flow.parameters() order):
@@ -23,13 +23,15 @@ import torch
 from lqcdflow.flows.layers import affine_couplings
 from lqcdflow.flows.model import Flow
 from lqcdflow.flows.prior import GaussianPrior
+from lqcdflow.flows.spline import spline_couplings
 
+COUPLINGS = ("affine", "spline")
 _ADAM_HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
 
 
 @dataclass(frozen=True)
 class FlowSpec:
-    """Architecture of a flow of :func:`affine_couplings` and its target phi^4 couplings.
+    """Architecture of a flow of coupling layers and its target phi^4 couplings.
 
     Attributes
     ----------
@@ -43,6 +45,13 @@ class FlowSpec:
         Standard-form couplings of the target action.
     seed : int
         Seed of the Gaussian prior.
+    coupling : str
+        "affine" (:func:`~lqcdflow.flows.layers.affine_couplings`) or "spline"
+        (:func:`~lqcdflow.flows.spline.spline_couplings`).
+    bins, bound : int, float
+        Bins K and interval [-B, B] of the spline couplings.
+    z2 : bool
+        Z2-equivariant layers (:class:`~lqcdflow.flows.layers.Coupling`).
     """
 
     shape: tuple
@@ -52,6 +61,23 @@ class FlowSpec:
     m2: float
     lam: float
     seed: int
+    coupling: str = "affine"
+    bins: int = 8
+    bound: float = 5.0
+    z2: bool = False
+
+    def __post_init__(self):
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {', '.join(COUPLINGS)}, "
+                             f"got {self.coupling!r}")
+
+    def layers(self, lattice):
+        """The coupling layers on ``lattice`` (torch's default initialisation)."""
+        if self.coupling == "affine":
+            return affine_couplings(lattice, self.n_layers, tuple(self.hidden), self.kernel_size,
+                                    self.z2)
+        return spline_couplings(lattice, self.n_layers, self.bins, self.bound,
+                                tuple(self.hidden), self.kernel_size, self.z2)
 
     def build(self, lattice, init_seed=0, dtype=torch.float64, device="cpu"):
         """The flow on ``lattice``, parameters initialised by torch's default init after
@@ -61,8 +87,7 @@ class FlowSpec:
                              f"{tuple(self.shape)}")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            layers = affine_couplings(lattice, self.n_layers, tuple(self.hidden),
-                                      self.kernel_size)
+            layers = self.layers(lattice)
         prior = GaussianPrior(lattice, self.seed, dtype=dtype, device=device)
         return Flow(prior, layers).to(dtype=dtype, device=device)
 

@@ -10,30 +10,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from flow_helpers import LAM, M2, ScaledLogJacobian, free_field_z_scores, setup, spec_for
 from mpi4py import MPI
 
-from lqcdflow.analysis.gamma import mean
-from lqcdflow.flows import (STREAM_FLOW_PRIOR, STREAM_NMCMC, FlowSpec, cosine_lr, ess_fraction,
-                            load_state, nmcmc, save_state, step_lr, train)
+from lqcdflow.flows import (STREAM_FLOW_PRIOR, STREAM_NMCMC, cosine_lr, ess_fraction, load_state,
+                            nmcmc, save_state, step_lr, train)
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import STREAM_ACCEPT, STREAM_HOT_START, STREAM_MOMENTA
 
-M2, LAM = -4.0, 8.0
 RTOL = 1e-10
-
-
-def spec_for(shape, m2=M2, lam=LAM, n_layers=2):
-    return FlowSpec(tuple(shape), n_layers, (8, 8), 3, m2, lam, seed=7)
-
-
-def setup(spec, lat, init_seed=0, mult=1.5):
-    """A flow far from the identity (weights scaled by ``mult``) and its Adam optimiser."""
-    flow = spec.build(lat, init_seed)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.mul_(mult)
-    return flow, torch.optim.Adam(flow.parameters(), lr=1e-2)
 
 
 def flat(flow):
@@ -141,27 +127,6 @@ def test_nmcmc_is_decomposition_and_batch_independent(comm):
         np.testing.assert_allclose(state.phi.numpy(),
                                    ref_state.phi[lat.local_slices()].numpy(), rtol=RTOL)
         assert math.isclose(state.log_weight, ref_state.log_weight, rel_tol=RTOL)
-
-
-class ScaledLogJacobian:
-    """The flow with log q(phi) = log r(z) - scale sum_k log|det J_k| (wrong unless 1)."""
-
-    def __init__(self, flow, scale):
-        self.flow, self.scale = flow, scale
-
-    def sample(self, batch, draw, start=0):
-        z = self.flow.prior.sample(batch, draw, start)
-        logr = self.flow.prior.log_prob(z)
-        phi, minus_logj = self.flow(z, torch.zeros_like(logr))
-        return phi, logr + self.scale * minus_logj
-
-
-def free_field_z_scores(proposer, lat, m2, n):
-    """z-scores of <M^2>/V - 1/(2 m2) and <S>/V - 1/2 over an NMCMC chain of n proposals."""
-    res, _ = nmcmc(proposer, lat, m2, 0.0, n, 500, seed=9, draw=10**6)
-    volume = lat.volume
-    chi, act = mean(res.magnetisation_sq / volume), mean(res.action / volume)
-    return (chi.value - 1 / (2 * m2)) / chi.error, (act.value - 0.5) / act.error
 
 
 def test_nmcmc_is_exact_for_free_field():

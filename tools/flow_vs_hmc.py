@@ -80,7 +80,10 @@ V (<m^2> - <|m|>^2), which subtracts <|m|>^2 instead, is a different observable,
 Output
 ------
 Two Markdown tables on stdout (samplers and physics; cost), progress on stderr, and with
-``--json PATH`` every figure (with ``--series`` also the m series of both chains).
+``--json PATH`` every figure (with ``--series`` also the m series of both chains). A chi_2
+(and a rate) marked * comes from a chain with N < 100 tau_int for one of its observables
+(:data:`lqcdflow.analysis.results.RELIABLE_TAUS`): its error, tau_int and rate are then
+unreliable (tau_int and the error typically underestimated).
 Serial use is intended (1 rank); on more ranks every step is collective and the results
 are the same, rank 0 prints.
 """
@@ -99,6 +102,7 @@ from mpi4py import MPI
 
 from lqcdflow.analysis.gamma import MIN_SAMPLES, estimate, observable
 from lqcdflow.analysis.report import estimate_dict
+from lqcdflow.analysis.results import RELIABLE_TAUS
 from lqcdflow.flows import FlowSpec, cosine_lr, nmcmc, train
 from lqcdflow.mc.driver import run_chain
 from lqcdflow.mc.hmc import HMC, initial_state
@@ -321,8 +325,8 @@ def run_hmc(args, lattice, flow_times, say):
 
 def analyse(m, volume):
     """Gamma-method estimates of <m>, <|m|>, <m^2>, chi_2 = V (<m^2> - <m>^2) and
-    V <m^2> of a series m, and N / (2 tau) with tau the larger tau_int of |m| and m^2;
-    None if too short."""
+    V <m^2> of a series m, N / (2 tau) with tau the larger tau_int of |m| and m^2, and
+    whether N >= RELIABLE_TAUS tau_int for all of them; None if too short."""
     if len(m) < MIN_SAMPLES:
         return None
     mean_m, mean_m2 = observable([m]), observable([m * m])
@@ -330,8 +334,9 @@ def analyse(m, volume):
            "m2": estimate(mean_m2), "chi2": estimate(volume * (mean_m2 - mean_m * mean_m)),
            "chi2_symmetric": estimate(volume * mean_m2)}
     tau = max(out["abs_m"].tau_int, out["m2"].tau_int)
+    reliable = all(len(m) >= RELIABLE_TAUS * e.tau_int for e in out.values())
     return {**{k: estimate_dict(e) for k, e in out.items()},
-            "n_eff": len(m) / (2 * tau), "tau_max": tau}
+            "n_eff": len(m) / (2 * tau), "tau_max": tau, "reliable": reliable}
 
 
 def compare(args, L, say):
@@ -370,8 +375,8 @@ def compare(args, L, say):
     return row
 
 
-def _pm(e, digits=4):
-    return f"{e['value']:.{digits}g} ± {e['error']:.2g}"
+def _pm(e, reliable, digits=4):
+    return f"{e['value']:.{digits}g} ± {e['error']:.2g}" + ("" if reliable else " *")
 
 
 def _tau(e):
@@ -392,7 +397,8 @@ def format_tables(rows):
             f"| {r['L']} | {r['lambda']} | {f['train_time_s'][clock]:.1f} | "
             f"{f['acceptance']:.3f} | {f['ess']:.3g} | {_tau(fa['abs_m'])} | {_tau(fa['m2'])} | "
             f"{h['n_steps']} | {h['acceptance']:.3f} | {_tau(ha['abs_m'])} | {_tau(ha['m2'])} | "
-            f"{_pm(fa['chi2'])} | {_pm(ha['chi2'])} | {r['chi2_deviation_sigma']:+.2f} |")
+            f"{_pm(fa['chi2'], fa['reliable'])} | {_pm(ha['chi2'], ha['reliable'])} | "
+            f"{r['chi2_deviation_sigma']:+.2f} |")
     head = ("| L | flow sample s | N flow | eff/s flow sampling | eff/s flow incl. training | "
             "HMC setup s | HMC run s | N HMC | eff/s HMC run | eff/s HMC incl. setup | "
             "err chi_2 flow | err chi_2 HMC (a) | err chi_2 HMC (b) |")
@@ -401,17 +407,21 @@ def format_tables(rows):
         f, h, rate = r["flow"], r["hmc"], r["effective_samples_per_s"]
         short = h["analysis_sample_time"]
         err_a = f"{short['chi2']['error']:.2g} (N={h['n_within_sample_time']})" if short else "-"
+        fm, hm = ("" if part["analysis"]["reliable"] else " *" for part in (f, h))
         lines.append(
             f"| {r['L']} | {f['sample_time_s'][clock]:.2f} | {f['n']} | "
-            f"{rate['flow']['sampling']:.4g} | {rate['flow']['total']:.4g} | "
+            f"{rate['flow']['sampling']:.4g}{fm} | {rate['flow']['total']:.4g}{fm} | "
             f"{h['setup_time_s'][clock]:.2f} | {h['run_time_s'][clock]:.1f} | {h['n']} | "
-            f"{rate['hmc']['sampling']:.4g} | {rate['hmc']['total']:.4g} | "
+            f"{rate['hmc']['sampling']:.4g}{hm} | {rate['hmc']['total']:.4g}{hm} | "
             f"{f['analysis']['chi2']['error']:.2g} | {err_a} | "
             f"{h['analysis']['chi2']['error']:.2g} |")
     lines += ["", f"times: {clock} clock; tau_int per flow proposal / per HMC trajectory; "
+              "flow ESS = ESS / N of the importance weights of all proposals; "
               "eff/s = N / (2 max(tau_int abs(m), tau_int m^2)) / time; chi_2 = V (<m^2> - <m>^2); "
               "(a) HMC trajectories within the flow's sampling time, (b) the whole HMC run "
-              "(total time = flow training + sampling)"]
+              "(total time = flow training + sampling); * the chain has N < "
+              f"{RELIABLE_TAUS} tau_int for one of m, abs(m), m^2, chi_2: its errors, tau_int "
+              "and eff/s are unreliable (Wolff 2004, sec. 3.3)"]
     return "\n".join(lines)
 
 

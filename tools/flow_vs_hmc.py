@@ -326,7 +326,7 @@ def run_hmc(args, lattice, flow_times, say):
 def analyse(m, volume):
     """Gamma-method estimates of <m>, <|m|>, <m^2>, chi_2 = V (<m^2> - <m>^2) and
     V <m^2> of a series m, N / (2 tau) with tau the larger tau_int of |m| and m^2, and
-    whether N >= RELIABLE_TAUS tau_int for all of them; None if too short."""
+    whether N >= RELIABLE_TAUS tau_int for all of them (and m varies); None if too short."""
     if len(m) < MIN_SAMPLES:
         return None
     mean_m, mean_m2 = observable([m]), observable([m * m])
@@ -334,7 +334,9 @@ def analyse(m, volume):
            "m2": estimate(mean_m2), "chi2": estimate(volume * (mean_m2 - mean_m * mean_m)),
            "chi2_symmetric": estimate(volume * mean_m2)}
     tau = max(out["abs_m"].tau_int, out["m2"].tau_int)
-    reliable = all(len(m) >= RELIABLE_TAUS * e.tau_int for e in out.values())
+    # a chain that never moved has a constant series, which the Gamma method calls i.i.d.
+    reliable = bool(np.ptp(m) > 0) and all(len(m) >= RELIABLE_TAUS * e.tau_int
+                                          for e in out.values())
     return {**{k: estimate_dict(e) for k, e in out.items()},
             "n_eff": len(m) / (2 * tau), "tau_max": tau, "reliable": reliable}
 

@@ -1,6 +1,8 @@
-"""Objects of a run built from a validated run file: lattice, action, sampler, initial state."""
+"""Objects of a run built from a validated run file: lattice, action, sampler, initial state,
+and the flow of flow sampling (torch is imported only for that)."""
 
 from lqcdflow.backend import make_backend
+from lqcdflow.config import ConfigError
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
@@ -40,3 +42,40 @@ def make_hmc(config, action):
 
 def make_initial_state(config, lattice):
     return initial_state(lattice, CounterRNG(config["run"]["seed"]), config["run"]["start"])
+
+
+def make_flow_spec(config):
+    """The FlowSpec of the run file's [flow] architecture and its standard-form target.
+
+    ``bins`` and ``bound`` are passed for spline couplings only (None otherwise, see config).
+    """
+    from lqcdflow.flows import FlowSpec
+
+    flow, theory = config["flow"], config["theory"]
+    spline = {"bins": flow["bins"], "bound": flow["bound"]} if flow["coupling"] == "spline" \
+        else {}
+    return FlowSpec(shape=tuple(config["lattice"]["shape"]), n_layers=flow["n_layers"],
+                    hidden=tuple(flow["hidden"]), kernel_size=flow["kernel_size"],
+                    m2=theory["m2"], lam=theory["lambda"], seed=config["run"]["seed"],
+                    coupling=flow["coupling"], z2=flow["z2"], **spline)
+
+
+def make_flow(config, lattice):
+    """(spec, flow, Adam optimiser) of the run file on ``lattice``, freshly initialised.
+
+    dtype from [run] dtype; device "cuda" with [run] backend = "cupy", else "cpu". A flow
+    that does not fit the lattice (dimension, kernel wider than a rank's block) is a
+    ConfigError.
+    """
+    import torch
+
+    spec = make_flow_spec(config)
+    run, flow_keys = config["run"], config["flow"]
+    dtype = getattr(torch, run["dtype"])  # "float64" or "float32"
+    device = "cuda" if run["backend"] == "cupy" else "cpu"
+    try:
+        flow = spec.build(lattice, flow_keys["init_seed"], dtype=dtype, device=device)
+    except ValueError as e:
+        raise ConfigError(f"[flow] does not fit [lattice] on {lattice.size} rank(s): "
+                          f"{e}") from None
+    return spec, flow, torch.optim.Adam(flow.parameters(), lr=flow_keys["learning_rate"])

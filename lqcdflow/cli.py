@@ -1,9 +1,10 @@
-"""Command line: ``lqcdflow run|status|info|analyze``.
+"""Command line: ``lqcdflow run|train|sample|status|info|analyze``.
 
 This layer only reads arguments, builds objects and calls the library. Exit codes:
 0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used
 (run file, process grid, output file, checkpoints: one line on stderr, every rank exits);
-3 a run stopped early on a signal or the walltime, with a checkpoint: resubmit it.
+3 a run (or training) stopped early on a signal or the walltime, with a checkpoint (or the
+flow state) written: resubmit it.
 Any other exception on any rank aborts the whole MPI job with its traceback.
 """
 
@@ -43,40 +44,102 @@ def read_run_file(path, comm):
     return parse(text, path), text
 
 
+def _start(args, comm, algorithms):
+    """The run file with the command line's overrides, and the progress printer (rank 0).
+
+    ``algorithms``: the [sampler] algorithms this command runs, with the command that runs
+    each of the others.
+    """
+    config, text = read_run_file(args.run_file, comm)
+    algorithm = config["sampler"]["algorithm"]
+    if algorithm not in algorithms:
+        other = "lqcdflow run" if algorithm == "hmc" else "lqcdflow train, then lqcdflow sample"
+        raise ConfigError(f"lqcdflow {args.command} does not run [sampler] algorithm = "
+                          f"'{algorithm}'; use {other}")
+    if args.restart is not None:
+        config["checkpoint"]["restart"] = args.restart
+    if args.walltime is not None:
+        config["checkpoint"]["walltime"] = args.walltime
+    # flushed at once: batch logs and pipes must show progress while the job runs
+    say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
+    if say:
+        say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
+            f"theory {config['theory']}, lattice {config['lattice']}")
+    return config, text, say
+
+
+def _print_table(config, comm):
+    """The analysis table of the ensemble just written (rank 0)."""
+    from lqcdflow.analysis.summary import format_table, summarize
+
+    output, sampler = config["output"], config["sampler"]
+    if comm.Get_rank() != 0:
+        return
+    try:
+        rows = summarize(output["file"], sampler["n_thermalization"])
+    except AnalysisError as e:  # the ensemble is written; only the table is impossible
+        print(f"no table of results: {e}")
+    else:
+        print(format_table(rows, title=f"{output['file']}: trajectories after "
+                           f"{sampler['n_thermalization']}"))
+
+
 def cmd_run(args, comm):
     """Generate or continue an HMC ensemble as the run file says."""
-    from lqcdflow.analysis.summary import format_table, summarize
     from lqcdflow.mc.stop import StopRule
     from lqcdflow.runner import run_ensemble
 
     # Signal handlers first: a signal during start-up must stop the run cleanly, not kill it;
     # the walltime clock starts here too.
     with StopRule(comm) as stop_rule:
-        config, text = read_run_file(args.run_file, comm)
-        if args.restart is not None:
-            config["checkpoint"]["restart"] = args.restart
-        if args.walltime is not None:
-            config["checkpoint"]["walltime"] = args.walltime
-        # flushed at once: batch logs and pipes must show progress while the job runs
-        say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
-        if say:
-            say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
-                f"theory {config['theory']}, lattice {config['lattice']}")
+        config, text, say = _start(args, comm, ("hmc",))
         code = run_ensemble(config, text, comm, stop_rule, say)
-    output, sampler = config["output"], config["sampler"]
-    if comm.Get_rank() == 0:
-        try:
-            rows = summarize(output["file"], sampler["n_thermalization"])
-        except AnalysisError as e:  # the ensemble is written; only the table is impossible
-            print(f"no table of results: {e}")
-        else:
-            print(format_table(rows, title=f"{output['file']}: trajectories after "
-                               f"{sampler['n_thermalization']}"))
+    _print_table(config, comm)
     return code
 
 
+def cmd_train(args, comm):
+    """Train or continue training the run file's flow (algorithm = "nmcmc")."""
+    from lqcdflow.mc.stop import StopRule
+
+    with StopRule(comm) as stop_rule:
+        config, _, say = _start(args, comm, ("nmcmc",))
+        from lqcdflow.flows.run import run_training  # torch: imported only for flows
+
+        return run_training(config, comm, stop_rule, say)
+
+
+def cmd_sample(args, comm):
+    """Generate or continue the ensemble of the trained flow's chain (algorithm = "nmcmc")."""
+    from lqcdflow.mc.stop import StopRule
+
+    with StopRule(comm) as stop_rule:
+        config, text, say = _start(args, comm, ("nmcmc",))
+        from lqcdflow.flows.run import run_sampling
+
+        code = run_sampling(config, text, comm, stop_rule, say)
+    _print_table(config, comm)
+    return code
+
+
+def _training_status(config):
+    """(line, complete) of the flow training: the step of the state file of ``steps``."""
+    import h5py
+
+    path, steps = config["flow"]["state"], config["flow"]["steps"]
+    try:
+        with h5py.File(path, "r") as f:
+            done = int(f.attrs["step"])
+    except FileNotFoundError:
+        return f"training step 0 of {steps} (no flow state {path})", False
+    except (OSError, KeyError) as e:
+        raise ConfigError(f"cannot read flow state {path}: {str(e).splitlines()[0]}") from None
+    return f"training step {done} of {steps} ({path})", done >= steps
+
+
 def cmd_status(args, comm):
-    """Exit 0 if the run file's chain is complete, EXIT_RESUBMIT if it is not (rank 0).
+    """Exit 0 if the run file's chain (or with --train its flow training) is complete,
+    EXIT_RESUBMIT if it is not (rank 0).
 
     For job scripts: launchers do not all pass the ranks' exit code on (MPICH's mpiexec
     returns 0 after forwarding a signal, or when its stdin is /dev/null).
@@ -85,8 +148,16 @@ def cmd_status(args, comm):
     from lqcdflow.mc.stop import EXIT_RESUBMIT
 
     config, _ = read_run_file(args.run_file, comm)
+    flows = config["sampler"]["algorithm"] == "nmcmc"
+    if args.train and not flows:
+        raise ConfigError("lqcdflow status --train needs [sampler] algorithm = 'nmcmc'")
     if comm.Get_rank() != 0:
         return 0
+    if flows:
+        line, trained = _training_status(config)
+        print(line)
+        if args.train:
+            return 0 if trained else EXIT_RESUBMIT
     target = config["sampler"]["n_trajectories"]
     done, path = newest_trajectory(config["checkpoint"]["directory"])
     print(f"trajectory {done} of {target}" + (f" ({path})" if path else " (no checkpoint)"))
@@ -122,15 +193,22 @@ def make_parser():
     parser.add_argument("--version", action="version", version=lqcdflow.__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="generate an ensemble with HMC from a TOML run file")
-    run.add_argument("run_file")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    run.add_argument("--restart", choices=("auto", "never"),
-                     help="override [checkpoint] restart")
-    run.add_argument("--walltime", type=float, metavar="SECONDS",
-                     help="override [checkpoint] walltime (seconds this job may run)")
-    run.set_defaults(func=cmd_run)
+    train = sub.add_parser("train", help="train the run file's normalizing flow")
+    sample = sub.add_parser("sample", help="generate an ensemble with the trained flow")
+    for command, func, unit in ((run, cmd_run, "trajectory"), (train, cmd_train, "step"),
+                                (sample, cmd_sample, "trajectory")):
+        command.add_argument("run_file")
+        command.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+        command.add_argument("--restart", choices=("auto", "never"),
+                             help="override [checkpoint] restart")
+        command.add_argument("--walltime", type=float, metavar="SECONDS",
+                             help="override [checkpoint] walltime (seconds this job may run; "
+                             f"stops after the current {unit}, exit 3)")
+        command.set_defaults(func=func)
     status = sub.add_parser("status", help="is the run complete? exit 0 yes, 3 no (resubmit)")
     status.add_argument("run_file")
+    status.add_argument("--train", action="store_true",
+                        help="is the flow training complete? (algorithm = 'nmcmc')")
     status.set_defaults(func=cmd_status)
     info = sub.add_parser("info", help="show metadata of lqcdflow files, verify checksums")
     info.add_argument("files", nargs="+", metavar="FILE.h5")

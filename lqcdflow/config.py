@@ -1,8 +1,11 @@
-"""Run files: TOML with sections [lattice], [theory], [sampler], [output], [run].
+"""Run files: TOML with sections [lattice], [theory], [sampler], [output], [checkpoint], [run],
+and [flow] for flow sampling (``algorithm = "nmcmc"``).
 
 Every key is checked against the schema below; anything unknown, missing, of the wrong type or
 out of range raises ConfigError with a one-line message naming the key and what is allowed.
-The result is a plain nested dict with all defaults filled in.
+The result is a plain nested dict with all defaults filled in. Keys of one algorithm (or
+coupling, or schedule) only are refused under another one, and stored as None; the [flow]
+section exists (filled with its defaults) exactly when ``algorithm = "nmcmc"``.
 """
 
 import os
@@ -57,6 +60,17 @@ def _positive(v):
     return v > 0
 
 
+# [sampler] keys of each algorithm only; a run file giving one under the other is refused.
+HMC_ONLY = ("integrator", "xi", "trajectory_length", "n_steps")
+NMCMC_ONLY = ("batch",)
+# [flow] keys of one coupling or schedule only.
+FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
+             "lr_min": ("schedule", "cosine")}
+# Training step n draws its batch from the flow prior's draw number n (0 .. steps - 1); flow
+# sampling draws its proposals from the last draw number, which training never reaches.
+SAMPLING_DRAW = 2**32 - 1
+
+
 SCHEMA = {
     "lattice": {
         "shape": Key("int list", check=lambda v: all(x > 0 for x in v),
@@ -73,15 +87,40 @@ SCHEMA = {
         "lambda": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0"),
     },
     "sampler": {
-        "algorithm": Key("choice", "hmc", choices=("hmc",)),
+        "algorithm": Key("choice", "hmc", choices=("hmc", "nmcmc")),
         "integrator": Key("choice", "omelyan2", choices=tuple(SCHEMES)),
         "xi": Key("float", OMELYAN_XI, check=lambda v: 0 < v < 0.5,
                   allowed="a number in (0, 0.5) (omelyan2 only)"),
         "trajectory_length": Key("float", 1.0, check=_positive, allowed="a number > 0"),
-        "n_steps": Key("int", check=_positive, allowed="an integer > 0"),
+        "n_steps": Key("int", None, check=_positive, allowed="an integer > 0"),
         "n_trajectories": Key("int", check=_positive, allowed="an integer > 0"),
         "n_thermalization": Key("int", 0, check=lambda v: v >= 0, allowed="an integer >= 0"),
         "measure_every": Key("int", 1, check=_positive, allowed="an integer > 0"),
+        "batch": Key("int", 64, check=_positive,
+                     allowed="an integer > 0 (proposals per flow evaluation)"),
+    },
+    "flow": {
+        "coupling": Key("choice", "affine", choices=("affine", "spline")),
+        "n_layers": Key("int", 16, check=_positive, allowed="an integer > 0"),
+        "hidden": Key("int list", [8, 8], check=lambda v: all(x > 0 for x in v),
+                      allowed="a list of positive channel counts, e.g. [8, 8]"),
+        "kernel_size": Key("int", 3, check=lambda v: v > 0 and v % 2 == 1,
+                           allowed="an odd integer > 0"),
+        "bins": Key("int", 8, check=_positive, allowed="an integer > 0 (spline only)"),
+        "bound": Key("float", 5.0, check=_positive, allowed="a number > 0 (spline only)"),
+        "z2": Key("bool", True),
+        "init_seed": Key("int", 0, check=lambda v: 0 <= v < 2**63,
+                         allowed="an integer in [0, 2^63)"),
+        "batch": Key("int", 64, check=lambda v: v >= 2, allowed="an integer >= 2"),
+        "steps": Key("int", 2500, check=lambda v: 0 < v < SAMPLING_DRAW,
+                     allowed="an integer in (0, 2^32 - 1)"),
+        "learning_rate": Key("float", 1e-3, check=_positive, allowed="a number > 0"),
+        "schedule": Key("choice", "cosine", choices=("constant", "cosine")),
+        "lr_min": Key("float", 0.0, check=lambda v: v >= 0, allowed="a number >= 0"),
+        "state": Key("str", "", allowed='a file name ("": next to the output file, '
+                                        '<file without .h5>.flow.h5)'),
+        "save_every": Key("int", 100, check=_positive, allowed="an integer > 0"),
+        "progress_every": Key("int", 100, check=_positive, allowed="an integer > 0"),
     },
     "output": {
         "file": Key("str", check=lambda v: v.strip() != "", allowed="a file name"),
@@ -155,10 +194,18 @@ def validate(raw):
     _check_sampler(config["sampler"], given=raw.get("sampler", {}))
     _check_lattice(config["lattice"])
     _check_stability(config["theory"], len(config["lattice"]["shape"]))
+    stem = os.path.splitext(config["output"]["file"])[0]
     if not config["checkpoint"]["directory"].strip():
         # each output file gets its own checkpoints, so that runs never mix by accident
-        config["checkpoint"]["directory"] = os.path.splitext(config["output"]["file"])[0] + \
-            ".checkpoints"
+        config["checkpoint"]["directory"] = stem + ".checkpoints"
+    if config["sampler"]["algorithm"] == "nmcmc":
+        _check_flow(config["flow"], given=raw.get("flow", {}), theory=config["theory"])
+        if not config["flow"]["state"].strip():
+            config["flow"]["state"] = stem + ".flow.h5"
+    elif "flow" in raw:
+        raise ConfigError("section [flow] is only used by [sampler] algorithm = 'nmcmc'")
+    else:
+        del config["flow"]
     return config
 
 
@@ -173,11 +220,38 @@ def _check_theory(theory, given):
                           f"'{theory['form']}'")
 
 
+def _only_for(section, values, given, names, key, value):
+    """Refuse keys ``names`` unless ``values[key] == value``; store them as None then."""
+    if values[key] == value:
+        return
+    for name in names:
+        if name in given:
+            raise ConfigError(f"[{section}] key '{name}' is only used by {key} = '{value}'")
+        values[name] = None
+
+
 def _check_sampler(sampler, given):
-    if "xi" in given and sampler["integrator"] != "omelyan2":
-        raise ConfigError("[sampler] key 'xi' is only used by integrator = 'omelyan2'")
+    _only_for("sampler", sampler, given, HMC_ONLY, "algorithm", "hmc")
+    _only_for("sampler", sampler, given, NMCMC_ONLY, "algorithm", "nmcmc")
+    if sampler["algorithm"] == "hmc":
+        if sampler["n_steps"] is None:
+            raise ConfigError(f"[sampler] missing key 'n_steps' "
+                              f"({_describe(SCHEMA['sampler']['n_steps'])})")
+        if "xi" in given and sampler["integrator"] != "omelyan2":
+            raise ConfigError("[sampler] key 'xi' is only used by integrator = 'omelyan2'")
     if sampler["n_thermalization"] >= sampler["n_trajectories"]:
         raise ConfigError("[sampler] n_thermalization must be smaller than n_trajectories")
+
+
+def _check_flow(flow, given, theory):
+    if theory["form"] != "standard":
+        raise ConfigError(f"[theory] form = '{theory['form']}' cannot be used with algorithm = "
+                          "'nmcmc': flows sample the standard form (m2, lambda)")
+    for name, (key, value) in FLOW_ONLY.items():
+        _only_for("flow", flow, given, (name,), key, value)
+    if flow["schedule"] == "cosine" and flow["lr_min"] > flow["learning_rate"]:
+        raise ConfigError(f"[flow] lr_min = {flow['lr_min']} exceeds learning_rate = "
+                          f"{flow['learning_rate']}")
 
 
 def _check_stability(theory, ndim):

@@ -1,9 +1,14 @@
-"""A production HMC run: start or continue a chain, measure, save, checkpoint, stop in time.
+"""A production Markov chain run: start or continue a chain, measure, save, checkpoint, stop.
 
 The run is a loop of trajectories (lqcdflow.mc.driver.run_chain) with hooks that record
 observables, save configurations, write checkpoints and print progress. It continues from the
 newest valid checkpoint when there is one (``restart = "auto"``), on any number of ranks, and
 stops early, with a checkpoint, on a signal or before the walltime (exit code EXIT_RESUBMIT).
+
+:func:`run_sampler` does this for any sampler that, besides ``step(state) -> (state, info)``,
+says how its chain starts, what of its state a checkpoint must hold and which identity a
+checkpoint must agree with (see :class:`HMCSampler`; flow sampling:
+:class:`lqcdflow.flows.sampler.IndependenceMetropolis`). :func:`run_ensemble` runs HMC.
 """
 
 import os
@@ -27,12 +32,54 @@ def _say_error(comm, text):
         print(f"lqcdflow: warning: {text}", file=sys.stderr, flush=True)
 
 
-def newest_valid_checkpoint(config, lattice):
+# Checkpoints written before flow sampling existed have no sampler.algorithm: all were HMC.
+_ALGORITHM_OF_OLD_CHECKPOINTS = "hmc"
+
+
+class HMCSampler:
+    """HMC (lqcdflow.mc.hmc) with what :func:`run_sampler` needs to start and continue it.
+
+    A cold or hot start (``[run] start``); a checkpoint holds (phi, trajectory, accepted),
+    the whole chain state, since the random numbers are counter-based.
+    """
+
+    def __init__(self, config, action):
+        self.config, self.lattice = config, action.lattice
+        self.hmc = build.make_hmc(config, action)
+
+    def step(self, state):
+        return self.hmc.step(state)
+
+    def initial_state(self):
+        return build.make_initial_state(self.config, self.lattice)
+
+    def state_attrs(self, state):
+        return {}
+
+    def restore(self, phi, attrs):
+        return ChainState(phi, int(attrs["trajectory"]), int(attrs["accepted"]))
+
+    def identity(self):
+        return {}
+
+    def describe(self):
+        hmc = self.hmc
+        return (f"integrator {hmc.scheme.describe(1)}, {hmc.n_steps} steps of "
+                f"{hmc.step_size:.6g}, {hmc.scheme.force_evaluations(hmc.n_steps)} forces/traj")
+
+
+def _chain_identity(config, sampler):
+    """What a checkpoint must agree with beyond checkpoint.identity: algorithm and sampler."""
+    return {"sampler.algorithm": config["sampler"]["algorithm"], **sampler.identity()}
+
+
+def newest_valid_checkpoint(config, lattice, sampler):
     """(field, attrs) of the newest checkpoint that verifies, or None if there are none.
 
     Corrupt or truncated checkpoints are skipped with a warning naming them. Raises
     CheckpointError if checkpoints exist but none is valid, and ConfigError if the newest
-    valid one belongs to a different run (lattice, theory, seed or precision).
+    valid one belongs to a different run (lattice, theory, seed, precision, algorithm, or
+    what the sampler's ``identity()`` names).
     """
     directory = config["checkpoint"]["directory"]
     paths = lattice.comm.bcast(checkpoint.list_checkpoints(directory)
@@ -43,11 +90,13 @@ def newest_valid_checkpoint(config, lattice):
         except checkpoint.CheckpointError as e:
             _say_error(lattice.comm, f"skipping checkpoint {e}")
             continue
-        for key, wanted in checkpoint.identity(config).items():
-            if np.asarray(attrs[key]).tolist() != np.asarray(wanted).tolist():
+        attrs.setdefault("sampler.algorithm", _ALGORITHM_OF_OLD_CHECKPOINTS)
+        wanted_identity = {**checkpoint.identity(config), **_chain_identity(config, sampler)}
+        for key, wanted in wanted_identity.items():
+            there = np.asarray(attrs.get(key, "")).tolist()
+            if there != np.asarray(wanted).tolist():
                 raise ConfigError(f"checkpoint {path} belongs to another run: {key} = "
-                                  f"{np.asarray(attrs[key]).tolist()!r} there, {wanted!r} in "
-                                  "the run file")
+                                  f"{there!r} there, {wanted!r} in the run file")
         return phi, attrs
     if paths:
         raise checkpoint.CheckpointError(f"no valid checkpoint in {directory}")
@@ -57,8 +106,8 @@ def newest_valid_checkpoint(config, lattice):
 class Checkpointer:
     """Hook: commit the output and write a checkpoint every ``every`` trajectories."""
 
-    def __init__(self, config, lattice, writer, configurations, stop_rule):
-        self.config, self.lattice = config, lattice
+    def __init__(self, config, lattice, sampler, writer, configurations, stop_rule):
+        self.config, self.lattice, self.sampler = config, lattice, sampler
         self.writer, self.configurations, self.stop_rule = writer, configurations, stop_rule
         self.every = config["checkpoint"]["every"]
         self.last = None
@@ -75,7 +124,9 @@ class Checkpointer:
         lengths = self.writer.commit()
         extra = {"output.mc": lengths["mc"], "output.observables": lengths["observables"],
                  "output.configurations": self.configurations.count
-                 if self.configurations else 0}
+                 if self.configurations else 0,
+                 **_chain_identity(self.config, self.sampler),
+                 **self.sampler.state_attrs(state)}
         ck = self.config["checkpoint"]
         checkpoint.save(ck["directory"], self.lattice, state, self.config, extra, ck["keep"])
         self.stop_rule.checkpoint_took(time.monotonic() - start)
@@ -99,32 +150,65 @@ def _clear_old_checkpoints(config, lattice):
 
 
 def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
-    """Generate (or continue) the ensemble the run file describes; returns the exit code.
+    """Generate (or continue) the HMC ensemble the run file describes; returns the exit code.
 
     ``stop_rule`` (a StopRule whose signal handlers are installed) decides when to stop early.
     0: n_trajectories reached; EXIT_RESUBMIT: stopped early with a checkpoint.
     """
     lattice = build.make_lattice(config, comm)
     action = build.make_action(config, lattice)
-    hmc = build.make_hmc(config, action)
-    out, ck, sampler = config["output"], config["checkpoint"], config["sampler"]
+    code, _ = run_sampler(config, run_file_text, action, HMCSampler(config, action),
+                          stop_rule, say)
+    return code
+
+
+def run_sampler(config, run_file_text, action, sampler, stop_rule, say=None):
+    """Generate (or continue) the ensemble of ``sampler``'s chain; returns (exit code, state).
+
+    Parameters
+    ----------
+    config : dict
+        The validated run file.
+    run_file_text : str
+        Stored in the ensemble's attributes.
+    action : Phi4Action
+        Measures the observables; its lattice holds the chain's fields.
+    sampler : object
+        ``step(state) -> (state, info)``, ``initial_state()``, ``state_attrs(state)`` (scalar
+        checkpoint attributes beyond phi, trajectory and accepted), ``restore(phi, attrs)``
+        (the state of a checkpoint), ``identity()`` (attributes a checkpoint must match) and
+        ``describe()`` (a line for the log), e.g. :class:`HMCSampler`.
+    stop_rule : StopRule
+        With its signal handlers installed; decides when to stop early.
+    say : callable or None
+        Prints progress (rank 0).
+
+    Returns
+    -------
+    (int, state)
+        0 when n_trajectories are reached, EXIT_RESUBMIT when stopped early with a
+        checkpoint; and the chain's final state.
+    """
+    lattice = action.lattice
+    out, ck, chain = config["output"], config["checkpoint"], config["sampler"]
     stop_rule.walltime, stop_rule.margin = ck["walltime"], ck["margin"]
     attrs = run_attributes(config, lattice, run_file_text)
 
-    found = newest_valid_checkpoint(config, lattice) if ck["restart"] == "auto" else None
+    found = newest_valid_checkpoint(config, lattice, sampler) if ck["restart"] == "auto" \
+        else None
     if found is None:
         _clear_old_checkpoints(config, lattice)
-        state = build.make_initial_state(config, lattice)
+        state = sampler.initial_state()
         resume = {"mc": None, "configurations": None}
     else:
         phi, ck_attrs = found
-        state = ChainState(phi, int(ck_attrs["trajectory"]), int(ck_attrs["accepted"]))
+        state = sampler.restore(phi, ck_attrs)
         resume = {"mc": {"mc": int(ck_attrs["output.mc"]),
                          "observables": int(ck_attrs["output.observables"])},
                   "configurations": int(ck_attrs["output.configurations"])}
         if say:
             say(f"continuing from checkpoint at trajectory {state.trajectory}")
-    writer = EnsembleWriter(out["file"], attrs, lattice.shape[0], comm,
+    writer = EnsembleWriter(out["file"], attrs, lattice.shape[0], lattice.comm,
                             overwrite=out["overwrite"], resume=resume["mc"])
     configurations = None
     if out["configurations"]:
@@ -132,22 +216,21 @@ def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
                                              out["save_every"], overwrite=out["overwrite"],
                                              resume=resume["configurations"])
     if say:
-        say(f"integrator {hmc.scheme.describe(1)}, {hmc.n_steps} steps of "
-            f"{hmc.step_size:.6g}, {hmc.scheme.force_evaluations(hmc.n_steps)} forces/traj")
+        say(sampler.describe())
 
-    checkpointer = Checkpointer(config, lattice, writer, configurations, stop_rule)
-    hooks = [Measure(action, writer, sampler["measure_every"])]
+    checkpointer = Checkpointer(config, lattice, sampler, writer, configurations, stop_rule)
+    hooks = [Measure(action, writer, chain["measure_every"])]
     if configurations:
         hooks.append(lambda s, info: configurations.save(s))
     hooks += [stop_rule.trajectory_done, checkpointer,
               Progress(writer, out["progress_every"], state.trajectory,
-                       sampler["n_trajectories"], print_fn=say)]
+                       chain["n_trajectories"], print_fn=say)]
     stop_rule.loop_starts()
-    state = run_chain(hmc, state, sampler["n_trajectories"], hooks, stop=stop_rule.reason)
+    state = run_chain(sampler, state, chain["n_trajectories"], hooks, stop=stop_rule.reason)
     checkpointer.write(state)
     if stop_rule.why:
         if say:
             say(f"stopped at trajectory {state.trajectory} ({stop_rule.why}); checkpoint "
                 f"written, exit code {EXIT_RESUBMIT}: resubmit to continue")
-        return EXIT_RESUBMIT
-    return 0
+        return EXIT_RESUBMIT, state
+    return 0, state

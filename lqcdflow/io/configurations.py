@@ -74,14 +74,28 @@ class ConfigurationWriter:
 
     def _truncate(self, count):
         with FieldFile(self.path, "a", self.lattice) as f:
-            have = f.file["configurations/trajectory"].shape[0] if f.file else None
-            if self.lattice.comm.bcast(have, root=0) < count:
+            have = self._stored(f.file) if f.file else None
+            have = self.lattice.comm.bcast(have, root=0)
+            if isinstance(have, str):
+                raise OutputError(have)
+            if have < count:
                 raise OutputError(f"configuration file {self.path} holds fewer than the "
                                   f"{count} configurations the checkpoint expects")
             if f.root:
                 for name in ("phi", "trajectory", "checksum"):
                     f.file[f"configurations/{name}"].resize(count, axis=0)
         self.count = count
+
+    def _stored(self, file):
+        """How many configurations ``file`` holds, or why it cannot be continued (a str)."""
+        if file.attrs.get("format") != FORMAT or any(
+                f"configurations/{name}" not in file for name in ("phi", "trajectory", "checksum")):
+            return f"{self.path} is not an lqcdflow configuration file"
+        shape = file["configurations/phi"].shape[1:]
+        if shape != self.lattice.shape:
+            return (f"configuration file {self.path} holds a {list(shape)} lattice, the run "
+                    f"a {list(self.lattice.shape)} one")
+        return file["configurations/trajectory"].shape[0]
 
     def save(self, state):
         """Append ``state.phi`` if its trajectory is a multiple of ``every``."""

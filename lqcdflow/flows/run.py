@@ -1,0 +1,227 @@
+"""The flow commands: ``lqcdflow train RUN.toml`` and ``lqcdflow sample RUN.toml``.
+
+Training (:func:`run_training`) minimises the reverse Kullback-Leibler divergence with Adam
+(:func:`lqcdflow.flows.train.train_step`; step n draws its batch from the prior's draw n, its
+learning rate is lr(n) of the schedule), saves the flow and optimiser state
+(:func:`lqcdflow.flows.state.save_state`) every ``save_every`` steps, at the end and when
+stopped early, and continues from that state file: n steps, a stop and the remaining steps on
+any number of ranks give the parameters of an uninterrupted run (to rounding: sums over ranks).
+
+Sampling (:func:`run_sampling`) runs the independence Metropolis chain of the trained flow
+(:class:`lqcdflow.flows.sampler.IndependenceMetropolis`) in the production runner
+(:func:`lqcdflow.runner.run_sampler`): the ensemble file, configurations, checkpoints,
+restarts and early stops are those of ``lqcdflow run``.
+
+Both stop early on a signal or the walltime (:class:`lqcdflow.mc.stop.StopRule`) with exit code
+EXIT_RESUBMIT, after saving what they did.
+"""
+
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from lqcdflow import build
+from lqcdflow.config import SAMPLING_DRAW, ConfigError
+from lqcdflow.flows.action import phi4_action
+from lqcdflow.flows.sampler import IndependenceMetropolis
+from lqcdflow.flows.state import load_state, save_state
+from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
+from lqcdflow.io.checkpoint import CheckpointError
+from lqcdflow.io.files import replaced_atomically
+from lqcdflow.mc.stop import EXIT_RESUBMIT
+from lqcdflow.runner import run_sampler
+
+
+def acceptance_estimate(log_weights):
+    """Estimated acceptance rate of independence Metropolis with proposals from q.
+
+    At equilibrium the rate is A = E_{x ~ p, x' ~ q} min(1, w(x') / w(x)). With one batch
+    x_1 .. x_N ~ q, reweighting x to p (E_p[f] = E_q[w f] / E_q[w]) and taking every other
+    sample as x' gives the ratio estimator (consistent, bias O(1/N))
+
+        A ~ sum_{a != b} w_a min(1, w_b / w_a) / ((N - 1) sum_a w_a)
+          = 2 sum_k (N - k) w_(k) / ((N - 1) sum_a w_a),
+
+    w_(1) <= ... <= w_(N) the sorted weights (w_(k) is the smaller of a pair with the N - k
+    larger ones). It is 1 when all weights are equal.
+
+    Parameters
+    ----------
+    log_weights : array of shape (N,), N >= 2
+        log w = -S - log q (any common constant cancels).
+
+    Examples
+    --------
+    >>> acceptance_estimate([0.0, 0.0, 0.0])
+    1.0
+    >>> round(acceptance_estimate([0.0, np.log(3.0)]), 6)  # 2 min(1, 3) / (1 (1 + 3))
+    0.5
+    """
+    lw = np.sort(np.asarray(log_weights, dtype=np.float64))
+    n = lw.size
+    w = np.exp(lw - lw[-1])
+    return float(2 * np.dot(n - np.arange(1, n + 1), w) / ((n - 1) * w.sum()))
+
+
+def load_flow_state(path, flow, optimizer, spec, comm):
+    """Load the state file into ``flow`` and ``optimizer``; return its training step.
+
+    Raises ConfigError (one line, every rank) if it is unreadable or holds another flow.
+    """
+    try:
+        return load_state(path, flow, optimizer, spec, comm)
+    except ValueError as e:
+        message = str(e).splitlines()[0]
+        raise ConfigError(message if path in message
+                          else f"cannot read flow state {path}: {message}") from None
+
+
+def save_flow_state(path, flow, optimizer, step, spec, comm):
+    """Write the state file atomically (a temporary file, fsynced, renamed over ``path``).
+
+    Rank 0 writes (the parameters and Adam state are the same on every rank); a crash at any
+    instant leaves the previous state file intact. Raises CheckpointError on every rank if
+    the file cannot be written.
+    """
+    problem = None
+    if comm.Get_rank() == 0:
+        try:
+            with replaced_atomically(path) as temporary:
+                save_state(temporary, flow, optimizer, step, spec, MPI.COMM_SELF)
+        except OSError as e:
+            problem = f"cannot write flow state {path}: {str(e).splitlines()[0]}"
+    problem = comm.bcast(problem, root=0)
+    if problem:
+        raise CheckpointError(problem)
+
+
+class _TrainingProgress:
+    """Every ``every`` steps and at the last one: the progress line of the step just done.
+
+    step/steps, the loss and batch ESS / N of the step (its TrainMetrics), the acceptance
+    estimate of :func:`acceptance_estimate` from the same batch, the learning rate, the mean
+    seconds per step since the previous line and the time to finish. The batch comes from a
+    forward hook on the flow's last layer (the flow's output, detached), so the flow is not
+    evaluated again; only the action is, collectively (every rank calls this at every step).
+    """
+
+    def __init__(self, flow, lattice, m2, lam, every, first_step, steps, print_fn):
+        self.lattice, self.m2, self.lam = lattice, m2, lam
+        self.every, self.steps, self.print_fn = every, steps, print_fn
+        self.last_time, self.last_step = time.monotonic(), first_step
+        self.phi = self.logq = None
+        flow.layers[-1].register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output):
+        self.phi, self.logq = (t.detach() for t in output)
+
+    def __call__(self, step, metrics):
+        if step % self.every and step != self.steps:
+            return
+        with torch.no_grad():
+            log_w = -phi4_action(self.phi, self.lattice, self.m2, self.lam) - self.logq
+        acceptance = acceptance_estimate(log_w.cpu().double().numpy())
+        now = time.monotonic()
+        seconds = (now - self.last_time) / (step - self.last_step)
+        self.last_time, self.last_step = now, step
+        if self.print_fn:
+            self.print_fn(f"step {step:>7d}/{self.steps}  loss {metrics.loss:+.6e}  "
+                          f"ess {metrics.ess:6.3f}  acc {acceptance:6.3f}  lr {metrics.lr:.3e}  "
+                          f"{seconds:8.4f} s/step  ETA {seconds * (self.steps - step):8.0f} s")
+
+
+def run_training(config, comm, stop_rule, say=None):
+    """Train (or continue training) the run file's flow; returns the exit code.
+
+    0: ``steps`` reached (also when the state file already was); EXIT_RESUBMIT: stopped early
+    by ``stop_rule``, with the state saved. ``say`` (rank 0) prints what happens and a
+    progress line every ``progress_every`` steps (:class:`_TrainingProgress`).
+    """
+    fl, theory, ck = config["flow"], config["theory"], config["checkpoint"]
+    path, steps = fl["state"], fl["steps"]
+    stop_rule.walltime, stop_rule.margin = ck["walltime"], ck["margin"]
+    lattice = build.make_lattice(config, comm)
+    spec, flow, optimizer = build.make_flow(config, lattice)
+    exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0)
+    step, saved = 0, None
+    if exists and ck["restart"] == "auto":
+        step = saved = load_flow_state(path, flow, optimizer, spec, lattice.comm)
+        if say:
+            say(f"continuing training from {path} at step {step}")
+    elif exists and not config["output"]["overwrite"]:
+        raise ConfigError(f"flow state {path} exists; use [checkpoint] restart = \"auto\" to "
+                          "continue it, or [output] overwrite = true to start afresh")
+    if step >= steps:
+        if say:
+            say(f"training complete: step {step} of {steps} in {path}; nothing to do")
+        return 0
+    schedule = (cosine_lr(fl["learning_rate"], steps, fl["lr_min"])
+                if fl["schedule"] == "cosine" else constant_lr(fl["learning_rate"]))
+    if say:
+        n = sum(p.numel() for p in flow.parameters())
+        say(f"training a flow of {n} parameters ({fl['coupling']} couplings, {fl['n_layers']} "
+            f"layers) from step {step} to {steps}, batch {fl['batch']}, {fl['schedule']} "
+            f"learning rate from {fl['learning_rate']:g}")
+    progress = _TrainingProgress(flow, lattice, theory["m2"], theory["lambda"],
+                                 fl["progress_every"], step, steps, say)
+    stop_rule.loop_starts()
+    while step < steps and not stop_rule.reason():
+        metrics = train_step(flow, optimizer, lattice, theory["m2"], theory["lambda"],
+                             fl["batch"], step, schedule)
+        step += 1
+        stop_rule.trajectory_done(None, None)
+        progress(step, metrics)
+        if step % fl["save_every"] == 0:
+            _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule)
+            saved = step
+    if saved != step:
+        _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule)
+    if stop_rule.why:
+        if say:
+            say(f"stopped at step {step} of {steps} ({stop_rule.why}); state saved to {path}, "
+                f"exit code {EXIT_RESUBMIT}: resubmit to continue")
+        return EXIT_RESUBMIT
+    if say:
+        say(f"training complete: step {step} of {steps}, state in {path}")
+    return 0
+
+
+def _save(path, flow, optimizer, step, spec, comm, stop_rule):
+    start = time.monotonic()
+    save_flow_state(path, flow, optimizer, step, spec, comm)
+    stop_rule.checkpoint_took(time.monotonic() - start)
+
+
+def run_sampling(config, run_file_text, comm, stop_rule, say=None):
+    """Generate (or continue) the ensemble of the trained flow's chain; returns the exit code.
+
+    The state file must exist (ConfigError otherwise); a flow trained for fewer than
+    ``steps`` steps is used with a warning. At the end (rank 0, ``say``) a line gives the
+    chain's acceptance, the ESS / N of the importance weights of all its proposals and its
+    longest run of rejections. Exit codes as :func:`lqcdflow.runner.run_sampler`.
+    """
+    fl, theory = config["flow"], config["theory"]
+    path = fl["state"]
+    lattice = build.make_lattice(config, comm)
+    action = build.make_action(config, lattice)
+    spec, flow, optimizer = build.make_flow(config, lattice)
+    if not lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0):
+        raise ConfigError(f"flow state {path} not found; train the flow first: "
+                          "lqcdflow train RUN.toml")
+    step = load_flow_state(path, flow, optimizer, spec, lattice.comm)
+    if step < fl["steps"] and lattice.rank == 0:
+        print(f"lqcdflow: warning: the flow in {path} is trained for {step} of {fl['steps']} "
+              "steps; sampling with it anyway", file=sys.stderr, flush=True)
+    sampler = IndependenceMetropolis(flow, lattice, theory["m2"], theory["lambda"],
+                                     config["sampler"]["batch"], config["run"]["seed"],
+                                     SAMPLING_DRAW)
+    code, state = run_sampler(config, run_file_text, action, sampler, stop_rule, say)
+    if say and state.trajectory:
+        say(f"flow chain: acceptance {state.accepted / state.trajectory:.4f}, ESS/N of the "
+            f"importance weights {state.ess_fraction:.4f} over {state.trajectory} proposals, "
+            f"longest run of rejections {state.longest_rejection_run}")
+    return code

@@ -43,10 +43,12 @@ Times are read from ``--clock``: ``wall`` (time.perf_counter, the default) or ``
 JSON holds both for every phase. With t_train, t_sample the flow's training and sampling
 times and t_setup the HMC tuning and thermalisation time, HMC measures for
 
-    t_run = max(t_sample, t_train + t_sample - t_setup),
+    t_run = max(t_sample, min(t_cap, t_train + t_sample - t_setup)),
 
 so that (b) HMC's total time t_setup + t_run equals the flow's total t_train + t_sample
-(unless the flow's total is shorter than t_setup + t_sample), and the chain is analysed twice:
+(unless the flow's total is shorter than t_setup + t_sample, or longer than the cap
+``--hmc-max-seconds`` t_cap, which bounds the tool's own run time; then (b) is read from the
+rates below), and the chain is analysed twice:
 
     (a) equal sampling time: the trajectories done within t_sample of the measured run,
         against the flow chain;
@@ -186,6 +188,8 @@ def parse_args(argv=None):
                      help="trajectories per tuning trial")
     hmc.add_argument("--hmc-therm", type=int, default=200,
                      help="thermalisation trajectories after tuning")
+    hmc.add_argument("--hmc-max-seconds", type=float, default=float("inf"),
+                     help="cap of the HMC measured run when matching the flow's total time")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="clock of the cost matching and rates (JSON has both)")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
@@ -299,7 +303,8 @@ def run_hmc(args, lattice, flow_times, say):
         f"{setup_time[args.clock]:.1f} s")
 
     t_sample, t_train = flow_times["sample"][args.clock], flow_times["train"][args.clock]
-    budget = max(t_sample, t_train + t_sample - setup_time[args.clock])
+    budget = max(t_sample, min(args.hmc_max_seconds,
+                               t_train + t_sample - setup_time[args.clock]))
     watch = Stopwatch()
     recorder = Recorder(lattice, clock, clock())
     comm = lattice.comm

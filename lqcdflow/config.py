@@ -4,8 +4,9 @@ and [flow] for flow sampling (``algorithm = "nmcmc"``).
 Every key is checked against the schema below; anything unknown, missing, of the wrong type or
 out of range raises ConfigError with a one-line message naming the key and what is allowed.
 The result is a plain nested dict with all defaults filled in. Keys of one algorithm (or
-coupling, or schedule) only are refused under another one, and stored as None; the [flow]
-section exists (filled with its defaults) exactly when ``algorithm = "nmcmc"``.
+coupling, or schedule) only are refused under another one, and left out of the result (so that
+an ensemble's attributes hold only the keys its run used); the [flow] section exists (filled
+with its defaults) exactly when ``algorithm = "nmcmc"``.
 """
 
 import os
@@ -221,13 +222,13 @@ def _check_theory(theory, given):
 
 
 def _only_for(section, values, given, names, key, value):
-    """Refuse keys ``names`` unless ``values[key] == value``; store them as None then."""
+    """Refuse keys ``names`` unless ``values[key] == value``; leave them out then."""
     if values[key] == value:
         return
     for name in names:
         if name in given:
             raise ConfigError(f"[{section}] key '{name}' is only used by {key} = '{value}'")
-        values[name] = None
+        del values[name]
 
 
 def _check_sampler(sampler, given):

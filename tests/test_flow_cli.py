@@ -151,7 +151,9 @@ def test_train_then_sample_writes_an_ensemble_of_the_flow_chain(tmp_path, traine
     out = tmp_path / "f.h5"
     with h5py.File(out, "r") as f:
         assert f.attrs["format"] == "lqcdflow-ensemble" and f.attrs["sampler.algorithm"] == "nmcmc"
-        assert f.attrs["flow.n_layers"] == 2 and f.attrs["sampler.n_steps"] == ""
+        assert f.attrs["flow.n_layers"] == 2 and f.attrs["sampler.batch"] == 7
+        # keys of the other algorithm (or coupling) are no attributes of this ensemble
+        assert "sampler.n_steps" not in f.attrs and "flow.bins" not in f.attrs
         assert list(f["mc/trajectory"][:]) == list(range(1, 121))
         assert f["observables/correlator"].shape == (120, 4)
         accepted, m = f["mc/accepted"][()].astype(bool), f["observables/m"][()]
@@ -166,7 +168,7 @@ def test_train_then_sample_writes_an_ensemble_of_the_flow_chain(tmp_path, traine
     config = parse(run.read_text(), str(run))
     lattice = build.make_lattice(config, MPI.COMM_SELF)
     spec, flow, optimizer = build.make_flow(config, lattice)
-    load_state(str(state), flow, optimizer, spec, MPI.COMM_SELF)
+    assert load_state(str(state), flow, optimizer, spec, MPI.COMM_SELF) == (20, "float64")
     ref, _ = nmcmc(flow, lattice, M2, LAM, 120, 16, seed=11, draw=SAMPLING_DRAW)
     assert np.array_equal(accepted, ref.accepted)
     np.testing.assert_allclose(m, ref.magnetisation, rtol=1e-12)
@@ -252,6 +254,45 @@ def test_float32_and_a_partly_trained_flow(tmp_path, cli):
     assert "flow chain: acceptance" in result.stdout
     assert result.stderr.strip() == (f"lqcdflow: warning: the flow in {tmp_path / 's.flow.h5'} "
                                      "is trained for 3 of 5 steps; sampling with it anyway")
+
+
+def test_state_dtype_training_refused_sampling_converted(tmp_path, trained, cli):
+    """A float64 state: continuing its training in float32 is a one-line error, sampling in
+    float32 converts it with a warning; the same for a state file written before the dtype
+    was recorded (its dtype is that of its parameters)."""
+    float32 = {"seed = 11": 'seed = 11\ndtype = "float32"'}
+    state = tmp_path / "d.flow.h5"
+    for recorded in (True, False):
+        shutil.copyfile(trained[0], state)
+        with h5py.File(state, "a") as f:
+            assert f.attrs["dtype"] == "float64"
+            if not recorded:
+                del f.attrs["dtype"]
+        before = state.read_bytes()
+        run = flow_run(tmp_path / "d.toml", n_trajectories=20, every=10, **float32,
+                       **{"steps = 20": "steps = 30"})
+        one_line_error(cli(["train", str(run)]),
+                       f"{state} holds a float64 flow, not float32: training continues only "
+                       "in the precision it started in")
+        assert state.read_bytes() == before
+        result = cli(["sample", "-q", "--restart", "never", str(run)])
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines() == [
+            f"lqcdflow: warning: the flow in {state} is trained for 20 of 30 steps; sampling "
+            "with it anyway",
+            f"lqcdflow: warning: the flow in {state} was trained in float64; sampling in "
+            "float32 with its parameters converted"]
+        (tmp_path / "d.h5").unlink()
+        shutil.rmtree(tmp_path / "d.ck")
+
+
+def test_hmc_ensembles_have_no_flow_sampling_keys(tmp_path, cli):
+    run = write_run_file(tmp_path / "h.toml", n_trajectories=10)
+    assert cli(["run", "-q", str(run)]).returncode == 0
+    with h5py.File(tmp_path / "h.h5", "r") as f:
+        assert f.attrs["sampler.n_steps"] == 4 and f.attrs["theory.m2"] == ""
+        assert "sampler.batch" not in f.attrs
+        assert not [key for key in f.attrs if key.startswith("flow.")]
 
 
 BAD_FLOW_RUN_FILES = [

@@ -7,6 +7,7 @@ independence sampler is serial.
 
 import math
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -65,8 +66,8 @@ def test_checkpoint_continues_on_another_rank_count(comm, shared_tmp_path):
     ref_flow, ref_opt, ref = run_training(spec, single, 5)
     flow2, opt2 = setup(spec, single, init_seed=99)  # different parameters before loading
     assert not torch.equal(flat(flow2), flat(ref_flow))
-    step = load_state(path, flow2, opt2, spec, MPI.COMM_SELF)
-    assert step == 3
+    assert load_state(path, flow2, opt2, spec, MPI.COMM_SELF) == (3, "float64")
+    step = 3
     assert torch.equal(flat(flow2), flat(flow))
     more = train(flow2, opt2, single, M2, LAM, 4, 2, cosine_lr(1e-2, 10), start=step)
     assert torch.allclose(flat(flow2), flat(ref_flow), rtol=0, atol=1e-12)
@@ -92,6 +93,33 @@ def test_checkpoint_rejects_other_flow(tmp_path):
         load_state(tmp_path / "f.h5", flow4, opt4, other, MPI.COMM_SELF)
     with pytest.raises(ValueError, match="missing.h5"):
         load_state(tmp_path / "missing.h5", flow, opt, spec, MPI.COMM_SELF)
+
+
+def test_checkpoint_dtype(tmp_path):
+    """The state records its dtype; a flow of another dtype loads only with convert_dtype
+    (parameters rounded to it); a file without the attribute has its parameters' dtype."""
+    shape = (4, 4)
+    spec = spec_for(shape)
+    lat = Lattice(shape, comm=MPI.COMM_SELF)
+    flow, opt, _ = run_training(spec, lat, 2)
+    path = tmp_path / "f.h5"
+    save_state(path, flow, opt, 2, spec, MPI.COMM_SELF)
+    for recorded in (True, False):
+        if not recorded:
+            with h5py.File(path, "a") as f:
+                del f.attrs["dtype"]
+        single = spec.build(lat, dtype=torch.float32)
+        adam = torch.optim.Adam(single.parameters())
+        with pytest.raises(ValueError, match=r"f.h5 holds a float64 flow, not float32: "):
+            load_state(path, single, adam, spec, MPI.COMM_SELF)
+        assert load_state(path, single, adam, spec, MPI.COMM_SELF, convert_dtype=True) \
+            == (2, "float64")
+        assert torch.equal(flat(single), flat(flow).to(torch.float32))
+        assert all(v.dtype == torch.float32 for s in adam.state.values() for k, v in s.items()
+                   if k != "step")
+    with h5py.File(path, "r") as f:
+        assert "dtype" not in f.attrs
+    assert load_state(path, flow, opt, spec, MPI.COMM_SELF) == (2, "float64")
 
 
 def test_ess_and_schedules():
@@ -123,9 +151,8 @@ def test_nmcmc_is_decomposition_and_batch_independent(comm):
         for name in ("magnetisation", "abs_magnetisation", "magnetisation_sq", "action"):
             got = np.concatenate([getattr(first, name), getattr(second, name)])
             np.testing.assert_allclose(got, getattr(ref, name), rtol=RTOL, err_msg=name)
-        assert state.next_proposal == ref_state.next_proposal == 61
-        np.testing.assert_allclose(state.phi.numpy(),
-                                   ref_state.phi[lat.local_slices()].numpy(), rtol=RTOL)
+        assert state.trajectory == ref_state.trajectory == 60
+        np.testing.assert_allclose(state.phi, ref_state.phi[lat.local_slices()], rtol=RTOL)
         assert math.isclose(state.log_weight, ref_state.log_weight, rel_tol=RTOL)
 
 

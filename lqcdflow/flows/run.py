@@ -21,12 +21,10 @@ import sys
 import time
 
 import numpy as np
-import torch
 from mpi4py import MPI
 
 from lqcdflow import build
 from lqcdflow.config import SAMPLING_DRAW, ConfigError
-from lqcdflow.flows.action import phi4_action
 from lqcdflow.flows.sampler import IndependenceMetropolis
 from lqcdflow.flows.state import load_state, save_state
 from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
@@ -67,13 +65,15 @@ def acceptance_estimate(log_weights):
     return float(2 * np.dot(n - np.arange(1, n + 1), w) / ((n - 1) * w.sum()))
 
 
-def load_flow_state(path, flow, optimizer, spec, comm):
-    """Load the state file into ``flow`` and ``optimizer``; return its training step.
+def load_flow_state(path, flow, optimizer, spec, comm, convert_dtype=False):
+    """Load the state file into ``flow`` and ``optimizer``; return (training step, the file's
+    dtype name) (:func:`lqcdflow.flows.state.load_state`).
 
-    Raises ConfigError (one line, every rank) if it is unreadable or holds another flow.
+    Raises ConfigError (one line, every rank) if it is unreadable, holds another flow, or
+    (unless ``convert_dtype``) one of another dtype.
     """
     try:
-        return load_state(path, flow, optimizer, spec, comm)
+        return load_state(path, flow, optimizer, spec, comm, convert_dtype)
     except ValueError as e:
         message = str(e).splitlines()[0]
         raise ConfigError(message if path in message
@@ -103,42 +103,32 @@ class _TrainingProgress:
     """Every ``every`` steps and at the last one: the progress line of the step just done.
 
     step/steps, the loss and batch ESS / N of the step (its TrainMetrics), the acceptance
-    estimate of :func:`acceptance_estimate` from the same batch, the learning rate, the mean
-    seconds per step since the previous line and the time to finish. The batch comes from a
-    forward hook on the flow's last layer (the flow's output, detached), so the flow is not
-    evaluated again; only the action is, collectively (every rank calls this at every step).
+    estimate of :func:`acceptance_estimate` from the same batch's log weights, the learning
+    rate, the mean seconds per step since the previous line and the time to finish.
     """
 
-    def __init__(self, flow, lattice, m2, lam, every, first_step, steps, print_fn):
-        self.lattice, self.m2, self.lam = lattice, m2, lam
+    def __init__(self, every, first_step, steps, print_fn):
         self.every, self.steps, self.print_fn = every, steps, print_fn
         self.last_time, self.last_step = time.monotonic(), first_step
-        self.phi = self.logq = None
-        flow.layers[-1].register_forward_hook(self._keep)
-
-    def _keep(self, module, inputs, output):
-        self.phi, self.logq = (t.detach() for t in output)
 
     def __call__(self, step, metrics):
-        if step % self.every and step != self.steps:
+        if not self.print_fn or (step % self.every and step != self.steps):
             return
-        with torch.no_grad():
-            log_w = -phi4_action(self.phi, self.lattice, self.m2, self.lam) - self.logq
-        acceptance = acceptance_estimate(log_w.cpu().double().numpy())
+        acceptance = acceptance_estimate(metrics.log_weights.numpy())
         now = time.monotonic()
         seconds = (now - self.last_time) / (step - self.last_step)
         self.last_time, self.last_step = now, step
-        if self.print_fn:
-            self.print_fn(f"step {step:>7d}/{self.steps}  loss {metrics.loss:+.6e}  "
-                          f"ess {metrics.ess:6.3f}  acc {acceptance:6.3f}  lr {metrics.lr:.3e}  "
-                          f"{seconds:8.4f} s/step  ETA {seconds * (self.steps - step):8.0f} s")
+        self.print_fn(f"step {step:>7d}/{self.steps}  loss {metrics.loss:+.6e}  "
+                      f"ess {metrics.ess:6.3f}  acc {acceptance:6.3f}  lr {metrics.lr:.3e}  "
+                      f"{seconds:8.4f} s/step  ETA {seconds * (self.steps - step):8.0f} s")
 
 
 def run_training(config, comm, stop_rule, say=None):
     """Train (or continue training) the run file's flow; returns the exit code.
 
     0: ``steps`` reached (also when the state file already was); EXIT_RESUBMIT: stopped early
-    by ``stop_rule``, with the state saved. ``say`` (rank 0) prints what happens and a
+    by ``stop_rule``, with the state saved. A state file of another dtype than [run] dtype is
+    a ConfigError: training continues only in the precision it started in. ``say`` (rank 0) prints what happens and a
     progress line every ``progress_every`` steps (:class:`_TrainingProgress`).
     """
     fl, theory, ck = config["flow"], config["theory"], config["checkpoint"]
@@ -149,7 +139,8 @@ def run_training(config, comm, stop_rule, say=None):
     exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0)
     step, saved = 0, None
     if exists and ck["restart"] == "auto":
-        step = saved = load_flow_state(path, flow, optimizer, spec, lattice.comm)
+        step, _ = load_flow_state(path, flow, optimizer, spec, lattice.comm)
+        saved = step
         if say:
             say(f"continuing training from {path} at step {step}")
     elif exists and not config["output"]["overwrite"]:
@@ -166,8 +157,7 @@ def run_training(config, comm, stop_rule, say=None):
         say(f"training a flow of {n} parameters ({fl['coupling']} couplings, {fl['n_layers']} "
             f"layers) from step {step} to {steps}, batch {fl['batch']}, {fl['schedule']} "
             f"learning rate from {fl['learning_rate']:g}")
-    progress = _TrainingProgress(flow, lattice, theory["m2"], theory["lambda"],
-                                 fl["progress_every"], step, steps, say)
+    progress = _TrainingProgress(fl["progress_every"], step, steps, say)
     stop_rule.loop_starts()
     while step < steps and not stop_rule.reason():
         metrics = train_step(flow, optimizer, lattice, theory["m2"], theory["lambda"],
@@ -190,6 +180,10 @@ def run_training(config, comm, stop_rule, say=None):
     return 0
 
 
+def _warn(text):
+    print(f"lqcdflow: warning: {text}", file=sys.stderr, flush=True)
+
+
 def _save(path, flow, optimizer, step, spec, comm, stop_rule):
     start = time.monotonic()
     save_flow_state(path, flow, optimizer, step, spec, comm)
@@ -200,7 +194,8 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     """Generate (or continue) the ensemble of the trained flow's chain; returns the exit code.
 
     The state file must exist (ConfigError otherwise); a flow trained for fewer than
-    ``steps`` steps is used with a warning. At the end (rank 0, ``say``) a line gives the
+    ``steps`` steps, or in another dtype than [run] dtype (its parameters are converted), is
+    used with a warning. At the end (rank 0, ``say``) a line gives the
     chain's acceptance, the ESS / N of the importance weights of all its proposals and its
     longest run of rejections. Exit codes as :func:`lqcdflow.runner.run_sampler`.
     """
@@ -212,10 +207,14 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     if not lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0):
         raise ConfigError(f"flow state {path} not found; train the flow first: "
                           "lqcdflow train RUN.toml")
-    step = load_flow_state(path, flow, optimizer, spec, lattice.comm)
-    if step < fl["steps"] and lattice.rank == 0:
-        print(f"lqcdflow: warning: the flow in {path} is trained for {step} of {fl['steps']} "
-              "steps; sampling with it anyway", file=sys.stderr, flush=True)
+    step, dtype = load_flow_state(path, flow, optimizer, spec, lattice.comm, convert_dtype=True)
+    if lattice.rank == 0:
+        if step < fl["steps"]:
+            _warn(f"the flow in {path} is trained for {step} of {fl['steps']} steps; sampling "
+                  "with it anyway")
+        if dtype != config["run"]["dtype"]:
+            _warn(f"the flow in {path} was trained in {dtype}; sampling in "
+                  f"{config['run']['dtype']} with its parameters converted")
     sampler = IndependenceMetropolis(flow, lattice, theory["m2"], theory["lambda"],
                                      config["sampler"]["batch"], config["run"]["seed"],
                                      SAMPLING_DRAW)

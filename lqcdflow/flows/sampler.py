@@ -1,16 +1,24 @@
-"""Flow sampling one configuration at a time: the independence Metropolis chain of
-:func:`lqcdflow.flows.nmcmc.nmcmc` as a sampler of the production runner (:mod:`lqcdflow.runner`).
+"""Independence Metropolis with a flow as proposal: the one implementation of the chain, used
+one step at a time by the production runner (``lqcdflow sample``, :mod:`lqcdflow.runner`) and
+for runs of n steps by :func:`lqcdflow.flows.nmcmc.nmcmc`.
 
-Step t (t = 1, 2, ...) proposes phi'_t, sample t of draw ``draw`` of the flow (a fresh chain
-starts in sample 0), and accepts it when
+Proposal k (k = 0, 1, ...) is sample k of draw ``draw`` of the flow, phi'_k ~ q, a pure
+function of (prior seed, draw, k), whatever the batch size and the process grid. With
 
-    log u_t < log w(phi'_t) - log w(phi),   log w = -S - log q,
-    u_t = CounterRNG(seed).uniform([t], draw, STREAM_NMCMC),
+    log w(phi) = -S(phi) - log q(phi),
 
-the proposals and decisions of :func:`~lqcdflow.flows.nmcmc.nmcmc` (same seed and draw), so
-the chain is exact for p ~ exp(-S). Proposals are generated ``batch`` at a time in blocks
-aligned to multiples of ``batch`` (t in [j batch, (j + 1) batch)), so a chain continued from a
-checkpoint evaluates exactly the blocks of the uninterrupted one: the same bits.
+a fresh chain starts in proposal 0, and step t (t = 1, 2, ...) accepts proposal t when
+
+    log u_t < log w(phi'_t) - log w(phi),   u_t = CounterRNG(seed).uniform([t], draw, STREAM_NMCMC),
+
+phi the chain's configuration. That is min(1, w(phi'_t) / w(phi)), which satisfies detailed
+balance with respect to p(phi) ~ exp(-S(phi)) for any q that is positive wherever p is (exactly,
+given the exact log q). u_t depends on (seed, draw, t) only and is the same on every rank; S
+and log q are all-reduced, so every rank takes the same decisions.
+
+Proposals are generated ``batch`` at a time in blocks aligned to multiples of ``batch``
+(k in [j batch, (j + 1) batch)), so a chain continued from a checkpoint evaluates exactly the
+blocks of the uninterrupted one: the same bits.
 
 The step reports Delta H = log w(phi) - log w(phi'_t), so that the acceptance probability is
 min(1, exp(-Delta H)) as in HMC and, at equilibrium, <exp(-Delta H)> = 1 as well
@@ -27,11 +35,16 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
-from lqcdflow.flows.nmcmc import STREAM_NMCMC, _proposals
+from lqcdflow.flows.action import phi4_action
+from lqcdflow.flows.reduce import allreduce_sum
 from lqcdflow.io.checksum import array_sha256
 from lqcdflow.mc.hmc import TrajectoryInfo
 from lqcdflow.rng import CounterRNG
+
+# Philox stream of the accept/reject uniforms; lqcdflow.rng uses 1-3, the flow prior 16.
+STREAM_NMCMC = 17
 
 # Checkpoint attributes of the state beyond the field, trajectory and acceptance count.
 _STATE_ATTRS = ("log_weight", "log_sum_w", "log_sum_w2", "rejection_run",
@@ -39,7 +52,7 @@ _STATE_ATTRS = ("log_weight", "log_sum_w", "log_sum_w2", "rejection_run",
 
 
 @dataclass
-class FlowChainState:
+class ChainState:
     """Everything that changes along a flow-sampling chain.
 
     Attributes
@@ -73,13 +86,27 @@ class FlowChainState:
         return math.exp(2 * self.log_sum_w - self.log_sum_w2) / self.trajectory
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """Proposal k: this rank's block of phi'_k (a tensor), and, the same on every rank,
+    log w(phi'_k), M = sum_x phi'_k (global), S(phi'_k) and the log u_k it is judged with."""
+
+    phi: torch.Tensor
+    log_weight: float
+    magnetisation: float
+    action: float
+    log_u: float
+
+
 class IndependenceMetropolis:
-    """Independence Metropolis sampler with a flow as proposal (settings only).
+    """Independence Metropolis sampler with a flow as proposal (settings only; the chain's
+    state is a :class:`ChainState` passed in and returned).
 
     Parameters
     ----------
     flow : Flow
-        Or any object with ``sample(batch, draw, start) -> (phi, log q)`` and ``state_dict()``.
+        Or any object with ``sample(batch, draw, start) -> (phi, log q)``; ``state_dict()``
+        and ``parameters()`` for :meth:`identity` and :meth:`describe`.
     lattice : lqcdflow.parallel.Lattice
         Its backend holds the chain's fields (and ``lattice.xp`` converts the proposals).
     m2, lam : float
@@ -90,24 +117,40 @@ class IndependenceMetropolis:
         Key of the accept/reject uniforms.
     draw : int
         Draw number of the proposals; keep it apart from the training draws (step numbers).
+    last : int, optional
+        The last proposal a run of known length will ask for: the block holding it ends there
+        instead of evaluating proposals nobody uses. The runner leaves it out, since a chain
+        may be extended later and must then meet the blocks of the uninterrupted chain.
     """
 
-    def __init__(self, flow, lattice, m2, lam, batch, seed, draw):
+    def __init__(self, flow, lattice, m2, lam, batch, seed, draw, last=None):
         self.flow, self.lattice, self.m2, self.lam = flow, lattice, m2, lam
-        self.batch, self.rng, self.draw = batch, CounterRNG(seed), draw
-        self._block = None  # (first proposal, phi, log w, log u) of the cached block
+        self.batch, self.rng, self.draw, self.last = batch, CounterRNG(seed), draw, last
+        self._block = None  # (first proposal, phi, then lists of log w, M, S, log u)
 
-    def _proposal(self, k):
-        """(phi'_k as a tensor, log w(phi'_k), log u_k), from the cached block of k."""
+    def observables(self, phi):
+        """(S, M) of a batch of configurations (tensor of shape (batch, *local_shape)) as
+        float64 NumPy arrays, identical on every rank; collective."""
+        with torch.no_grad():
+            action = phi4_action(phi, self.lattice, self.m2, self.lam)
+            mag = allreduce_sum(phi.flatten(1).sum(dim=1), self.lattice.comm)
+        return _numpy(action), _numpy(mag)
+
+    def proposal(self, k):
+        """Proposal k (collective when its block is not the cached one)."""
         start = k - k % self.batch
         if self._block is None or self._block[0] != start:
-            phi, logw, _, _ = _proposals(self.flow, self.lattice, self.m2, self.lam, self.draw,
-                                         start, self.batch)
-            indices = np.arange(start, start + self.batch, dtype=np.uint64)
+            count = self.batch if self.last is None else min(self.batch, self.last + 1 - start)
+            with torch.no_grad():
+                phi, logq = self.flow.sample(count, self.draw, start)
+            action, mag = self.observables(phi)
+            indices = np.arange(start, start + count, dtype=np.uint64)
             log_u = np.log(self.rng.uniform(indices, self.draw, STREAM_NMCMC))
-            self._block = (start, phi, logw, log_u)
-        _, phi, logw, log_u = self._block
-        return phi[k - start], float(logw[k - start]), float(log_u[k - start])
+            self._block = (start, phi, *(a.tolist() for a in (-action - _numpy(logq), mag,
+                                                                action, log_u)))
+        _, phi, logw, mag, action, log_u = self._block
+        i = k - start
+        return Proposal(phi[i], logw[i], mag[i], action[i], log_u[i])
 
     def _field(self, tensor):
         """A proposal as a lattice backend array (a copy: the block is not kept alive)."""
@@ -115,24 +158,24 @@ class IndependenceMetropolis:
 
     def initial_state(self):
         """The chain in proposal 0, before any step."""
-        phi, logw, _ = self._proposal(0)
-        return FlowChainState(self._field(phi), 0, 0, logw)
+        first = self.proposal(0)
+        return ChainState(self._field(first.phi), 0, 0, first.log_weight)
 
     def step(self, state):
         """Propose and accept or reject once. Returns (new state, TrajectoryInfo)."""
         t = state.trajectory + 1
-        phi, logw, log_u = self._proposal(t)
-        log_ratio = logw - state.log_weight
-        accepted = bool(log_u < log_ratio)  # NaN rejects
+        new = self.proposal(t)
+        log_ratio = new.log_weight - state.log_weight
+        accepted = bool(new.log_u < log_ratio)  # NaN rejects
         run = 0 if accepted else state.rejection_run + 1
-        new = replace(state, trajectory=t, accepted=state.accepted + accepted,
-                      log_sum_w=float(np.logaddexp(state.log_sum_w, logw)),
-                      log_sum_w2=float(np.logaddexp(state.log_sum_w2, 2 * logw)),
-                      rejection_run=run,
-                      longest_rejection_run=max(run, state.longest_rejection_run))
+        state = replace(state, trajectory=t, accepted=state.accepted + accepted,
+                        log_sum_w=float(np.logaddexp(state.log_sum_w, new.log_weight)),
+                        log_sum_w2=float(np.logaddexp(state.log_sum_w2, 2 * new.log_weight)),
+                        rejection_run=run,
+                        longest_rejection_run=max(run, state.longest_rejection_run))
         if accepted:
-            new.phi, new.log_weight = self._field(phi), logw
-        return new, TrajectoryInfo(t, -log_ratio, accepted)
+            state.phi, state.log_weight = self._field(new.phi), new.log_weight
+        return state, TrajectoryInfo(t, -log_ratio, accepted)
 
     def state_attrs(self, state):
         """The state beyond (phi, trajectory, accepted) as checkpoint attributes."""
@@ -141,10 +184,10 @@ class IndependenceMetropolis:
     def restore(self, phi, attrs):
         """The state of a checkpoint: its field and attributes (see :meth:`state_attrs`)."""
         get = (lambda name, kind: kind(attrs[f"nmcmc.{name}"]))
-        return FlowChainState(phi, int(attrs["trajectory"]), int(attrs["accepted"]),
-                              get("log_weight", float), get("log_sum_w", float),
-                              get("log_sum_w2", float), get("rejection_run", int),
-                              get("longest_rejection_run", int))
+        return ChainState(phi, int(attrs["trajectory"]), int(attrs["accepted"]),
+                          get("log_weight", float), get("log_sum_w", float),
+                          get("log_sum_w2", float), get("rejection_run", int),
+                          get("longest_rejection_run", int))
 
     def identity(self):
         """What a checkpoint of this chain must agree with: the flow's parameters."""
@@ -156,6 +199,11 @@ class IndependenceMetropolis:
                 f"{self.batch} proposals per flow evaluation")
 
 
+def _numpy(tensor):
+    """A tensor of per-sample scalars as a float64 NumPy array."""
+    return tensor.detach().cpu().to(torch.float64).numpy()
+
+
 def parameters_sha256(module):
     """SHA-256 (hex) of a module's state dict: names, dtypes, shapes and values."""
     digest = hashlib.sha256()
@@ -163,4 +211,3 @@ def parameters_sha256(module):
         digest.update(name.encode())
         digest.update(array_sha256(tensor.detach().cpu().numpy()).encode())
     return digest.hexdigest()
-

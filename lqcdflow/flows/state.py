@@ -4,14 +4,19 @@ The parameters (and the optimiser state) are replicated on every rank, so rank 0
 lattice communicator writes them with plain h5py (no pickle, no torch.save), and a file written
 on any number of ranks loads on any other number. Layout::
 
-    /                       attrs: step and the FlowSpec (shape, n_layers, hidden, ...)
+    /                       attrs: step, dtype ("float64" or "float32") and the FlowSpec
+                            (shape, n_layers, hidden, ...)
     /parameters/<name>      one dataset per entry of flow.state_dict()
     /optimizer              attrs: lr, betas, eps, weight_decay, amsgrad
     /optimizer/<i>/<key>    Adam state of parameter i (in flow.parameters() order):
                             step, exp_avg, exp_avg_sq (and max_exp_avg_sq with amsgrad)
 
 The attributes of :class:`FlowSpec` identify the architecture and the target; loading into a
-different one raises a ValueError naming the differing attributes.
+different one raises a ValueError naming the differing attributes. The dtype is the flow's
+(its prior's, which its parameters follow); files written before it was recorded have the
+dtype of their parameter datasets. Loading into a flow of another dtype is refused unless
+asked for (``convert_dtype``): training continued in another precision would not continue the
+run it came from, while a trained flow may well be sampled from in another one.
 """
 
 from dataclasses import asdict, dataclass
@@ -115,6 +120,7 @@ def save_state(path, flow, optimizer, step, spec, comm):
         params = list(flow.parameters())
         with h5py.File(path, "w") as f:
             f.attrs["step"] = int(step)
+            f.attrs["dtype"] = dtype_name(flow.prior.dtype)
             for key, value in spec.attrs().items():
                 f.attrs[key] = value
             pars = f.create_group("parameters")
@@ -130,9 +136,22 @@ def save_state(path, flow, optimizer, step, spec, comm):
     comm.Barrier()
 
 
+def dtype_name(dtype):
+    """"float64" for torch.float64 (the name of [run] dtype and of NumPy)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _file_dtype(f, params):
+    """The dtype name of an open state file (see the module docstring); None if it holds no
+    parameters to tell."""
+    if "dtype" in f.attrs:
+        return str(f.attrs["dtype"])
+    return str(next(iter(params.values())).dtype) if params else None
+
+
 def _read(path, spec):
-    """(step, parameters, hyperparameters, per-parameter state) from ``path``, after checking
-    the spec."""
+    """(step, dtype name, parameters, hyperparameters, per-parameter state) from ``path``,
+    after checking the spec."""
     with h5py.File(path, "r") as f:
         stored = {key: f.attrs[key] for key in spec.attrs()}
         wrong = [f"{key}: file {np.asarray(stored[key]).tolist()}, "
@@ -145,15 +164,22 @@ def _read(path, spec):
         opt = f["optimizer"]
         hyper = {key: opt.attrs[key] for key in _ADAM_HYPER}
         state = {int(i): {key: opt[i][key][()] for key in opt[i]} for i in opt}
-        return int(f.attrs["step"]), params, hyper, state
+        return int(f.attrs["step"]), _file_dtype(f, params), params, hyper, state
 
 
-def load_state(path, flow, optimizer, spec, comm):
-    """Load what :func:`save_state` wrote into ``flow`` and ``optimizer``; return the step.
+def load_state(path, flow, optimizer, spec, comm, convert_dtype=False):
+    """Load what :func:`save_state` wrote into ``flow`` and ``optimizer``.
 
     Rank 0 of ``comm`` reads and broadcasts, so any number of ranks (any decomposition) can
     load. ``optimizer`` must be an Adam over ``flow.parameters()`` with one parameter group.
-    Raises ValueError (on every rank) if the file's spec or parameter shapes differ.
+    Raises ValueError (on every rank) if the file's spec or parameter shapes differ, or if its
+    dtype is not the flow's and ``convert_dtype`` is false (with it, the parameters and Adam
+    moments are converted to the flow's dtype).
+
+    Returns
+    -------
+    (int, str)
+        The training step and the file's dtype name ("float64" or "float32").
     """
     payload = None
     if comm.Get_rank() == 0:
@@ -164,7 +190,11 @@ def load_state(path, flow, optimizer, spec, comm):
     payload = comm.bcast(payload, root=0)
     if isinstance(payload, Exception):
         raise ValueError(str(payload)) from payload
-    step, params, hyper, state = payload
+    step, dtype, params, hyper, state = payload
+    wanted = dtype_name(flow.prior.dtype)
+    if dtype not in (None, wanted) and not convert_dtype:
+        raise ValueError(f"{path} holds a {dtype} flow, not {wanted}: training continues "
+                         "only in the precision it started in")
     own = flow.state_dict()
     if set(params) != set(own) or any(params[k].shape != tuple(own[k].shape) for k in own):
         raise ValueError(f"{path}: parameter names or shapes differ from the flow's")
@@ -180,4 +210,4 @@ def load_state(path, flow, optimizer, spec, comm):
                 key: (torch.tensor(float(v)) if key == "step"
                       else torch.from_numpy(v).to(dtype=p.dtype, device=p.device))
                 for key, v in state[i].items()}
-    return step
+    return step, dtype or wanted

@@ -20,7 +20,7 @@ at step n (:mod:`lqcdflow.flows.state`) continues exactly.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,12 +30,15 @@ from lqcdflow.flows.reduce import allreduce_gradients
 
 @dataclass(frozen=True)
 class TrainMetrics:
-    """One training step: its number, the loss, ESS / N of its batch and the learning rate."""
+    """One training step: its number, the loss, ESS / N of its batch, the learning rate, and
+    the batch's log weights log w_b = -S(phi_b) - log q(phi_b) (detached float64 CPU tensor of
+    shape (N,), the same on every rank; left out of comparisons and the repr)."""
 
     step: int
     loss: float
     ess: float
     lr: float
+    log_weights: torch.Tensor = field(compare=False, repr=False)
 
 
 def constant_lr(lr):
@@ -83,7 +86,8 @@ def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
     Returns
     -------
     TrainMetrics
-        The loss and ESS / N of the batch before the update, identical on every rank.
+        The loss, ESS / N and log weights of the batch before the update, identical on every
+        rank.
     """
     lr = lr_schedule(step)
     for group in optimizer.param_groups:
@@ -95,8 +99,8 @@ def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
     loss.backward()
     allreduce_gradients(flow, lattice.comm)
     optimizer.step()
-    ess = ess_fraction(-(action + logq).detach())
-    return TrainMetrics(step, loss.item(), ess, lr)
+    log_weights = -(action + logq).detach().to(device="cpu", dtype=torch.float64)
+    return TrainMetrics(step, loss.item(), ess_fraction(log_weights), lr, log_weights)
 
 
 def train(flow, optimizer, lattice, m2, lam, batch, steps, lr_schedule, start=0):

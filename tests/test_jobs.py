@@ -1,7 +1,8 @@
 """The batch scripts in jobs/: shellcheck; the Slurm and PBS scripts' resubmission, signal and
-walltime logic with stand-ins for the batch system, the launcher and lqcdflow; and a real
-chain on a one-node Slurm on localhost (tools/slurm_local.sh), cut twice by SIGUSR1, which
-resubmits itself, completes and must equal the uninterrupted chain bit for bit.
+walltime logic, and their sequence of commands (``LQCDFLOW_COMMANDS="train sample"``), with
+stand-ins for the batch system, the launcher and lqcdflow; and, on a one-node Slurm on localhost
+(tools/slurm_local.sh), an HMC chain cut twice by SIGUSR1 and a flow cut by SIGUSR1 while it
+trains, which resubmit themselves, complete and must equal the uninterrupted runs bit for bit.
 
 Every subprocess and every wait is bounded by a timeout."""
 
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 from runs import series, write_run_file
 
@@ -58,16 +60,20 @@ def test_duration_seconds(text, seconds):
 
 
 # -------------------------------------------------------------------------------- stand-ins
-# lqcdflow: takes its next action from $STANDIN/plan: an exit code, or "signal:CODE" = wait
-# for SIGUSR1, then exit CODE; `lqcdflow status` answers 0 once a run exited 0 unsignalled. The launcher records its command line and execs the rest, so a
-# signal forwarded to it reaches the stand-in lqcdflow. sbatch/qsub queue the job with its
+# lqcdflow: takes the next action of a launched command from $STANDIN/plan: an exit code, or
+# "signal:CODE" = wait for SIGUSR1, then exit CODE; `lqcdflow status --train` answers 0 once a
+# `train` exited 0 unsignalled, `lqcdflow status` once a `run` or `sample` did. The launcher
+# records its command line and execs the rest, so a signal forwarded to it reaches the
+# stand-in lqcdflow. sbatch/qsub queue the job with its
 # environment for the test's scheduler (run_jobs), which runs the queue in order like a batch
 # system: a copy of the script in a spool directory, with the batch system's variables set.
 
 STANDIN_LQCDFLOW = r"""#!/bin/bash
 set -eu
-if [ "$1" = status ]; then  # complete once a run has exited 0 without being signalled
-    if [ -e "$STANDIN/complete" ]; then exit 0; else exit 3; fi
+if [ "$1" = status ]; then  # complete once the command has exited 0 without being signalled
+    if [ "$2" = --train ]; then set -- train; else set -- run sample; fi
+    for command; do [ -e "$STANDIN/complete-$command" ] && exit 0; done
+    exit 3
 fi
 action=$(head -n 1 "$STANDIN/plan")
 sed -i 1d "$STANDIN/plan"
@@ -76,7 +82,7 @@ case $action in
         trap 'echo "lqcdflow got USR1" >>"$STANDIN/calls"; exit "${action#signal:}"' USR1
         touch "$STANDIN/running"
         while :; do sleep 0.05 & wait $!; done ;;
-    0) touch "$STANDIN/complete"; exit 0 ;;
+    0) touch "$STANDIN/complete-$1"; exit 0 ;;
     *) exit "$action" ;;
 esac
 """
@@ -209,13 +215,14 @@ def test_resubmits_until_complete(kind, standin):
     statuses = run_jobs(kind, standin, first_env(kind, standin), plan=[3, 3, 0])
     assert statuses == [0, 0, 0]
     launches = calls(standin)
-    assert len(launches) == 3 and len(set(launches)) == 1
-    walltime = int(re.fullmatch(r"launch -n 2 lqcdflow run run\.toml --restart auto "
-                                r"--walltime (\d+)", launches[0]).group(1))
-    if kind == "slurm":  # squeue's %L
-        assert walltime == 93784
-    else:  # qstat's Resource_List.walltime less the seconds the job has run
-        assert 590 <= walltime <= 600
+    assert len(launches) == 3
+    for launch in launches:
+        walltime = int(re.fullmatch(r"launch -n 2 lqcdflow run run\.toml --restart auto "
+                                    r"--walltime (\d+)", launch).group(1))
+        if kind == "slurm":  # squeue's %L
+            assert walltime == 93784
+        else:  # qstat's Resource_List.walltime less the seconds the job has run
+            assert 590 <= walltime <= 600
     submitter = {"slurm": "sbatch", "pbs": "qsub"}[kind]
     for args in submissions(standin):
         assert args[0] == submitter and args[-1] == str(SCRIPTS[kind])
@@ -238,6 +245,44 @@ def test_bad_input_or_failure_stops_the_chain(kind, standin, code):
 
 
 @pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_flow_chain_trains_then_samples(kind, standin):
+    """Job 1: train stopped (3); job 2: train completes (0), sample stopped (3) in the same job;
+    job 3: the training is complete (not launched again), sample completes."""
+    env = first_env(kind, standin, LQCDFLOW_COMMANDS="train sample")
+    assert run_jobs(kind, standin, env, plan=[3, 0, 3, 0]) == [0, 0, 0]
+    commands = [re.fullmatch(r"launch -n 2 lqcdflow (\w+) run\.toml --restart auto "
+                             r"--walltime \d+", line).group(1) for line in calls(standin)]
+    assert commands == ["train", "train", "sample", "sample"]
+    log = log_text(standin)
+    assert log.count("] segment ") == 3 and log.count("lqcdflow train sample run.toml") == 3
+    assert log.count("lqcdflow train: complete") == 1  # job 3
+    assert "resubmitted as job 2" in log and "resubmitted as job 3" in log
+    assert log.count("chain complete") == 1
+
+
+@pytest.mark.parametrize("commands", ["train,sample", "sample trian", " "])
+def test_unknown_commands_are_bad_input(commands, standin):
+    env = first_env("slurm", standin, LQCDFLOW_COMMANDS=commands)
+    assert run_jobs("slurm", standin, env, plan=[0]) == [2]
+    assert calls(standin) == [] and submissions(standin) == []
+    log = log_text(standin)
+    assert (f'LQCDFLOW_COMMANDS="{commands}" is not a list of the lqcdflow commands run, '
+            "train and sample") in log
+    assert "bad input (exit 2)" in log
+
+
+def test_launcher_exit_0_of_an_unfinished_training_is_resubmitted(standin):
+    env = first_env("slurm", standin, LQCDFLOW_COMMANDS="train sample")
+    assert run_jobs("slurm", standin, env, plan=["signal:0", 0, 0], signals={1: "USR1"}) \
+        == [0, 0]
+    log = log_text(standin)
+    assert "lqcdflow status says train is not complete: treated as exit 3" in log
+    assert [line.split()[4] for line in calls(standin) if line.startswith("launch")] == \
+        ["train", "train", "sample"]
+    assert log.count("chain complete") == 1
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
 def test_resubmission_limit(kind, standin):
     env = first_env(kind, standin, LQCDFLOW_MAX_RESUBMITS="1")
     assert run_jobs(kind, standin, env, plan=[3, 3]) == [0, 3]
@@ -255,7 +300,7 @@ def test_signal_is_forwarded_as_usr1_and_the_job_resubmits(kind, sig, exit_code,
     assert "lqcdflow got USR1" in calls(standin)
     log = log_text(standin)
     assert f"received SIG{sig}" in log and "resubmitted as job 2" in log
-    assert ("lqcdflow status says the chain is not complete" in log) == (exit_code == 0)
+    assert ("lqcdflow status says run is not complete" in log) == (exit_code == 0)
     assert log.count("chain complete") == 1
 
 
@@ -266,6 +311,7 @@ def test_slurm_walltime_fallback_when_squeue_cannot_tell(standin):
     assert 490 <= walltime <= 500
     env = first_env("slurm", standin, STANDIN_TIMELEFT="UNLIMITED")
     (standin / "calls").unlink()
+    (standin / "complete-run").unlink()  # a fresh chain again
     assert run_jobs("slurm", standin, env, plan=[0]) == [0]
     assert calls(standin)[0].endswith("--walltime 0")  # no limit
 
@@ -328,57 +374,157 @@ def reference_chain(tmp_path_factory):
     return series(work / "ref.h5")
 
 
+class SlurmChain:
+    """A chain submitted with the sbatch script from ``work`` with ``env``, given ``timeout``
+    seconds in all: its log, its jobs, and the waits of a test."""
+
+    def __init__(self, env, work, timeout):
+        self.env, self.log = env, work / "lqcdflow.log"
+        self.deadline = time.monotonic() + timeout
+        submit = subprocess.run(["sbatch", "--parsable", str(SCRIPTS["slurm"])], cwd=work,
+                                env=env, capture_output=True, text=True, timeout=30)
+        assert submit.returncode == 0, submit.stderr
+
+    def text(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def segments(self):
+        """The log of each job, from its "segment" line on."""
+        return re.split(r"^(?=\[lqcdflow-job [^]]*\] segment )", self.text(), flags=re.M)[1:]
+
+    def squeue(self):
+        return subprocess.run(["squeue", "-h", "-o", "%i %T %r"], env=self.env,
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+
+    def wait(self, predicate, what):
+        return wait_for(predicate, self.deadline - time.monotonic(), what,
+                        lambda: f"squeue: {self.squeue()}\nlog:\n{self.text()}")
+
+    def cut(self, index, ready):
+        """Once segment ``index`` (0: the first job's) satisfies ``ready(its log)``, send
+        SIGUSR1 to that job's batch shell, and wait until the job has resubmitted itself."""
+        segment = self.wait(lambda: len(self.segments()) == index + 1
+                            and ready(self.segments()[index]) and self.segments()[index],
+                            f"progress in segment {index + 1}")
+        job = re.match(r"\[lqcdflow-job [^]]* job (\d+)\]", segment).group(1)
+        subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=self.env, check=True,
+                       timeout=30)
+        self.wait(lambda: "resubmitted as job" in self.segments()[index],
+                  f"job {job} to stop and resubmit")
+
+    def finish(self):
+        """Wait until the chain is complete and its last job has ended."""
+        self.wait(lambda: "chain complete" in self.text(), "the chain to complete")
+        self.wait(lambda: self.squeue() == "", "the last job to end")
+
+
+def job_venv():
+    return sys.prefix if sys.prefix != sys.base_prefix else ""
+
+
 @pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
 def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
         local_slurm, reference_chain, launcher, tmp_path):
     write_run_file(tmp_path / "run.toml", n_trajectories=N_TRAJECTORIES, every=10, **JOB_RUN)
-    venv = sys.prefix if sys.prefix != sys.base_prefix else ""
-    env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=venv,
+    env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=job_venv(),
                LQCDFLOW_LAUNCHER=launcher)
-    log = tmp_path / "lqcdflow.log"
-
-    def text():
-        return log.read_text() if log.exists() else ""
-
-    def segments():  # the log of each job, from its "segment" line on
-        return re.split(r"^(?=\[lqcdflow-job [^]]*\] segment )", text(), flags=re.M)[1:]
-
-    def squeue():
-        return subprocess.run(["squeue", "-h", "-o", "%i %T %r"], env=env, capture_output=True,
-                              text=True, timeout=30).stdout.strip()
-
-    def details():
-        return f"squeue: {squeue()}\nlog:\n{text()}"
-
     started = time.monotonic()
-
-    def left():  # the whole chain has CHAIN_TIMEOUT seconds
-        return CHAIN_TIMEOUT - (time.monotonic() - started)
-
-    submit = subprocess.run(["sbatch", "--parsable", str(SCRIPTS["slurm"])], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=30)
-    assert submit.returncode == 0, submit.stderr
-    for cut in range(2):
-        # Cut segment 1 after its first progress line, segment 2 after its second one.
-        segment = wait_for(lambda: len(segments()) == cut + 1
-                           and segments()[cut].count("\ntraj ") >= cut + 1 and segments()[cut],
-                           left(), f"progress in segment {cut + 1}", details)
-        job = re.match(r"\[lqcdflow-job [^]]* job (\d+)\]", segment).group(1)
-        subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, check=True,
-                       timeout=30)
-        wait_for(lambda: "resubmitted as job" in segments()[cut], left(),
-                 f"job {job} to checkpoint and resubmit", details)
-    wait_for(lambda: "chain complete" in text(), left(), "the chain to complete", details)
-    wait_for(lambda: squeue() == "", left(), "the last job to end", details)
+    chain = SlurmChain(env, tmp_path, CHAIN_TIMEOUT)
+    # Cut segment 1 after its first progress line, segment 2 after its second one.
+    chain.cut(0, lambda segment: segment.count("\ntraj ") >= 1)
+    chain.cut(1, lambda segment: segment.count("\ntraj ") >= 2)
+    chain.finish()
     elapsed = time.monotonic() - started
 
-    final = text()
-    assert len(segments()) == 3, final
+    final = chain.text()
+    assert len(chain.segments()) == 3, final
     assert final.count("received SIGUSR1") == 2
     stops = [int(t) for t in re.findall(r"stopped at trajectory (\d+) \(signal SIGUSR1\)", final)]
     assert len(stops) == 2 and 0 < stops[0] < stops[1] < N_TRAJECTORIES, final
     assert final.count("continuing from checkpoint") == 2
-    chain = series(tmp_path / "run.h5")
-    for name in chain:
-        assert chain[name] == reference_chain[name], f"{name} differs from the uninterrupted chain"
+    result = series(tmp_path / "run.h5")
+    for name in result:
+        assert result[name] == reference_chain[name], f"{name} differs from the uninterrupted chain"
     print(f"{launcher}: chain cut at trajectories {stops}, completed in {elapsed:.1f} s")
+
+
+# A 4x4 flow of 2 small layers: 300 training steps of about 10 ms, then 100 proposals.
+FLOW_JOB_RUN_FILE = """
+[lattice]
+shape = [4, 4]
+
+[theory]
+form = "standard"
+m2 = -4.0
+lambda = 8.0
+
+[sampler]
+algorithm = "nmcmc"
+n_trajectories = 100
+batch = 50
+
+[flow]
+n_layers = 2
+hidden = [4]
+batch = 8
+steps = 300
+learning_rate = 0.01
+progress_every = 20
+
+[output]
+file = "flow.h5"
+
+[run]
+seed = 11
+"""
+FLOW_STEPS = 300
+# About 35 s on the shared, loaded 2-core machine (3 launches of lqcdflow, the table at the end).
+FLOW_CHAIN_TIMEOUT = 90
+
+
+def datasets(path):
+    """{name: bytes} of every dataset in an HDF5 file."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()].tobytes())
+                     if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_slurm_flow_trains_then_samples_across_a_resubmission(local_slurm, tmp_path,
+                                                              monkeypatch):
+    """LQCDFLOW_COMMANDS="train sample" on 1 rank (srun): the first job is cut by SIGUSR1
+    after its first training progress line; the second continues the training and then
+    samples in the same job. The flow state and the ensemble equal, bit for bit, those of
+    `lqcdflow train` and `lqcdflow sample` run uninterrupted (in this process: one start-up
+    of torch less)."""
+    from lqcdflow.cli import main
+
+    reference, work = tmp_path / "reference", tmp_path / "job"
+    for directory in (reference, work):
+        directory.mkdir()
+        (directory / "flow.toml").write_text(FLOW_JOB_RUN_FILE)
+    with monkeypatch.context() as patch:
+        patch.chdir(reference)
+        assert main(["train", "-q", "flow.toml"]) == 0
+        assert main(["sample", "-q", "flow.toml"]) == 0
+
+    env = dict(local_slurm, LQCDFLOW_RUN_FILE="flow.toml", LQCDFLOW_COMMANDS="train sample",
+               LQCDFLOW_RANKS="1", LQCDFLOW_VENV=job_venv(), OMP_NUM_THREADS="1")
+    started = time.monotonic()
+    chain = SlurmChain(env, work, FLOW_CHAIN_TIMEOUT)
+    chain.cut(0, lambda segment: "\nstep " in segment)
+    chain.finish()
+    elapsed = time.monotonic() - started
+
+    final = chain.text()
+    assert len(chain.segments()) == 2, final
+    stops = re.findall(rf"stopped at step (\d+) of {FLOW_STEPS} \(signal SIGUSR1\)", final)
+    assert len(stops) == 1 and 0 < int(stops[0]) < FLOW_STEPS, final
+    second = chain.segments()[1]
+    assert f"continuing training from flow.flow.h5 at step {stops[0]}" in second
+    assert f"training complete: step {FLOW_STEPS} of {FLOW_STEPS}" in second
+    assert "lqcdflow sample: " in second and "flow chain: acceptance" in second
+    for name in ("flow.flow.h5", "flow.h5"):
+        assert datasets(work / name) == datasets(reference / name), f"{name} differs"
+    print(f"flow: training cut at step {stops[0]}, chain completed in {elapsed:.1f} s")

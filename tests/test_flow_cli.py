@@ -41,6 +41,7 @@ n_thermalization = 5
 batch = 7
 
 [flow]
+coupling = "affine"
 n_layers = 2
 hidden = [4]
 batch = 8

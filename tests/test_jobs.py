@@ -464,6 +464,7 @@ n_trajectories = 100
 batch = 50
 
 [flow]
+coupling = "affine"
 n_layers = 2
 hidden = [4]
 batch = 8

@@ -233,10 +233,11 @@ def test_conditioner_shape():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_matches_cpu(kind):
     lat = Lattice((4, 8), comm=MPI.COMM_SELF)
-    cpu = make_flow(lat)
-    gpu = make_flow(lat)
+    cpu = make_flow(lat, kind=kind)
+    gpu = make_flow(lat, kind=kind)
     gpu.prior = GaussianPrior(lat, 3, device="cuda")
     gpu.to("cuda")
     phi_c, logq_c, loss_c = reverse_kl_loss(cpu, lat)

@@ -27,7 +27,8 @@ from lqcdflow.mc.hmc import ChainState
 from lqcdflow.mc.stop import EXIT_RESUBMIT
 
 
-def _say_error(comm, text):
+def warn(comm, text):
+    """Print ``lqcdflow: warning: TEXT`` to stderr on rank 0 of ``comm``."""
     if comm.Get_rank() == 0:
         print(f"lqcdflow: warning: {text}", file=sys.stderr, flush=True)
 
@@ -88,7 +89,7 @@ def newest_valid_checkpoint(config, lattice, sampler):
         try:
             phi, attrs = checkpoint.load(path, lattice)
         except checkpoint.CheckpointError as e:
-            _say_error(lattice.comm, f"skipping checkpoint {e}")
+            warn(lattice.comm, f"skipping checkpoint {e}")
             continue
         attrs.setdefault("sampler.algorithm", _ALGORITHM_OF_OLD_CHECKPOINTS)
         wanted_identity = {**checkpoint.identity(config), **_chain_identity(config, sampler)}

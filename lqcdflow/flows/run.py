@@ -17,7 +17,6 @@ EXIT_RESUBMIT, after saving what they did.
 """
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -31,7 +30,7 @@ from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.files import replaced_atomically
 from lqcdflow.mc.stop import EXIT_RESUBMIT
-from lqcdflow.runner import run_sampler
+from lqcdflow.runner import run_sampler, warn
 
 
 def acceptance_estimate(log_weights):
@@ -128,8 +127,9 @@ def run_training(config, comm, stop_rule, say=None):
 
     0: ``steps`` reached (also when the state file already was); EXIT_RESUBMIT: stopped early
     by ``stop_rule``, with the state saved. A state file of another dtype than [run] dtype is
-    a ConfigError: training continues only in the precision it started in. ``say`` (rank 0) prints what happens and a
-    progress line every ``progress_every`` steps (:class:`_TrainingProgress`).
+    a ConfigError: training continues only in the precision it started in. ``say`` (rank 0)
+    prints what happens and a progress line every ``progress_every`` steps
+    (:class:`_TrainingProgress`).
     """
     fl, theory, ck = config["flow"], config["theory"], config["checkpoint"]
     path, steps = fl["state"], fl["steps"]
@@ -180,10 +180,6 @@ def run_training(config, comm, stop_rule, say=None):
     return 0
 
 
-def _warn(text):
-    print(f"lqcdflow: warning: {text}", file=sys.stderr, flush=True)
-
-
 def _save(path, flow, optimizer, step, spec, comm, stop_rule):
     start = time.monotonic()
     save_flow_state(path, flow, optimizer, step, spec, comm)
@@ -208,13 +204,12 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
         raise ConfigError(f"flow state {path} not found; train the flow first: "
                           "lqcdflow train RUN.toml")
     step, dtype = load_flow_state(path, flow, optimizer, spec, lattice.comm, convert_dtype=True)
-    if lattice.rank == 0:
-        if step < fl["steps"]:
-            _warn(f"the flow in {path} is trained for {step} of {fl['steps']} steps; sampling "
-                  "with it anyway")
-        if dtype != config["run"]["dtype"]:
-            _warn(f"the flow in {path} was trained in {dtype}; sampling in "
-                  f"{config['run']['dtype']} with its parameters converted")
+    if step < fl["steps"]:
+        warn(lattice.comm, f"the flow in {path} is trained for {step} of {fl['steps']} steps; "
+             "sampling with it anyway")
+    if dtype != config["run"]["dtype"]:
+        warn(lattice.comm, f"the flow in {path} was trained in {dtype}; sampling in "
+             f"{config['run']['dtype']} with its parameters converted")
     sampler = IndependenceMetropolis(flow, lattice, theory["m2"], theory["lambda"],
                                      config["sampler"]["batch"], config["run"]["seed"],
                                      SAMPLING_DRAW)

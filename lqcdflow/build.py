@@ -1,47 +1,48 @@
-"""Objects of a run built from a validated run file: lattice, action, sampler, initial state,
-and the flow of flow sampling (torch is imported only for that)."""
+"""Objects of a run built from its Settings: lattice, theory, sampler, initial state, and the
+flow of flow sampling (torch is imported only for that)."""
 
+from lqcdflow import theories
 from lqcdflow.backend import make_backend
 from lqcdflow.config import ConfigError
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
 
 
 def make_lattice(config, comm):
-    lat, run = config["lattice"], config["run"]
-    grid = None if lat["grid"] == "auto" else lat["grid"]
-    return Lattice(lat["shape"], comm=comm, grid=grid,
-                   backend=make_backend(run["backend"], run["dtype"]),
-                   gpu_aware_mpi=run["gpu_aware_mpi"])
+    lat, run = config.lattice, config.run
+    grid = None if lat.grid == "auto" else lat.grid
+    return Lattice(lat.shape, comm=comm, grid=grid,
+                   backend=make_backend(run.backend, run.dtype),
+                   gpu_aware_mpi=run.gpu_aware_mpi)
 
 
-def make_action(config, lattice):
-    theory = config["theory"]
-    if theory["form"] == "hopping":
-        couplings = Phi4Couplings.hopping(theory["kappa"], theory["lambda"])
-    else:
-        couplings = Phi4Couplings.standard(theory["m2"], theory["lambda"], lattice.ndim)
-    return Phi4Action(lattice, couplings)
+def make_theory(config, lattice):
+    """The theory named by [theory] name, with its couplings, on ``lattice``."""
+    return theories.module(config.theory.name).make(config.theory, lattice)
 
 
 def make_scheme(config):
-    sampler = config["sampler"]
-    if sampler["integrator"] == "omelyan2":
-        return SCHEMES["omelyan2"](sampler["xi"])
-    return SCHEMES[sampler["integrator"]]()
+    sampler = config.sampler
+    if sampler.integrator == "omelyan2":
+        return SCHEMES["omelyan2"](sampler.xi)
+    return SCHEMES[sampler.integrator]()
 
 
-def make_hmc(config, action):
-    sampler = config["sampler"]
-    return HMC(action, make_scheme(config), sampler["n_steps"], sampler["trajectory_length"],
-               CounterRNG(config["run"]["seed"]))
+def make_hmc(config, theory):
+    """HMC of the [sampler] settings; ``n_steps`` as a list nests one level per force term of
+    the theory (ConfigError if their numbers differ)."""
+    sampler = config.sampler
+    try:
+        return HMC.of(theory, make_scheme(config), sampler.n_steps, sampler.trajectory_length,
+                      CounterRNG(config.run.seed))
+    except ValueError as e:
+        raise ConfigError(f"[sampler] n_steps = {sampler.n_steps}: {e}") from None
 
 
-def make_initial_state(config, lattice):
-    return initial_state(lattice, CounterRNG(config["run"]["seed"]), config["run"]["start"])
+def make_initial_state(config, theory):
+    return initial_state(theory, CounterRNG(config.run.seed), config.run.start)
 
 
 def make_flow_spec(config):
@@ -51,13 +52,12 @@ def make_flow_spec(config):
     """
     from lqcdflow.flows import FlowSpec
 
-    flow, theory = config["flow"], config["theory"]
-    spline = {"bins": flow["bins"], "bound": flow["bound"]} if flow["coupling"] == "spline" \
-        else {}
-    return FlowSpec(shape=tuple(config["lattice"]["shape"]), n_layers=flow["n_layers"],
-                    hidden=tuple(flow["hidden"]), kernel_size=flow["kernel_size"],
-                    m2=theory["m2"], lam=theory["lambda"], seed=config["run"]["seed"],
-                    coupling=flow["coupling"], z2=flow["z2"], **spline)
+    flow, theory = config.flow, config.theory
+    spline = {"bins": flow.bins, "bound": flow.bound} if flow.coupling == "spline" else {}
+    return FlowSpec(shape=tuple(config.lattice.shape), n_layers=flow.n_layers,
+                    hidden=tuple(flow.hidden), kernel_size=flow.kernel_size,
+                    m2=theory.m2, lam=theory.lambda_, seed=config.run.seed,
+                    coupling=flow.coupling, z2=flow.z2, **spline)
 
 
 def make_flow(config, lattice):
@@ -70,12 +70,12 @@ def make_flow(config, lattice):
     import torch
 
     spec = make_flow_spec(config)
-    run, flow_keys = config["run"], config["flow"]
-    dtype = getattr(torch, run["dtype"])  # "float64" or "float32"
-    device = "cuda" if run["backend"] == "cupy" else "cpu"
+    run, flow_keys = config.run, config.flow
+    dtype = getattr(torch, run.dtype)  # "float64" or "float32"
+    device = "cuda" if run.backend == "cupy" else "cpu"
     try:
-        flow = spec.build(lattice, flow_keys["init_seed"], dtype=dtype, device=device)
+        flow = spec.build(lattice, flow_keys.init_seed, dtype=dtype, device=device)
     except ValueError as e:
         raise ConfigError(f"[flow] does not fit [lattice] on {lattice.size} rank(s): "
                           f"{e}") from None
-    return spec, flow, torch.optim.Adam(flow.parameters(), lr=flow_keys["learning_rate"])
+    return spec, flow, torch.optim.Adam(flow.parameters(), lr=flow_keys.learning_rate)

@@ -51,20 +51,20 @@ def _start(args, comm, algorithms):
     each of the others.
     """
     config, text = read_run_file(args.run_file, comm)
-    algorithm = config["sampler"]["algorithm"]
+    algorithm = config.sampler.algorithm
     if algorithm not in algorithms:
         other = "lqcdflow run" if algorithm == "hmc" else "lqcdflow train, then lqcdflow sample"
         raise ConfigError(f"lqcdflow {args.command} does not run [sampler] algorithm = "
                           f"'{algorithm}'; use {other}")
     if args.restart is not None:
-        config["checkpoint"]["restart"] = args.restart
+        config = config.replace("checkpoint", restart=args.restart)
     if args.walltime is not None:
-        config["checkpoint"]["walltime"] = args.walltime
+        config = config.replace("checkpoint", walltime=args.walltime)
     # flushed at once: batch logs and pipes must show progress while the job runs
     say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
     if say:
         say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
-            f"theory {config['theory']}, lattice {config['lattice']}")
+            f"theory {config.sections()['theory']}, lattice {config.sections()['lattice']}")
     return config, text, say
 
 
@@ -72,16 +72,16 @@ def _print_table(config, comm):
     """The analysis table of the ensemble just written (rank 0)."""
     from lqcdflow.analysis.summary import format_table, summarize
 
-    output, sampler = config["output"], config["sampler"]
+    output, sampler = config.output, config.sampler
     if comm.Get_rank() != 0:
         return
     try:
-        rows = summarize(output["file"], sampler["n_thermalization"])
+        rows = summarize(output.file, sampler.n_thermalization)
     except AnalysisError as e:  # the ensemble is written; only the table is impossible
         print(f"no table of results: {e}")
     else:
-        print(format_table(rows, title=f"{output['file']}: trajectories after "
-                           f"{sampler['n_thermalization']}"))
+        print(format_table(rows, title=f"{output.file}: trajectories after "
+                           f"{sampler.n_thermalization}"))
 
 
 def cmd_run(args, comm):
@@ -126,7 +126,7 @@ def _training_status(config):
     """(line, complete) of the flow training: the step of the state file of ``steps``."""
     import h5py
 
-    path, steps = config["flow"]["state"], config["flow"]["steps"]
+    path, steps = config.flow.state, config.flow.steps
     try:
         with h5py.File(path, "r") as f:
             done = int(f.attrs["step"])
@@ -148,7 +148,7 @@ def cmd_status(args, comm):
     from lqcdflow.mc.stop import EXIT_RESUBMIT
 
     config, _ = read_run_file(args.run_file, comm)
-    flows = config["sampler"]["algorithm"] == "nmcmc"
+    flows = config.sampler.algorithm == "nmcmc"
     if args.train and not flows:
         raise ConfigError("lqcdflow status --train needs [sampler] algorithm = 'nmcmc'")
     if comm.Get_rank() != 0:
@@ -158,8 +158,8 @@ def cmd_status(args, comm):
         print(line)
         if args.train:
             return 0 if trained else EXIT_RESUBMIT
-    target = config["sampler"]["n_trajectories"]
-    done, path = newest_trajectory(config["checkpoint"]["directory"])
+    target = config.sampler.n_trajectories
+    done, path = newest_trajectory(config.checkpoint.directory)
     print(f"trajectory {done} of {target}" + (f" ({path})" if path else " (no checkpoint)"))
     return 0 if done >= target else EXIT_RESUBMIT
 

@@ -40,41 +40,39 @@ _ALGORITHM_OF_OLD_CHECKPOINTS = "hmc"
 class HMCSampler:
     """HMC (lqcdflow.mc.hmc) with what :func:`run_sampler` needs to start and continue it.
 
-    A cold or hot start (``[run] start``); a checkpoint holds (phi, trajectory, accepted),
-    the whole chain state, since the random numbers are counter-based.
+    A cold or hot start (``[run] start``) of the theory; a checkpoint holds (field,
+    trajectory, accepted), the whole chain state, since the random numbers are counter-based.
     """
 
-    def __init__(self, config, action):
-        self.config, self.lattice = config, action.lattice
-        self.hmc = build.make_hmc(config, action)
+    def __init__(self, config, theory):
+        self.config, self.theory = config, theory
+        self.hmc = build.make_hmc(config, theory)
 
     def step(self, state):
         return self.hmc.step(state)
 
     def initial_state(self):
-        return build.make_initial_state(self.config, self.lattice)
+        return build.make_initial_state(self.config, self.theory)
 
     def state_attrs(self, state):
         return {}
 
-    def restore(self, phi, attrs):
-        return ChainState(phi, int(attrs["trajectory"]), int(attrs["accepted"]))
+    def restore(self, field, attrs):
+        return ChainState(field, int(attrs["trajectory"]), int(attrs["accepted"]))
 
     def identity(self):
         return {}
 
     def describe(self):
-        hmc = self.hmc
-        return (f"integrator {hmc.scheme.describe(1)}, {hmc.n_steps} steps of "
-                f"{hmc.step_size:.6g}, {hmc.scheme.force_evaluations(hmc.n_steps)} forces/traj")
+        return f"HMC of {self.theory.describe()}; {self.hmc.describe()}"
 
 
 def _chain_identity(config, sampler):
     """What a checkpoint must agree with beyond checkpoint.identity: algorithm and sampler."""
-    return {"sampler.algorithm": config["sampler"]["algorithm"], **sampler.identity()}
+    return {"sampler.algorithm": config.sampler.algorithm, **sampler.identity()}
 
 
-def newest_valid_checkpoint(config, lattice, sampler):
+def newest_valid_checkpoint(config, theory, sampler):
     """(field, attrs) of the newest checkpoint that verifies, or None if there are none.
 
     Corrupt or truncated checkpoints are skipped with a warning naming them. Raises
@@ -82,12 +80,13 @@ def newest_valid_checkpoint(config, lattice, sampler):
     valid one belongs to a different run (lattice, theory, seed, precision, algorithm, or
     what the sampler's ``identity()`` names).
     """
-    directory = config["checkpoint"]["directory"]
+    lattice = theory.lattice
+    directory = config.checkpoint.directory
     paths = lattice.comm.bcast(checkpoint.list_checkpoints(directory)
                                if lattice.rank == 0 else None, root=0)
     for path in paths:
         try:
-            phi, attrs = checkpoint.load(path, lattice)
+            field, attrs = checkpoint.load(path, lattice, theory.field)
         except checkpoint.CheckpointError as e:
             warn(lattice.comm, f"skipping checkpoint {e}")
             continue
@@ -98,7 +97,7 @@ def newest_valid_checkpoint(config, lattice, sampler):
             if there != np.asarray(wanted).tolist():
                 raise ConfigError(f"checkpoint {path} belongs to another run: {key} = "
                                   f"{there!r} there, {wanted!r} in the run file")
-        return phi, attrs
+        return field, attrs
     if paths:
         raise checkpoint.CheckpointError(f"no valid checkpoint in {directory}")
     return None
@@ -107,10 +106,10 @@ def newest_valid_checkpoint(config, lattice, sampler):
 class Checkpointer:
     """Hook: commit the output and write a checkpoint every ``every`` trajectories."""
 
-    def __init__(self, config, lattice, sampler, writer, configurations, stop_rule):
-        self.config, self.lattice, self.sampler = config, lattice, sampler
+    def __init__(self, config, theory, sampler, writer, configurations, stop_rule):
+        self.config, self.theory, self.sampler = config, theory, sampler
         self.writer, self.configurations, self.stop_rule = writer, configurations, stop_rule
-        self.every = config["checkpoint"]["every"]
+        self.every = config.checkpoint.every
         self.last = None
 
     def __call__(self, state, info):
@@ -128,20 +127,21 @@ class Checkpointer:
                  if self.configurations else 0,
                  **_chain_identity(self.config, self.sampler),
                  **self.sampler.state_attrs(state)}
-        ck = self.config["checkpoint"]
-        checkpoint.save(ck["directory"], self.lattice, state, self.config, extra, ck["keep"])
+        ck = self.config.checkpoint
+        checkpoint.save(ck.directory, self.theory.lattice, self.theory.field, state, self.config,
+                        extra, ck.keep)
         self.stop_rule.checkpoint_took(time.monotonic() - start)
         self.last = state.trajectory
 
 
 def _clear_old_checkpoints(config, lattice):
     """A fresh run must not mix with checkpoints of an earlier one (removed only on overwrite)."""
-    directory = config["checkpoint"]["directory"]
+    directory = config.checkpoint.directory
     old = lattice.comm.bcast(checkpoint.list_checkpoints(directory)
                              if lattice.rank == 0 else None, root=0)
     if not old:
         return
-    if not config["output"]["overwrite"]:
+    if not config.output.overwrite:
         raise ConfigError(f"checkpoint directory {directory} holds checkpoints of an earlier "
                           'run; use [checkpoint] restart = "auto", another directory, or '
                           "[output] overwrite = true")
@@ -156,27 +156,27 @@ def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
     ``stop_rule`` (a StopRule whose signal handlers are installed) decides when to stop early.
     0: n_trajectories reached; EXIT_RESUBMIT: stopped early with a checkpoint.
     """
-    lattice = build.make_lattice(config, comm)
-    action = build.make_action(config, lattice)
-    code, _ = run_sampler(config, run_file_text, action, HMCSampler(config, action),
+    theory = build.make_theory(config, build.make_lattice(config, comm))
+    code, _ = run_sampler(config, run_file_text, theory, HMCSampler(config, theory),
                           stop_rule, say)
     return code
 
 
-def run_sampler(config, run_file_text, action, sampler, stop_rule, say=None):
+def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
     """Generate (or continue) the ensemble of ``sampler``'s chain; returns (exit code, state).
 
     Parameters
     ----------
-    config : dict
+    config : lqcdflow.config.Settings
         The validated run file.
     run_file_text : str
         Stored in the ensemble's attributes.
-    action : Phi4Action
-        Measures the observables; its lattice holds the chain's fields.
+    theory : lqcdflow.theories.base.Theory
+        Declares and measures the observables and the field; its lattice holds the chain.
     sampler : object
         ``step(state) -> (state, info)``, ``initial_state()``, ``state_attrs(state)`` (scalar
-        checkpoint attributes beyond phi, trajectory and accepted), ``restore(phi, attrs)``
+        checkpoint attributes beyond the field, trajectory and accepted),
+        ``restore(field, attrs)``
         (the state of a checkpoint), ``identity()`` (attributes a checkpoint must match) and
         ``describe()`` (a line for the log), e.g. :class:`HMCSampler`.
     stop_rule : StopRule
@@ -190,45 +190,47 @@ def run_sampler(config, run_file_text, action, sampler, stop_rule, say=None):
         0 when n_trajectories are reached, EXIT_RESUBMIT when stopped early with a
         checkpoint; and the chain's final state.
     """
-    lattice = action.lattice
-    out, ck, chain = config["output"], config["checkpoint"], config["sampler"]
-    stop_rule.walltime, stop_rule.margin = ck["walltime"], ck["margin"]
-    attrs = run_attributes(config, lattice, run_file_text)
+    lattice = theory.lattice
+    out, ck, chain = config.output, config.checkpoint, config.sampler
+    stop_rule.walltime, stop_rule.margin = ck.walltime, ck.margin
+    attrs = run_attributes(config, theory, run_file_text)
 
-    found = newest_valid_checkpoint(config, lattice, sampler) if ck["restart"] == "auto" \
-        else None
+    found = newest_valid_checkpoint(config, theory, sampler) if ck.restart == "auto" else None
     if found is None:
         _clear_old_checkpoints(config, lattice)
         state = sampler.initial_state()
         resume = {"mc": None, "configurations": None}
     else:
-        phi, ck_attrs = found
-        state = sampler.restore(phi, ck_attrs)
+        field, ck_attrs = found
+        state = sampler.restore(field, ck_attrs)
         resume = {"mc": {"mc": int(ck_attrs["output.mc"]),
                          "observables": int(ck_attrs["output.observables"])},
                   "configurations": int(ck_attrs["output.configurations"])}
         if say:
             say(f"continuing from checkpoint at trajectory {state.trajectory}")
-    writer = EnsembleWriter(out["file"], attrs, lattice.shape[0], lattice.comm,
-                            overwrite=out["overwrite"], resume=resume["mc"])
+    writer = EnsembleWriter(out.file, attrs, theory.observables, lattice.comm,
+                            overwrite=out.overwrite, resume=resume["mc"])
     configurations = None
-    if out["configurations"]:
-        configurations = ConfigurationWriter(out["configurations"], lattice, attrs,
-                                             out["save_every"], overwrite=out["overwrite"],
+    if out.configurations:
+        configurations = ConfigurationWriter(out.configurations, theory, attrs, out.save_every,
+                                             overwrite=out.overwrite,
                                              resume=resume["configurations"])
     if say:
         say(sampler.describe())
 
-    checkpointer = Checkpointer(config, lattice, sampler, writer, configurations, stop_rule)
-    hooks = [Measure(action, writer, chain["measure_every"])]
+    checkpointer = Checkpointer(config, theory, sampler, writer, configurations, stop_rule)
+    hooks = [Measure(theory, writer, chain.measure_every)]
     if configurations:
         hooks.append(lambda s, info: configurations.save(s))
     hooks += [stop_rule.trajectory_done, checkpointer,
-              Progress(writer, out["progress_every"], state.trajectory,
-                       chain["n_trajectories"], print_fn=say)]
+              Progress(writer, out.progress_every, state.trajectory, chain.n_trajectories,
+                       print_fn=say)]
     stop_rule.loop_starts()
-    state = run_chain(sampler, state, chain["n_trajectories"], hooks, stop=stop_rule.reason)
+    state = run_chain(sampler, state, chain.n_trajectories, hooks, stop=stop_rule.reason)
     checkpointer.write(state)
+    if state.trajectory and state.accepted == 0:
+        warn(lattice.comm, f"not one of the {state.trajectory} trajectories was accepted: the "
+             "ensemble repeats its start configuration; lower the step size (more n_steps)")
     if stop_rule.why:
         if say:
             say(f"stopped at trajectory {state.trajectory} ({stop_rule.why}); checkpoint "

@@ -36,6 +36,34 @@ seed = 7
 start = "hot"
 """
 
+U1_RUN_FILE = """
+[lattice]
+shape = [8, 8]
+
+[theory]
+name = "u1"
+beta = 1.5
+
+[sampler]
+n_steps = 5
+n_trajectories = {n_trajectories}
+n_thermalization = 10
+
+[output]
+file = "{out}"
+progress_every = 10
+configurations = "{out}.configs.h5"
+save_every = 10
+
+[checkpoint]
+directory = "{checkpoints}"
+every = {every}
+
+[run]
+seed = 11
+start = "hot"
+"""
+
 SERIES = ("mc/trajectory", "mc/accepted", "mc/delta_H", "observables/trajectory",
           "observables/action", "observables/m", "observables/abs_m", "observables/m2",
           "observables/m4", "observables/W", "observables/correlator")
@@ -62,6 +90,8 @@ def write_run_file(path, n_trajectories=30, every=10, text=RUN_FILE, **replace):
 
 
 def series(path):
-    """The Monte Carlo series of an ensemble file, as bytes per dataset."""
+    """The Monte Carlo series of an ensemble file, as bytes per dataset (every dataset of
+    /mc and /observables)."""
     with h5py.File(path, "r") as f:
-        return {name: f[name][()].tobytes() for name in SERIES}
+        return {f"{group}/{name}": f[group][name][()].tobytes()
+                for group in ("mc", "observables") for name in f[group]}

@@ -15,6 +15,8 @@ import pytest
 from mpi4py import MPI
 from scipy.signal import lfilter
 
+from lqcdflow.parallel import Lattice
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.gamma import mean
 from lqcdflow.analysis.read import load
@@ -193,7 +195,8 @@ def write_ensemble(path, n, seed, first=1, every=1, cut=0, theory=None, shape=SH
              "theory.form": "hopping", "theory.kappa": 0.2, "theory.lambda": 0.0,
              "theory.m2": "", "sampler.n_thermalization": cut, "run.seed": seed}
     attrs.update(theory or {})
-    writer = EnsembleWriter(str(path), attrs, shape[0], MPI.COMM_SELF, overwrite=True)
+    declared = Phi4(Lattice(shape, comm=MPI.COMM_SELF), Phi4Couplings.hopping(0.2, 0.0)).observables
+    writer = EnsembleWriter(str(path), attrs, declared, MPI.COMM_SELF, overwrite=True)
     trajectories = np.arange(first, first + n)
     mc = synthetic_mc(rng, n)
     measured = trajectories[trajectories % every == 0]

@@ -135,7 +135,7 @@ def test_plots_are_written_and_show_what_they_should(free_field, tmp_path):
         assert any(list(line.get_xdata()) == [CUT, CUT] for line in ax.lines)
         assert ax.get_xlim()[1] >= 4000
 
-    autocorrelation = plots.autocorrelations(results)
+    autocorrelation = plots.autocorrelations(ensemble, results)
     assert len(autocorrelation.axes) == 8
     for top, row in zip(autocorrelation.axes[:4], ("<S>/V", "<|M|>/V", "chi", "U")):
         assert top.get_title().startswith(row) and top.get_ylabel() == "$\\rho(t)$"

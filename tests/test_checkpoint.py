@@ -14,14 +14,21 @@ from lqcdflow.io.h5 import FieldFile
 from lqcdflow.mc.hmc import ChainState
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
+from lqcdflow.theories.base import FieldSpec
 
 SHAPE = (4, 6, 4)
+PHI = FieldSpec("phi", ())
 
 
 def config(seed=1):
     return validate({"lattice": {"shape": list(SHAPE)}, "theory": {"kappa": 0.1, "lambda": 0.5},
                      "sampler": {"n_steps": 3, "n_trajectories": 10},
                      "output": {"file": "x.h5"}, "run": {"seed": seed}})
+
+
+def save(directory, lat, state, keep):
+    """A checkpoint of phi^4's field ``state`` with the test's run file."""
+    return checkpoint.save(directory, lat, PHI, state, config(), {}, keep)
 
 
 def global_field(seed=0):
@@ -50,14 +57,14 @@ def test_save_on_any_grid_load_on_any_other(comm, shared_tmp_path):
         lat = Lattice(SHAPE, comm=comm, grid=grid)
         directory = str(shared_tmp_path / f"ck{'x'.join(map(str, grid))}")
         for t in (2, 4, 6):
-            path = checkpoint.save(directory, lat, ChainState(lat.scatter(phi * t), t, t - 1),
+            path = checkpoint.save(directory, lat, PHI, ChainState(lat.scatter(phi * t), t, t - 1),
                                    config(), {"output.mc": t}, keep=2)
         assert checkpoint.list_checkpoints(directory) == [checkpoint.checkpoint_path(directory, 6),
                                                           checkpoint.checkpoint_path(directory, 4)]
         assert not [n for n in os.listdir(directory) if n.endswith(".tmp")]
         for other in valid_grids(SHAPE, comm.Get_size()) + [None]:
             reader = Lattice(SHAPE, comm=comm if other else MPI.COMM_SELF, grid=other)
-            local, attrs = checkpoint.load(path, reader)
+            local, attrs = checkpoint.load(path, reader, PHI)
             assert np.array_equal(local, reader.scatter(phi * 6))
             assert attrs["trajectory"] == 6 and attrs["accepted"] == 5
             assert attrs["output.mc"] == 6 and attrs["ranks"] == comm.Get_size()
@@ -77,34 +84,34 @@ def corrupt_field_byte(path):
 
 def test_corruption_is_detected_and_named(tmp_path):
     lat = Lattice(SHAPE, comm=MPI.COMM_SELF)
-    path = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 3, 1), config(), {}, 3)
-    checkpoint.load(path, lat)
+    path = save(str(tmp_path), lat, ChainState(global_field(), 3, 1), 3)
+    checkpoint.load(path, lat, PHI)
     corrupt_field_byte(path)
     with pytest.raises(checkpoint.CheckpointError, match="field checksum mismatch"):
-        checkpoint.load(path, lat)
+        checkpoint.load(path, lat, PHI)
 
-    path = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 4, 1), config(), {}, 3)
+    path = save(str(tmp_path), lat, ChainState(global_field(), 4, 1), 3)
     with h5py.File(path, "r+") as f:
         f.attrs["accepted"] = 2  # a changed attribute breaks the state hash
     with pytest.raises(checkpoint.CheckpointError, match="state hash"):
-        checkpoint.load(path, lat)
+        checkpoint.load(path, lat, PHI)
 
-    path = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 5, 1), config(), {}, 3)
+    path = save(str(tmp_path), lat, ChainState(global_field(), 5, 1), 3)
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.truncate(size // 2)
     with pytest.raises(checkpoint.CheckpointError, match=f"{path}: unreadable"):
-        checkpoint.load(path, lat)
+        checkpoint.load(path, lat, PHI)
 
 
 def test_write_failure_keeps_old_checkpoints(tmp_path):
     lat = Lattice(SHAPE, comm=MPI.COMM_SELF)
-    good = checkpoint.save(str(tmp_path), lat, ChainState(global_field(), 1, 1), config(), {}, 1)
+    good = save(str(tmp_path), lat, ChainState(global_field(), 1, 1), 1)
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(checkpoint.CheckpointError, match="cannot create checkpoint directory"):
-        checkpoint.save(str(blocker / "ck"), lat, ChainState(global_field(), 2, 1), config(), {}, 1)
-    assert checkpoint.load(good, lat)[1]["trajectory"] == 1
+        save(str(blocker / "ck"), lat, ChainState(global_field(), 2, 1), 1)
+    assert checkpoint.load(good, lat, PHI)[1]["trajectory"] == 1
 
 
 @pytest.mark.mpi
@@ -125,3 +132,35 @@ def test_field_file_serial_fallback_equals_parallel(comm, shared_tmp_path):
             if comm.Get_rank() == 0:
                 with h5py.File(path, "r") as f:
                     assert np.array_equal(f["phi"][1], phi)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("site_shape, dtype", [((3,), np.float64), ((2, 3, 3), np.complex128),
+                                               ((3,), np.float32)])
+def test_fields_of_any_site_shape_and_dtype_round_trip_on_every_grid(comm, shared_tmp_path,
+                                                                      site_shape, dtype):
+    """Links (D,) angles and (D, N, N) complex matrices: saved on any grid, read on any other
+    (and serially), bitwise, with one decomposition-independent checksum."""
+    gen = np.random.default_rng(5)
+    field = gen.standard_normal(SHAPE + site_shape).astype(dtype)
+    if np.iscomplexobj(field):
+        field = field + 1j * gen.standard_normal(field.shape)
+    spec = FieldSpec("links", site_shape, complex=np.iscomplexobj(field))
+    reference = field_checksum(Lattice(SHAPE, comm=MPI.COMM_SELF), field)
+    for grid in valid_grids(SHAPE, comm.Get_size()):
+        lat = Lattice(SHAPE, comm=comm, grid=grid)
+        local = lat.scatter(field)
+        assert field_checksum(lat, local) == reference
+        directory = str(shared_tmp_path / f"links{'x'.join(map(str, grid))}")
+        path = checkpoint.save(directory, lat, spec, ChainState(local, 3, 2), config(), {}, 1)
+        for other in valid_grids(SHAPE, comm.Get_size()) + [None]:
+            reader = Lattice(SHAPE, comm=comm if other else MPI.COMM_SELF, grid=other)
+            back, attrs = checkpoint.load(path, reader, spec)
+            assert back.dtype == field.dtype
+            assert back.tobytes() == field[reader.local_slices()].tobytes()
+            assert attrs["field"] == "links"
+        with pytest.raises(checkpoint.CheckpointError, match="holds no field 'phi'"):
+            checkpoint.load(path, lat, PHI)
+    flipped = field.copy()
+    flipped.reshape(-1).view(np.uint8)[57] ^= 4  # one bit of one number
+    assert field_checksum(Lattice(SHAPE, comm=MPI.COMM_SELF), flipped) != reference

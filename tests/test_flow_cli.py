@@ -413,10 +413,10 @@ def test_runner_flow_sampler_is_the_nmcmc_chain_on_every_grid(comm):
                 attrs = {"trajectory": state.trajectory, "accepted": state.accepted,
                          **sampler.state_attrs(state)}
                 sampler = fresh_sampler()
-                state = sampler.restore(state.phi.copy(), attrs)
+                state = sampler.restore(state.field.copy(), attrs)
             state, info = sampler.step(state)
             accepted.append(info.accepted)
-            m.append(lattice.sum(state.phi))
+            m.append(lattice.sum(state.field))
         assert accepted == ref.accepted.tolist(), grid
         np.testing.assert_allclose(m, ref.magnetisation, rtol=1e-12, atol=1e-12)
         assert state.accepted == ref.accepted.sum()

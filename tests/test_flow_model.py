@@ -16,7 +16,7 @@ from lqcdflow.flows import (STREAM_FLOW_PRIOR, AffineCoupling, Flow, GaussianPri
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import STREAM_ACCEPT, STREAM_HOT_START, STREAM_MOMENTA
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 SHAPES = [(8,), (4, 8), (4, 2, 4)]
 M2, LAM = -4.0, 8.0  # the tutorial's point (D = 2)
@@ -139,8 +139,8 @@ def test_prior_is_decomposition_and_batch_independent(comm):
 def test_phi4_action_matches_numpy_action(shape, comm):
     gen = np.random.default_rng(4)
     phis = comm.bcast(gen.standard_normal((2,) + shape))
-    ref = Phi4Action(Lattice(shape, comm=MPI.COMM_SELF), Phi4Couplings.standard(M2, LAM,
-                                                                                len(shape)))
+    ref = Phi4(Lattice(shape, comm=MPI.COMM_SELF),
+               Phi4Couplings.standard(M2, LAM, len(shape)))
     expected = torch.tensor([ref.action(p) for p in phis], dtype=torch.float64)
     for grid in valid_grids(shape, comm.Get_size()):
         lat = Lattice(shape, comm=comm, grid=grid)

@@ -152,7 +152,7 @@ def test_nmcmc_is_decomposition_and_batch_independent(comm):
             got = np.concatenate([getattr(first, name), getattr(second, name)])
             np.testing.assert_allclose(got, getattr(ref, name), rtol=RTOL, err_msg=name)
         assert state.trajectory == ref_state.trajectory == 60
-        np.testing.assert_allclose(state.phi, ref_state.phi[lat.local_slices()], rtol=RTOL)
+        np.testing.assert_allclose(state.field, ref_state.field[lat.local_slices()], rtol=RTOL)
         assert math.isclose(state.log_weight, ref_state.log_weight, rel_tol=RTOL)
 
 

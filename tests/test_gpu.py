@@ -12,7 +12,7 @@ from lqcdflow.mc.integrators import omelyan2
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import STREAM_MOMENTA, CounterRNG
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 pytestmark = pytest.mark.skipif(not cupy_available(),
                                 reason="needs CuPy and a CUDA device; none on this machine")
@@ -31,12 +31,12 @@ def test_random_numbers_are_bitwise_equal_on_gpu():
 def chain(backend_name, comm, grid, gpu_aware=False):
     lat = Lattice((8, 8, 4), comm=comm, grid=grid, backend=make_backend(backend_name),
                   gpu_aware_mpi=gpu_aware)
-    action = Phi4Action(lat, Phi4Couplings.hopping(0.18, 1.1))
+    action = Phi4(lat, Phi4Couplings.hopping(0.18, 1.1))
     rng = CounterRNG(3)
     history = []
-    state = run_chain(HMC(action, omelyan2(), 4, 1.0, rng), initial_state(lat, rng, "hot"), 10,
-                      [lambda s, info: history.append((info.delta_H, info.accepted))])
-    return lat.gather(state.phi), history
+    state = run_chain(HMC.of(action, omelyan2(), 4, 1.0, rng), initial_state(action, rng, "hot"),
+                      10, [lambda s, info: history.append((info.delta_H, info.accepted))])
+    return lat.gather(state.field), history
 
 
 @pytest.mark.mpi

@@ -14,7 +14,7 @@ from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import omelyan2
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 Z_MAX = 4.5
 
@@ -27,21 +27,20 @@ def sample(shape, kappa, lam, n_traj, n_therm=100, n_steps=6, seed=1, action_kap
     ``force`` replaces the MD force (Metropolis still uses the true action).
     """
     lat = Lattice(shape, comm=MPI.COMM_SELF)
-    action = Phi4Action(lat, Phi4Couplings.hopping(action_kappa or kappa, lam))
+    action = Phi4(lat, Phi4Couplings.hopping(action_kappa or kappa, lam))
     md_action = action
     if force is not None:
-        md_action = Phi4Action(lat, action.couplings)
+        md_action = Phi4(lat, action.couplings)
         md_action.force = force(action)
-        md_action.density = action.density
     rng = CounterRNG(seed)
-    hmc = HMC(md_action, omelyan2(), n_steps, 1.0, rng)
+    hmc = HMC.of(md_action, omelyan2(), n_steps, 1.0, rng)
     records = []
 
     def record(state, info):
         if state.trajectory > n_therm:
-            records.append((action.observables(state.phi), info))
+            records.append((action.measure(state.field), info))
 
-    run_chain(hmc, initial_state(lat, rng, "hot"), n_traj + n_therm, [record])
+    run_chain(hmc, initial_state(action, rng, "hot"), n_traj + n_therm, [record])
     series = {k: np.array([obs[k] for obs, _ in records]) for k in records[0][0]}
     series["accepted"] = np.array([info.accepted for _, info in records], dtype=float)
     series["exp_minus_dH"] = np.exp(-np.array([info.delta_H for _, info in records]))

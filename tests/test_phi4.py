@@ -8,7 +8,7 @@ from mpi4py import MPI
 
 from lqcdflow.parallel import Lattice, lattice as lattice_module
 from lqcdflow.parallel.grid import valid_grids
-from lqcdflow.theories.phi4 import (Phi4Action, Phi4Couplings, hopping_to_standard,
+from lqcdflow.theories.phi4 import (Phi4, Phi4Couplings, hopping_to_standard,
                                     standard_to_hopping)
 
 
@@ -21,7 +21,7 @@ def direct_action(phi, kappa, lam):
 @pytest.mark.parametrize("shape", [(6,), (4, 6), (4, 4, 2), (2, 2, 4, 2)])
 def test_force_is_the_gradient_of_the_action(shape):
     lat = Lattice(shape, comm=MPI.COMM_SELF)
-    action = Phi4Action(lat, Phi4Couplings.hopping(0.17, 0.9))
+    action = Phi4(lat, Phi4Couplings.hopping(0.17, 0.9))
     phi = np.random.default_rng(5).standard_normal(shape)
     force = action.force(phi)
     h = 1e-5
@@ -51,19 +51,19 @@ def test_force_in_slabs_has_the_bits_of_the_whole_field_formula(shape, comm, mon
             monkeypatch.setattr(lattice_module, "SLAB_BYTES", slab_bytes)
             for grid in valid_grids(shape, comm.Get_size()):
                 lat = Lattice(shape, comm=comm, grid=grid)
-                force = Phi4Action(lat, c).force(lat.scatter(phi))
+                force = Phi4(lat, c).force(lat.scatter(phi))
                 assert force.tobytes() == expected[lat.local_slices()].tobytes(), (grid, dtype)
 
 def test_action_matches_definition_and_standard_form_map():
     shape, kappa, lam = (4, 6, 2), 0.13, 0.7
     phi = np.random.default_rng(7).standard_normal(shape)
     lat = Lattice(shape, comm=MPI.COMM_SELF)
-    s_hop = Phi4Action(lat, Phi4Couplings.hopping(kappa, lam)).action(phi)
+    s_hop = Phi4(lat, Phi4Couplings.hopping(kappa, lam)).action(phi)
     assert s_hop == pytest.approx(direct_action(phi, kappa, lam), rel=1e-13)
 
     m2, lam_std = hopping_to_standard(kappa, lam, len(shape))
     assert standard_to_hopping(m2, lam_std, len(shape)) == pytest.approx((kappa, lam), rel=1e-12)
-    s_std = Phi4Action(lat, Phi4Couplings.standard(m2, lam_std, len(shape)))
+    s_std = Phi4(lat, Phi4Couplings.standard(m2, lam_std, len(shape)))
     # S_hop[phi] = S_std[sqrt(kappa) phi] + lambda V
     assert s_hop == pytest.approx(s_std.action(math.sqrt(kappa) * phi) + lam * phi.size,
                                   rel=1e-12)
@@ -93,7 +93,7 @@ def test_observables_on_every_grid(shape, comm):
     reference = None
     for grid in valid_grids(shape, comm.Get_size()):
         lat = Lattice(shape, comm=comm, grid=grid)
-        obs = Phi4Action(lat, Phi4Couplings.hopping(kappa, lam)).observables(lat.scatter(phi))
+        obs = Phi4(lat, Phi4Couplings.hopping(kappa, lam)).measure(lat.scatter(phi))
         assert obs["action"] == pytest.approx(direct_action(phi, kappa, lam), rel=1e-13)
         assert obs["m"] == pytest.approx(m, rel=1e-13)
         assert obs["m2"] == pytest.approx(m * m, rel=1e-13)

@@ -12,18 +12,18 @@ from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import CounterRNG
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 
 def chain(lattice, scheme, n_traj=12, seed=99):
     """Run a hot-start HMC chain; return (global field on rank 0, [(delta_H, accepted)])."""
-    action = Phi4Action(lattice, Phi4Couplings.hopping(0.18, 1.1))
+    action = Phi4(lattice, Phi4Couplings.hopping(0.18, 1.1))
     rng = CounterRNG(seed)
-    hmc = HMC(action, SCHEMES[scheme](), 3, 1.0, rng)
+    hmc = HMC.of(action, SCHEMES[scheme](), 3, 1.0, rng)
     history = []
-    state = run_chain(hmc, initial_state(lattice, rng, "hot"), n_traj,
+    state = run_chain(hmc, initial_state(action, rng, "hot"), n_traj,
                       [lambda s, info: history.append((info.delta_H, info.accepted))])
-    return lattice.gather(state.phi), history
+    return lattice.gather(state.field), history
 
 
 @pytest.mark.mpi
@@ -52,6 +52,6 @@ def test_momenta_are_drawn_per_global_site(comm):
     reference = rng.normal(np.arange(24, dtype=np.uint64).reshape(shape), 3, 1)
     for grid in valid_grids(shape, comm.Get_size()):
         lat = Lattice(shape, comm=comm, grid=grid)
-        action = Phi4Action(lat, Phi4Couplings.hopping(0.1, 0.0))
-        pi = HMC(action, SCHEMES["leapfrog"](), 1, 1.0, rng).momenta(3)
+        action = Phi4(lat, Phi4Couplings.hopping(0.1, 0.0))
+        pi = HMC.of(action, SCHEMES["leapfrog"](), 1, 1.0, rng).momenta(3)
         assert np.array_equal(pi, reference[lat.local_slices()])

@@ -10,7 +10,7 @@ Usage
 
 The lattice of global extents ``--shape`` is split over the ranks of ``MPI.COMM_WORLD``
 (process grid ``--grid``, chosen by :func:`lqcdflow.parallel.grid.choose_grid` if omitted);
-the action is :class:`lqcdflow.theories.phi4.Phi4Action` in the hopping form with
+the action is :class:`lqcdflow.theories.phi4.Phi4` in the hopping form with
 kappa = 0.15, lambda = 0.02, on a Gaussian random field and Gaussian momenta.
 
 What is timed
@@ -20,7 +20,7 @@ machine load:
 
 - ``copy``: ``xp.copyto(dst, src)`` of two arrays of the local volume on every rank at once,
   the bandwidth peer;
-- ``force``: one ``Phi4Action.force(phi, out)`` (neighbour sum with its halo exchange);
+- ``force``: one ``Phi4.force(phi, out)`` (neighbour sum with its halo exchange);
 - ``MD step``: ``integrate()`` of a trajectory of n = ``--n-steps`` steps of size 1/n, divided
   by n, so a step counts its share of the P updates merged at step boundaries (omelyan2:
   2 + 1/n forces per step).
@@ -88,7 +88,7 @@ from lqcdflow.backend import BackendError, make_backend
 from lqcdflow.mc.integrators import SCHEMES, integrate
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import GridError, halo_sites
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 KAPPA, LAMBDA = 0.15, 0.02
 SEED = 12345
@@ -155,7 +155,7 @@ def run(args):
     lat = Lattice(args.shape, comm=comm, grid=args.grid, backend=backend)
     xp, dtype = lat.xp, backend.dtype
     itemsize = np.dtype(dtype).itemsize
-    action = Phi4Action(lat, Phi4Couplings.hopping(KAPPA, LAMBDA))
+    action = Phi4(lat, Phi4Couplings.hopping(KAPPA, LAMBDA))
     scheme = SCHEMES[args.integrator]()
 
     rng = np.random.default_rng([SEED, lat.rank])

@@ -111,7 +111,7 @@ from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
-from lqcdflow.theories.phi4 import Phi4Action, Phi4Couplings
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 M2 = -4.0
 LAMBDAS = {6: 6.975, 8: 6.008, 10: 5.550, 12: 5.276, 14: 5.113}
@@ -267,7 +267,7 @@ class Recorder:
         self.m, self.t, self.accepted = [], [], []
 
     def __call__(self, state, info):
-        self.m.append(self.lattice.sum(state.phi) / self.lattice.volume)
+        self.m.append(self.lattice.sum(state.field) / self.lattice.volume)
         self.t.append(self.clock() - self.start)
         self.accepted.append(info.accepted)
 
@@ -277,7 +277,7 @@ def tune(hmc, state, trajectories, target):
     (continuing the chain from ``state``) reaches ``target``: (hmc, state, [(n, acc), ...])."""
     trials = []
     for n in range(1, MAX_MD_STEPS + 1):
-        trial = dataclasses.replace(hmc, n_steps=n)
+        trial = HMC.of(hmc.theory, hmc.levels[0].scheme, n, hmc.trajectory_length, hmc.rng)
         first, accepted = state.trajectory, state.accepted
         state = run_chain(trial, state, first + trajectories)
         trials.append((n, (state.accepted - accepted) / trajectories))
@@ -290,12 +290,12 @@ def run_hmc(args, lattice, flow_times, say):
     """Tune, thermalise and run HMC for the matched time; returns figures, m series and the
     number of trajectories done within the flow's sampling time."""
     clock = CLOCKS[args.clock]
-    action = Phi4Action(lattice, Phi4Couplings.standard(M2, LAMBDAS[lattice.shape[0]],
-                                                        lattice.ndim))
+    action = Phi4(lattice, Phi4Couplings.standard(M2, LAMBDAS[lattice.shape[0]],
+                                                  lattice.ndim))
     rng = CounterRNG(args.seed)
-    hmc = HMC(action, SCHEMES[args.integrator](), 1, 1.0, rng)
+    hmc = HMC.of(action, SCHEMES[args.integrator](), 1, 1.0, rng)
     watch = Stopwatch()
-    hmc, state, trials = tune(hmc, initial_state(lattice, rng, "cold"), args.hmc_tune,
+    hmc, state, trials = tune(hmc, initial_state(action, rng, "cold"), args.hmc_tune,
                               args.hmc_acceptance)
     state = run_chain(hmc, state, state.trajectory + args.hmc_therm)
     setup_time = watch.seconds()

@@ -1,12 +1,18 @@
 """PNG figures of an analysis (matplotlib, Agg canvas; imported only when plotting).
 
-    history.png          Monte Carlo histories of S/V, M/V, M^2/V and Delta H, replicas one
-                         after another, the thermalisation cut shaded, the mean +- error
+    history.png          Monte Carlo histories of the theory's main series (phi^4: S/V, M/V,
+                         M^2/V; U(1): plaquette, Q) and Delta H, replicas one after another,
+                         the thermalisation cut shaded, the mean +- error
     autocorrelation.png  normalised autocorrelation function rho(t) and tau_int(W) with its
-                         error for <S>/V, <|M|>/V, chi and U, the chosen window W marked
-    histogram_m.png      histogram of M/V after thermalisation, with the Gaussian of the
-                         same mean and variance
-    effective_mass.png   C(t) (log scale) and m_eff(t) with errors
+                         error for the theory's main results (phi^4: <S>/V, <|M|>/V, chi, U;
+                         U(1): plaquette, Q, chi_t), the chosen window W marked
+    histogram_<x>.png    histogram of the theory's order parameter after thermalisation
+                         (phi^4: M/V, 2D U(1): Q), with the Gaussian of the same mean and
+                         variance
+    effective_mass.png   C(t) (log scale) and m_eff(t) with errors, where C(t) is measured
+
+Which series each theory plots is its module's ``PLOTS`` (see :mod:`lqcdflow.theories`);
+series an ensemble does not hold are left out.
 """
 
 import os
@@ -14,14 +20,9 @@ import os
 import numpy as np
 
 from lqcdflow.analysis.gamma import autocorrelation
+from lqcdflow.analysis.observables import theory_module
 
 DPI = 100
-HISTORY = (  # series, power of V it is divided by, axis label, result with its mean
-    ("action", 1, "$S/V$", "action_density"),
-    ("m", 1, "$M/V$", "m"),
-    ("m2", 1, "$M^2/V$", "chi"),
-)
-AUTOCORRELATION = ("action_density", "abs_m", "chi", "binder_ratio")
 
 
 def _figure(width, height):
@@ -66,7 +67,7 @@ def history(ensemble, results):
 
     Replicas are drawn one after another, each in its colour, the trajectory axis shifted.
     """
-    panels = list(HISTORY)
+    panels = [p for p in theory_module(ensemble).PLOTS["history"] if ensemble.has(p[0])]
     if ensemble.has("delta_H"):
         panels.append(("delta_H", 0, "$\\Delta H$", None))
     figure = _figure(10, 2.2 * len(panels))
@@ -87,9 +88,10 @@ def history(ensemble, results):
     return figure
 
 
-def autocorrelations(results):
+def autocorrelations(ensemble, results):
     """Figure: rho(t) (top) and tau_int(W) (bottom) per observable, window W marked."""
-    rows = [results[name] for name in AUTOCORRELATION if name in results]
+    rows = [results[name] for name in theory_module(ensemble).PLOTS["autocorrelation"]
+            if name in results]
     figure = _figure(3.2 * len(rows), 5.5)
     axes = figure.subplots(2, len(rows), squeeze=False)
     for (top, bottom), row in zip(axes.T, rows):
@@ -119,9 +121,14 @@ def autocorrelations(results):
 
 
 def histogram(ensemble):
-    """Figure: histogram of M/V after thermalisation with the matching Gaussian."""
+    """Figure: histogram of the theory's order parameter after thermalisation with the
+    matching Gaussian; None where the ensemble has no such series."""
+    name, power, label = theory_module(ensemble).PLOTS["histogram"]
+    if not ensemble.has(name):
+        return None
     V = ensemble.volume
-    m = np.concatenate([r.observables["m"] for r in ensemble.after_thermalization().replicas]) / V
+    m = np.concatenate([r.observables[name] for r in ensemble.after_thermalization().replicas])
+    m = m / V**power
     figure = _figure(6, 4)
     ax = figure.subplots()
     ax.hist(m, bins="auto", density=True, alpha=0.6, label=f"{m.size} measurements")
@@ -130,7 +137,7 @@ def histogram(ensemble):
         x = np.linspace(m.min(), m.max(), 200)
         ax.plot(x, np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi)),
                 color="k", lw=1, label="Gaussian, same mean and variance")
-    ax.set_xlabel("$M/V$")
+    ax.set_xlabel(label)
     ax.set_ylabel("probability density")
     ax.legend(fontsize="small")
     return figure
@@ -162,8 +169,9 @@ def write(ensemble, results, directory):
     """Write the figures into ``directory`` (created if needed); returns their paths."""
     os.makedirs(directory, exist_ok=True)
     figures = {"history.png": history(ensemble, results),
-               "autocorrelation.png": autocorrelations(results),
-               "histogram_m.png": histogram(ensemble),
+               "autocorrelation.png": autocorrelations(ensemble, results),
+               f"histogram_{theory_module(ensemble).PLOTS['histogram'][0]}.png":
+                   histogram(ensemble),
                "effective_mass.png": effective_mass(results)}
     paths = []
     for name, figure in figures.items():

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from lqcdflow import theories
 from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.series import Ensemble, Replica
 from lqcdflow.io.ensemble import FORMAT, FORMAT_VERSION
 
-REQUIRED = ("action", "m", "abs_m", "m2", "m4")
-OPTIONAL = ("W", "correlator")
 MC = ("accepted", "delta_H")
 READ_ATTEMPTS = 5
 RETRY_SECONDS = 0.2
@@ -81,6 +80,9 @@ def _header(path, attrs):
     shape = tuple(int(x) for x in np.atleast_1d(attrs["lattice.shape"]))
     theory = {key[len("theory."):]: _python(value) for key, value in attrs.items()
               if key.startswith("theory.") and _python(value) != ""}
+    name = theory.get("name", theories.DEFAULT)
+    if name not in theories.THEORIES:
+        raise AnalysisError(f"{path}: theory {name!r} is unknown to this lqcdflow; update it")
     if "sampler.n_thermalization" in attrs:
         cut, source = int(attrs["sampler.n_thermalization"]), "run file"
     else:
@@ -88,13 +90,14 @@ def _header(path, attrs):
     return shape, theory, cut, source, _python(attrs.get("run.seed"))
 
 
-def _measurements(path, f):
-    """(trajectory, {observable: series}) of the complete measurements."""
-    missing = [f"/observables/{name}" for name in ("trajectory",) + REQUIRED
+def _measurements(path, f, required):
+    """(trajectory, {observable: series}) of the complete measurements of every series the
+    file holds (those its theory declared); the series ``required`` must be there."""
+    missing = [f"/observables/{name}" for name in ("trajectory",) + required
                if f"observables/{name}" not in f]
     if missing:
         raise AnalysisError(f"{path}: no series {', '.join(missing)}; not an lqcdflow ensemble")
-    names = ["trajectory"] + [n for n in REQUIRED + OPTIONAL if f"observables/{n}" in f]
+    names = ["trajectory"] + sorted(n for n in f["observables"] if n != "trajectory")
     observables = _complete(f["observables"], names)
     trajectory = observables.pop("trajectory").astype(np.int64)
     if trajectory.size == 0:
@@ -117,7 +120,9 @@ def _record(path, f):
 
 def _segment(path, f):
     shape, theory, cut, source, seed = _header(path, f.attrs)
-    replica = Replica("", (path,), *_measurements(path, f), *_record(path, f), cut, source)
+    required = theories.module(theory.get("name", theories.DEFAULT)).REQUIRED
+    replica = Replica("", (path,), *_measurements(path, f, required), *_record(path, f), cut,
+                      source)
     return Segment(path, replica, shape, theory, seed)
 
 
@@ -204,13 +209,14 @@ def _join(name, chain, observables, mc):
 def load(paths):
     """The Ensemble in the files ``paths`` (see the module docstring).
 
-    Series missing from any file are left out everywhere; the thermalisation cut of each
+    Series missing from any file are left out everywhere (the theory's analysis says what it
+    cannot compute without them); the thermalisation cut of each
     replica is the run file's ``sampler.n_thermalization`` of its first segment.
     """
     segments = [read_segment(p) for p in paths]
     _check_distinct(segments)
     _check_same_ensemble(segments)
-    observables = [n for n in REQUIRED + OPTIONAL
+    observables = [n for n in segments[0].replica.observables
                    if all(n in s.replica.observables for s in segments)]
     mc = [n for n in MC if all(n in s.replica.mc for s in segments)]
     replicas = [_join(f"r{i}", chain, observables, mc)

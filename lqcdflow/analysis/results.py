@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from lqcdflow.analysis import correlator, observables
 from lqcdflow.analysis.gamma import Estimate, estimate
 
@@ -66,8 +68,7 @@ def _reliability(rows):
 def analyze(ensemble, S=2.0):
     """Results of ``ensemble`` after its thermalisation cuts (Gamma-method parameter S)."""
     ensemble = ensemble.after_thermalization()
-    primary = observables.primary(ensemble)
-    derived, notes = observables.derived(ensemble, primary)
+    primary, derived, notes = observables.quantities(ensemble)
     rows = [_result(q, "primary", S) for q in primary.values()]
     rows += [_result(q, "derived", S) for q in derived]
     points = []
@@ -82,4 +83,19 @@ def analyze(ensemble, S=2.0):
                   for t, c, m_eff in correlator.correlator(ensemble)]
     else:
         notes.append("correlator, m_eff and xi_2nd not computed: no series correlator")
-    return Results(rows, points, _reliability(rows) + notes)
+    return Results(rows, points, _stuck(ensemble) + _reliability(rows) + notes)
+
+
+def _stuck(ensemble):
+    """Warnings for replicas that never accepted a trajectory or whose measurements never
+    changed: their results are those of one configuration, whatever the errors say."""
+    notes = []
+    for r in ensemble.replicas:
+        if "accepted" in r.mc and len(r.mc["accepted"]) and not r.mc["accepted"].any():
+            notes.append(f"warning: replica {r.name} accepted none of its "
+                         f"{len(r.mc['accepted'])} trajectories after thermalisation: its "
+                         "results are one configuration's (step size too large?)")
+        elif all(np.all(v == v[:1]) for v in r.observables.values()):
+            notes.append(f"warning: replica {r.name} never moved: every measured series is "
+                         "constant after thermalisation")
+    return notes

@@ -79,7 +79,7 @@ def nmcmc(flow, lattice, m2, lam, n_steps, batch, seed, draw, state=None):
         initial = sampler.proposal(0)
         current = (initial.magnetisation, initial.action)
     else:
-        action, mag = sampler.observables(torch.as_tensor(state.phi)[None])
+        action, mag = sampler.observables(torch.as_tensor(state.field)[None])
         current = (float(mag[0]), float(action[0]))
     series = {"magnetisation": [], "action": [], "accepted": [], "log_weight": []}
 

@@ -131,41 +131,41 @@ def run_training(config, comm, stop_rule, say=None):
     prints what happens and a progress line every ``progress_every`` steps
     (:class:`_TrainingProgress`).
     """
-    fl, theory, ck = config["flow"], config["theory"], config["checkpoint"]
-    path, steps = fl["state"], fl["steps"]
-    stop_rule.walltime, stop_rule.margin = ck["walltime"], ck["margin"]
+    fl, theory, ck = config.flow, config.theory, config.checkpoint
+    path, steps = fl.state, fl.steps
+    stop_rule.walltime, stop_rule.margin = ck.walltime, ck.margin
     lattice = build.make_lattice(config, comm)
     spec, flow, optimizer = build.make_flow(config, lattice)
     exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0)
     step, saved = 0, None
-    if exists and ck["restart"] == "auto":
+    if exists and ck.restart == "auto":
         step, _ = load_flow_state(path, flow, optimizer, spec, lattice.comm)
         saved = step
         if say:
             say(f"continuing training from {path} at step {step}")
-    elif exists and not config["output"]["overwrite"]:
+    elif exists and not config.output.overwrite:
         raise ConfigError(f"flow state {path} exists; use [checkpoint] restart = \"auto\" to "
                           "continue it, or [output] overwrite = true to start afresh")
     if step >= steps:
         if say:
             say(f"training complete: step {step} of {steps} in {path}; nothing to do")
         return 0
-    schedule = (cosine_lr(fl["learning_rate"], steps, fl["lr_min"])
-                if fl["schedule"] == "cosine" else constant_lr(fl["learning_rate"]))
+    schedule = (cosine_lr(fl.learning_rate, steps, fl.lr_min)
+                if fl.schedule == "cosine" else constant_lr(fl.learning_rate))
     if say:
         n = sum(p.numel() for p in flow.parameters())
-        say(f"training a flow of {n} parameters ({fl['coupling']} couplings, {fl['n_layers']} "
-            f"layers) from step {step} to {steps}, batch {fl['batch']}, {fl['schedule']} "
-            f"learning rate from {fl['learning_rate']:g}")
-    progress = _TrainingProgress(fl["progress_every"], step, steps, say)
+        say(f"training a flow of {n} parameters ({fl.coupling} couplings, {fl.n_layers} "
+            f"layers) from step {step} to {steps}, batch {fl.batch}, {fl.schedule} "
+            f"learning rate from {fl.learning_rate:g}")
+    progress = _TrainingProgress(fl.progress_every, step, steps, say)
     stop_rule.loop_starts()
     while step < steps and not stop_rule.reason():
-        metrics = train_step(flow, optimizer, lattice, theory["m2"], theory["lambda"],
-                             fl["batch"], step, schedule)
+        metrics = train_step(flow, optimizer, lattice, theory.m2, theory.lambda_,
+                             fl.batch, step, schedule)
         step += 1
         stop_rule.trajectory_done(None, None)
         progress(step, metrics)
-        if step % fl["save_every"] == 0:
+        if step % fl.save_every == 0:
             _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule)
             saved = step
     if saved != step:
@@ -195,25 +195,25 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     chain's acceptance, the ESS / N of the importance weights of all its proposals and its
     longest run of rejections. Exit codes as :func:`lqcdflow.runner.run_sampler`.
     """
-    fl, theory = config["flow"], config["theory"]
-    path = fl["state"]
+    fl, couplings = config.flow, config.theory
+    path = fl.state
     lattice = build.make_lattice(config, comm)
-    action = build.make_action(config, lattice)
+    theory = build.make_theory(config, lattice)
     spec, flow, optimizer = build.make_flow(config, lattice)
     if not lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0):
         raise ConfigError(f"flow state {path} not found; train the flow first: "
                           "lqcdflow train RUN.toml")
     step, dtype = load_flow_state(path, flow, optimizer, spec, lattice.comm, convert_dtype=True)
-    if step < fl["steps"]:
-        warn(lattice.comm, f"the flow in {path} is trained for {step} of {fl['steps']} steps; "
+    if step < fl.steps:
+        warn(lattice.comm, f"the flow in {path} is trained for {step} of {fl.steps} steps; "
              "sampling with it anyway")
-    if dtype != config["run"]["dtype"]:
+    if dtype != config.run.dtype:
         warn(lattice.comm, f"the flow in {path} was trained in {dtype}; sampling in "
-             f"{config['run']['dtype']} with its parameters converted")
-    sampler = IndependenceMetropolis(flow, lattice, theory["m2"], theory["lambda"],
-                                     config["sampler"]["batch"], config["run"]["seed"],
+             f"{config.run.dtype} with its parameters converted")
+    sampler = IndependenceMetropolis(flow, lattice, couplings.m2, couplings.lambda_,
+                                     config.sampler.batch, config.run.seed,
                                      SAMPLING_DRAW)
-    code, state = run_sampler(config, run_file_text, action, sampler, stop_rule, say)
+    code, state = run_sampler(config, run_file_text, theory, sampler, stop_rule, say)
     if say and state.trajectory:
         say(f"flow chain: acceptance {state.accepted / state.trajectory:.4f}, ESS/N of the "
             f"importance weights {state.ess_fraction:.4f} over {state.trajectory} proposals, "

@@ -57,7 +57,7 @@ class ChainState:
 
     Attributes
     ----------
-    phi : array
+    field : array
         The local sub-lattice of the current configuration (a lattice backend array).
     trajectory : int
         Proposals made so far; the next is proposal trajectory + 1.
@@ -71,7 +71,7 @@ class ChainState:
         Rejections since the last acceptance, and the most in a row so far.
     """
 
-    phi: object
+    field: object
     trajectory: int
     accepted: int
     log_weight: float
@@ -174,17 +174,17 @@ class IndependenceMetropolis:
                         rejection_run=run,
                         longest_rejection_run=max(run, state.longest_rejection_run))
         if accepted:
-            state.phi, state.log_weight = self._field(new.phi), new.log_weight
+            state.field, state.log_weight = self._field(new.phi), new.log_weight
         return state, TrajectoryInfo(t, -log_ratio, accepted)
 
     def state_attrs(self, state):
-        """The state beyond (phi, trajectory, accepted) as checkpoint attributes."""
+        """The state beyond (field, trajectory, accepted) as checkpoint attributes."""
         return {f"nmcmc.{name}": getattr(state, name) for name in _STATE_ATTRS}
 
-    def restore(self, phi, attrs):
+    def restore(self, field, attrs):
         """The state of a checkpoint: its field and attributes (see :meth:`state_attrs`)."""
         get = (lambda name, kind: kind(attrs[f"nmcmc.{name}"]))
-        return ChainState(phi, int(attrs["trajectory"]), int(attrs["accepted"]),
+        return ChainState(field, int(attrs["trajectory"]), int(attrs["accepted"]),
                           get("log_weight", float), get("log_sum_w", float),
                           get("log_sum_w2", float), get("rejection_run", int),
                           get("longest_rejection_run", int))

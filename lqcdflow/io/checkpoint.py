@@ -4,11 +4,16 @@ One HDF5 file per checkpoint, ``DIR/checkpoint_<trajectory:08d>.h5``:
 
     /                 attributes: format "lqcdflow-checkpoint", format_version, code_version,
                       created, ranks, grid, trajectory, accepted, the run's identity
-                      (lattice.shape, theory.*, run.seed, run.dtype), the committed lengths
+                      (lattice.shape, every theory.* key, run.seed, run.dtype), the field's
+                      name (``field``), the committed lengths
                       of the output (output.mc, output.observables, output.configurations),
                       and ``state_sha256``, a SHA-256 of all of these
-    /fields/phi       the field in global lexicographic layout, attribute ``checksum``
+    /fields/<name>    the theory's field (``phi`` for phi^4, ``theta`` for U(1)) in global
+                      lexicographic layout, site shape last, attribute ``checksum``
                       (decomposition-independent, see lqcdflow.io.checksum)
+
+Format version 2 names the field after the theory's FieldSpec and stores any site shape;
+version 1 (phi^4 only, ``fields/phi``) reads the same way.
 
 The random numbers are counter-based, so (seed, trajectory) is the whole generator state.
 Writing is atomic: all ranks write ``DIR/.checkpoint_<t>.h5.tmp`` collectively, rank 0 fsyncs
@@ -33,11 +38,10 @@ from lqcdflow.io.files import free_space_problem, fsync
 from lqcdflow.io.h5 import FieldFile
 
 FORMAT = "lqcdflow-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _NAME = re.compile(r"checkpoint_(\d{8,})\.h5$")
-# Run-file keys a checkpoint must agree with to continue the same chain.
-IDENTITY = ("lattice.shape", "theory.name", "theory.form", "theory.kappa", "theory.m2",
-            "theory.lambda", "run.seed", "run.dtype")
+# Run-file keys a checkpoint must agree with to continue the same chain, besides theory.*.
+IDENTITY = ("lattice.shape", "run.seed", "run.dtype")
 
 
 class CheckpointError(RuntimeError):
@@ -67,11 +71,14 @@ def _state_hash(attrs):
 
 
 def identity(config):
-    """The run-file values that define which chain a checkpoint belongs to."""
+    """The run-file values that define which chain a checkpoint belongs to: the lattice, all
+    of the theory's keys, the seed and the precision."""
+    sections = config.sections()
+    keys = list(IDENTITY) + [f"theory.{name}" for name in sections["theory"]]
     out = {}
-    for key in IDENTITY:
+    for key in keys:
         section, name = key.split(".")
-        value = config[section][name]
+        value = sections[section][name]
         out[key] = "" if value is None else value
     return out
 
@@ -90,13 +97,15 @@ def _try_fsync(path, errors):
         errors.append(e)
 
 
-def save(directory, lattice, state, config, extra, keep):
+def save(directory, lattice, spec, state, config, extra, keep):
     """Write the checkpoint of ``state`` atomically and keep the newest ``keep``; return its path.
 
     ``extra`` holds further scalar attributes (e.g. committed output lengths).
-    Collective: every rank of ``lattice`` must call it. Raises CheckpointError on failure
+    ``spec`` is the FieldSpec of ``state.field``. Collective: every rank of ``lattice`` must
+    call it. Raises CheckpointError on failure
     (every rank alike), leaving existing checkpoints untouched.
     """
+    dataset = f"fields/{spec.name}"
     final = checkpoint_path(directory, state.trajectory)
     temporary = os.path.join(directory, f".checkpoint_{state.trajectory:08d}.h5.tmp")
     attrs = {
@@ -104,7 +113,7 @@ def save(directory, lattice, state, config, extra, keep):
         "code_version": lqcdflow.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "ranks": lattice.size, "grid": list(lattice.grid),
-        "trajectory": state.trajectory, "accepted": state.accepted,
+        "trajectory": state.trajectory, "accepted": state.accepted, "field": spec.name,
         **identity(config), **extra,
     }
     attrs["state_sha256"] = _state_hash(attrs)
@@ -112,15 +121,15 @@ def save(directory, lattice, state, config, extra, keep):
     if lattice.rank == 0:
         try:
             os.makedirs(directory, exist_ok=True)
-            nbytes = lattice.volume * lattice.backend.dtype.itemsize
+            nbytes = lattice.volume * state.field[(0,) * lattice.ndim].nbytes
             problem = free_space_problem(directory, nbytes, f"checkpoint {final}")
         except OSError as e:
             problem = f"cannot create checkpoint directory {directory}: {e.strerror}"
     _agreed(lattice.comm, problem)
     try:
         with FieldFile(temporary, "w", lattice) as f:
-            f.create_field("fields/phi", lattice.backend.dtype)
-            f.write_field("fields/phi", state.phi)
+            f.create_field(dataset, state.field.dtype, spec.site_shape)
+            f.write_field(dataset, state.field)
             if f.root:
                 f.file.attrs.update(attrs)
     except OSError as e:
@@ -133,14 +142,14 @@ def save(directory, lattice, state, config, extra, keep):
     if lattice.rank == 0 and problem is None:
         syncing = threading.Thread(target=_try_fsync, args=(temporary, sync_errors))
         syncing.start()
-    checksum = field_checksum(lattice, state.phi)
+    checksum = field_checksum(lattice, state.field)
     if syncing:
         syncing.join()
         try:
             if sync_errors:
                 raise sync_errors[0]
             with h5py.File(temporary, "r+") as f:
-                f["fields/phi"].attrs["checksum"] = np.uint64(checksum)
+                f[dataset].attrs["checksum"] = np.uint64(checksum)
             fsync(temporary)
             os.replace(temporary, final)
             fsync(directory)
@@ -157,13 +166,15 @@ def save(directory, lattice, state, config, extra, keep):
     return final
 
 
-def load(path, lattice):
+def load(path, lattice, spec):
     """Read and verify the checkpoint at ``path``: (field on this rank, attribute dict).
 
-    Collective. Raises CheckpointError (on every rank alike) naming the file and the fault.
+    Collective over ``lattice``; the field must be the one FieldSpec ``spec`` describes
+    (name, site shape). Raises CheckpointError (on every rank alike) naming the file and the fault.
     HDF5 detects a truncated file when opening it, so the collective read only starts on
     files whose structure is intact.
     """
+    dataset = f"fields/{spec.name}"
     try:
         f = FieldFile(path, "r", lattice)
         problem = None
@@ -174,21 +185,32 @@ def load(path, lattice):
         header = None
         if lattice.rank == 0:
             try:
-                header = (dict(f.file.attrs), int(f.file["fields/phi"].attrs["checksum"]))
-                if header[0].get("format") != FORMAT:
+                attrs = dict(f.file.attrs)
+                if attrs.get("format") != FORMAT:
                     header = f"{path}: not an lqcdflow checkpoint"
-                elif header[0].get("state_sha256") != _state_hash(header[0]):
+                elif attrs.get("format_version", 0) > FORMAT_VERSION:
+                    header = (f"{path}: written by a newer lqcdflow (format version "
+                              f"{attrs['format_version']}); update lqcdflow")
+                elif dataset not in f.file:
+                    header = (f"{path}: holds no field {spec.name!r} of this theory "
+                              f"(fields: {', '.join(f.file['fields'])})")
+                elif f.file[dataset].shape != lattice.shape + spec.site_shape:
+                    header = (f"{path}: field {spec.name} has shape {f.file[dataset].shape}, "
+                              f"expected {lattice.shape + spec.site_shape}")
+                elif attrs.get("state_sha256") != _state_hash(attrs):
                     header = f"{path}: state hash mismatch (attributes corrupt)"
+                else:
+                    header = (attrs, int(f.file[dataset].attrs["checksum"]))
             except (OSError, KeyError) as e:
                 header = f"{path}: incomplete ({e})"
         header = lattice.comm.bcast(header, root=0)
         if isinstance(header, str):
             raise CheckpointError(header)
         attrs, stored = header
-        phi = f.read_field("fields/phi")
-    if field_checksum(lattice, phi) != stored:
+        field = f.read_field(dataset)
+    if field_checksum(lattice, field) != stored:
         raise CheckpointError(f"{path}: field checksum mismatch (data corrupt)")
-    return phi, attrs
+    return field, attrs
 
 
 def newest_trajectory(directory):

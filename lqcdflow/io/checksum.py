@@ -1,7 +1,10 @@
 """Checksums of lattice fields that do not depend on how the lattice is cut.
 
-checksum = sum_x h(bits(phi_x) XOR (i(x) G)) mod 2^64 with h(z) = y XOR (y >> 32), y = K z,
-i(x) the global lexicographic index, G the 64-bit golden-ratio constant and K an odd constant.
+checksum = sum_j h(w_j XOR (j G)) mod 2^64 with h(z) = y XOR (y >> 32), y = K z, over the
+machine words w_j of the field (64-bit words for float64 and complex128, 32-bit for float32 and
+complex64), j = i(x) n + k the global index of word k of the n words of site x, i(x) the
+global lexicographic site index (for one real number per site, j = i(x)), G the 64-bit
+golden-ratio constant and K an odd constant.
 Each rank sums its sites with wrapping uint64 arithmetic and the partial sums are added with
 MPI_SUM, which wraps the same way; addition mod 2^64 is associative and commutative, so the
 result is the same on any decomposition. Multiplication by an odd K and the xor-shift are
@@ -21,11 +24,13 @@ _CHUNK = 1 << 15  # sites per chunk: 256 KiB per uint64 buffer, so the passes ru
 
 
 def field_checksum(lattice, field):
-    """Decomposition-independent 64-bit checksum of a local field (same int on all ranks)."""
+    """Decomposition-independent 64-bit checksum of a local field of any site shape and dtype
+    (the same int on all ranks)."""
     xp = lattice.xp
-    width = {8: xp.uint64, 4: xp.uint32}[field.dtype.itemsize]
-    bits = xp.ascontiguousarray(field).reshape(-1).view(width)
-    sites = lattice.site_index.reshape(-1)
+    word = {8: xp.uint64, 4: xp.uint32}[field.real.dtype.itemsize]
+    bits = xp.ascontiguousarray(field).reshape(-1).view(word)
+    words_per_site = bits.size // lattice.local_volume
+    sites = lattice.dof_index((words_per_site,)).reshape(-1)
     z = xp.empty(min(_CHUNK, bits.size), dtype=xp.uint64)
     shifted = xp.empty_like(z)
     local = 0

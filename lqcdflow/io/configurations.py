@@ -1,10 +1,12 @@
 """Field configurations of an ensemble, written collectively with parallel HDF5.
 
-Layout of ``[output] configurations`` (format "lqcdflow-configurations", version 1):
+Layout of ``[output] configurations`` (format "lqcdflow-configurations", version 2):
 
-    /                          the run's metadata attributes (as in the ensemble file)
-    /configurations/phi        (n, L_0, ..., L_{D-1}), extendible, global lexicographic order,
-                               chunked one configuration per chunk
+    /                          the run's metadata attributes (as in the ensemble file), and
+                               ``field``, the name of the theory's field
+    /configurations/<field>    (n, L_0, ..., L_{D-1}, *site shape), extendible, global
+                               lexicographic order, chunked one configuration per chunk
+                               (``phi`` for phi^4, ``theta`` for U(1); version 1: phi^4 only)
     /configurations/trajectory (n,) int64
     /configurations/checksum   (n,) uint64, decomposition-independent field checksums
 
@@ -23,7 +25,7 @@ from lqcdflow.io.files import free_space_problem
 from lqcdflow.io.h5 import FieldFile
 
 FORMAT = "lqcdflow-configurations"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ConfigurationWriter:
@@ -32,7 +34,8 @@ class ConfigurationWriter:
     Parameters
     ----------
     path : str
-    lattice : Lattice
+    theory : lqcdflow.theories.base.Theory
+        Its FieldSpec names the dataset; its lattice writes it.
     attrs : dict
         Run metadata, written when the file is created.
     every : int
@@ -41,8 +44,10 @@ class ConfigurationWriter:
         Number of configurations a checkpoint covers; the existing file is truncated to it.
     """
 
-    def __init__(self, path, lattice, attrs, every, overwrite=False, resume=None):
-        self.path, self.lattice, self.every = path, lattice, every
+    def __init__(self, path, theory, attrs, every, overwrite=False, resume=None):
+        lattice = theory.lattice
+        self.path, self.lattice, self.spec, self.every = path, lattice, theory.field, every
+        self.names = (self.spec.name, "trajectory", "checksum")
         exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None)
         if resume is None and exists and not overwrite:
             raise OutputError(f"configuration file {path} exists; set [output] overwrite = "
@@ -61,8 +66,9 @@ class ConfigurationWriter:
 
     def _create(self, attrs):
         with FieldFile(self.path, "w", self.lattice) as f:
-            f.create_field("configurations/phi", self.lattice.backend.dtype, leading=(0,),
-                           maxleading=(None,))
+            f.create_field(f"configurations/{self.spec.name}",
+                           self.spec.dtype(self.lattice.backend.dtype), self.spec.site_shape,
+                           leading=(0,), maxleading=(None,))
             if f.root:
                 f.file.create_dataset("configurations/trajectory", (0,), np.int64,
                                       maxshape=(None,), chunks=(1024,))
@@ -71,6 +77,7 @@ class ConfigurationWriter:
                 f.file.attrs.update(attrs)
                 f.file.attrs["format"] = FORMAT
                 f.file.attrs["format_version"] = FORMAT_VERSION
+                f.file.attrs["field"] = self.spec.name
 
     def _truncate(self, count):
         with FieldFile(self.path, "a", self.lattice) as f:
@@ -82,29 +89,30 @@ class ConfigurationWriter:
                 raise OutputError(f"configuration file {self.path} holds fewer than the "
                                   f"{count} configurations the checkpoint expects")
             if f.root:
-                for name in ("phi", "trajectory", "checksum"):
+                for name in self.names:
                     f.file[f"configurations/{name}"].resize(count, axis=0)
         self.count = count
 
     def _stored(self, file):
         """How many configurations ``file`` holds, or why it cannot be continued (a str)."""
         if file.attrs.get("format") != FORMAT or any(
-                f"configurations/{name}" not in file for name in ("phi", "trajectory", "checksum")):
+                f"configurations/{name}" not in file for name in self.names):
             return f"{self.path} is not an lqcdflow configuration file"
-        shape = file["configurations/phi"].shape[1:]
-        if shape != self.lattice.shape:
-            return (f"configuration file {self.path} holds a {list(shape)} lattice, the run "
-                    f"a {list(self.lattice.shape)} one")
+        shape = file[f"configurations/{self.spec.name}"].shape[1:]
+        expected = self.lattice.shape + self.spec.site_shape
+        if shape != expected:
+            return (f"configuration file {self.path} holds fields of shape {list(shape)}, the "
+                    f"run's are {list(expected)}")
         return file["configurations/trajectory"].shape[0]
 
     def save(self, state):
-        """Append ``state.phi`` if its trajectory is a multiple of ``every``."""
+        """Append ``state.field`` if its trajectory is a multiple of ``every``."""
         if state.trajectory % self.every:
             return
-        checksum = field_checksum(self.lattice, state.phi)
+        checksum = field_checksum(self.lattice, state.field)
         lat = self.lattice
         problem = free_space_problem(os.path.dirname(os.path.abspath(self.path)),
-                                     lat.volume * lat.backend.dtype.itemsize,
+                                     lat.volume * state.field[(0,) * lat.ndim].nbytes,
                                      f"configuration {self.count} to {self.path}")
         problem = lat.comm.bcast(problem if lat.rank == 0 else None, root=0)
         if problem:
@@ -112,9 +120,9 @@ class ConfigurationWriter:
         n = self.count
         with FieldFile(self.path, "a", self.lattice) as f:
             if f.root:
-                for name in ("phi", "trajectory", "checksum"):
+                for name in self.names:
                     f.file[f"configurations/{name}"].resize(n + 1, axis=0)
-            f.write_field("configurations/phi", state.phi, index=(n,))
+            f.write_field(f"configurations/{self.spec.name}", state.field, index=(n,))
             if f.root:
                 f.file["configurations/trajectory"][n] = state.trajectory
                 f.file["configurations/checksum"][n] = np.uint64(checksum)

@@ -1,16 +1,22 @@
 """The HDF5 ensemble file: run metadata, the Monte Carlo history and observable series.
 
-Layout (format "lqcdflow-ensemble", version 1; readable with plain h5py or h5dump):
+Layout (format "lqcdflow-ensemble", version 2; readable with plain h5py or h5dump):
 
     /                         attributes: format, format_version, code_version, created (UTC),
                               host, ranks, grid, volume, run_file (the TOML text) and every
-                              run-file key as "section.key" (e.g. "theory.kappa")
+                              run-file key as "section.key" (e.g. "theory.kappa"), and the
+                              theory's field ("field", "field.site_shape")
     /mc/trajectory   (n,)     int64, trajectory number 1, 2, ... (thermalisation included)
     /mc/accepted     (n,)     int8, Metropolis decision
     /mc/delta_H      (n,)     float64, H(end) - H(start)
     /observables/trajectory (m,)  int64, trajectory after which each measurement was taken
-    /observables/{action, m, abs_m, m2, m4, W}  (m,) float64
-    /observables/correlator (m, L_0)  float64
+    /observables/<name> (m, *shape)  every observable the theory declares, float64 or
+                              complex128, with its ``description`` as attribute (phi^4:
+                              action, m, abs_m, m2, m4, W, correlator (m, L_0); U(1):
+                              action, plaquette, polyakov (m, D) complex, and in 2D
+                              topological_charge)
+
+Version 1 (phi^4 only, the same datasets) reads and continues the same way.
 
 Only rank 0 touches the file. Records are buffered and committed every ``progress_every``
 trajectories and at every checkpoint: the commit writes a copy, fsyncs it and renames it over
@@ -19,6 +25,7 @@ SHA-256 as attribute ``sha256`` (checked by ``lqcdflow info``).
 """
 
 import datetime
+import math
 import os
 import shutil
 import socket
@@ -31,8 +38,7 @@ from lqcdflow.io.checksum import array_sha256
 from lqcdflow.io.files import replaced_atomically
 
 FORMAT = "lqcdflow-ensemble"
-FORMAT_VERSION = 1
-SCALAR_OBSERVABLES = ("action", "m", "abs_m", "m2", "m4", "W")
+FORMAT_VERSION = 2
 
 
 class OutputError(RuntimeError):
@@ -48,8 +54,9 @@ def _attribute(value):
     return value
 
 
-def run_attributes(config, lattice, run_file_text):
-    """Metadata attributes of an ensemble: provenance plus every run-file key."""
+def run_attributes(config, theory, run_file_text):
+    """Metadata attributes of an ensemble: provenance, every run-file key, the field."""
+    lattice = theory.lattice
     attrs = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -60,24 +67,26 @@ def run_attributes(config, lattice, run_file_text):
         "grid": np.asarray(lattice.grid),
         "volume": lattice.volume,
         "run_file": run_file_text,
+        "field": theory.field.name,
+        "field.site_shape": np.asarray(theory.field.site_shape, dtype=np.int64),
     }
-    for section, keys in config.items():
+    for section, keys in config.sections().items():
         for key, value in keys.items():
             attrs[f"{section}.{key}"] = _attribute(value)
     return attrs
 
 
-def _create_datasets(f, correlator_length):
+def _create_datasets(f, observables):
     for name, dtype in (("trajectory", np.int64), ("accepted", np.int8), ("delta_H", np.float64)):
         f.create_dataset(f"mc/{name}", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
     f.create_dataset("observables/trajectory", shape=(0,), maxshape=(None,), dtype=np.int64,
                      chunks=(1024,))
-    for name in SCALAR_OBSERVABLES:
-        f.create_dataset(f"observables/{name}", shape=(0,), maxshape=(None,), dtype=np.float64,
-                         chunks=(1024,))
-    f.create_dataset("observables/correlator", shape=(0, correlator_length),
-                     maxshape=(None, correlator_length), dtype=np.float64,
-                     chunks=(max(1, 65536 // (8 * correlator_length)), correlator_length))
+    for obs in observables:
+        size = obs.dtype.itemsize * math.prod(obs.shape)
+        dataset = f.create_dataset(f"observables/{obs.name}", shape=(0,) + obs.shape,
+                                   maxshape=(None,) + obs.shape, dtype=obs.dtype,
+                                   chunks=(max(1, 65536 // size),) + obs.shape)
+        dataset.attrs["description"] = obs.description
 
 
 def series_lengths(f):
@@ -104,8 +113,8 @@ class EnsembleWriter:
     path : str
     attrs : dict
         Metadata attributes (see :func:`run_attributes`); used when the file is created.
-    correlator_length : int
-        L_0.
+    observables : sequence of lqcdflow.theories.base.Observable
+        What the theory measures: one series each.
     comm : mpi4py communicator
     overwrite : bool
         Replace an existing file when starting a new run; otherwise that is an error.
@@ -115,8 +124,9 @@ class EnsembleWriter:
         again, identically).
     """
 
-    def __init__(self, path, attrs, correlator_length, comm, overwrite=False, resume=None):
+    def __init__(self, path, attrs, observables, comm, overwrite=False, resume=None):
         self.path = path
+        self.observables = tuple(obs.name for obs in observables)
         self.comm = comm
         self.active = comm.Get_rank() == 0
         self._trajectories = []
@@ -125,7 +135,7 @@ class EnsembleWriter:
         error = None
         if self.active:
             if resume is None:
-                error = self._create(attrs, correlator_length, overwrite)
+                error = self._create(attrs, observables, overwrite)
             else:
                 error = self._resume(resume)
         self._raise_if(error)
@@ -135,7 +145,7 @@ class EnsembleWriter:
         if error:
             raise OutputError(error)
 
-    def _create(self, attrs, correlator_length, overwrite):
+    def _create(self, attrs, observables, overwrite):
         if os.path.exists(self.path) and not overwrite:
             return (f"output file {self.path} exists; set [output] overwrite = true or choose "
                     "another file")
@@ -143,7 +153,7 @@ class EnsembleWriter:
             with replaced_atomically(self.path) as temporary:
                 with h5py.File(temporary, "w") as f:
                     f.attrs.update(attrs)
-                    _create_datasets(f, correlator_length)
+                    _create_datasets(f, observables)
                     stamp_checksums(f)
         except OSError as e:
             return f"cannot create output file {self.path}: {e}"
@@ -154,6 +164,11 @@ class EnsembleWriter:
             return f"output file {self.path} of the run to continue is missing"
 
         def truncate(f):
+            missing = [n for n in self.observables if f"observables/{n}" not in f]
+            if missing:
+                raise OutputError(f"output file {self.path} has no series "
+                                  f"{', '.join(missing)} of this theory; it belongs to "
+                                  "another run")
             have = series_lengths(f)
             if any(have[k] < lengths[k] for k in lengths):
                 raise OutputError(f"output file {self.path} holds fewer records {have} than "
@@ -202,7 +217,7 @@ class EnsembleWriter:
                 if self._measurements:
                     _append(f["observables/trajectory"],
                             np.asarray([t for t, _ in self._measurements]))
-                    for name in SCALAR_OBSERVABLES + ("correlator",):
+                    for name in self.observables:
                         _append(f[f"observables/{name}"],
                                 np.asarray([obs[name] for _, obs in self._measurements]))
                 nonlocal lengths

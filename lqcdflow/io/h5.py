@@ -52,12 +52,14 @@ class FieldFile:
         if self.file is not None:
             self.file.close()
 
-    def create_field(self, name, dtype, leading=(), maxleading=None):
-        """Create a dataset of shape leading + global lattice shape (collectively)."""
-        shape = tuple(leading) + self.lattice.shape
-        maxshape = None if maxleading is None else tuple(maxleading) + self.lattice.shape
+    def create_field(self, name, dtype, site_shape=(), leading=(), maxleading=None):
+        """Create a dataset of shape leading + global lattice shape + site shape
+        (collectively)."""
+        field_shape = self.lattice.shape + tuple(site_shape)
+        shape = tuple(leading) + field_shape
+        maxshape = None if maxleading is None else tuple(maxleading) + field_shape
         if self.file is not None:
-            chunks = (1,) * len(leading) + self.lattice.shape if maxshape else None
+            chunks = (1,) * len(leading) + field_shape if maxshape else None
             self.file.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype,
                                      chunks=chunks)
 

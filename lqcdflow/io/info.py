@@ -12,6 +12,7 @@ from lqcdflow.backend import make_backend
 from lqcdflow.io import checkpoint, configurations, ensemble
 from lqcdflow.io.checksum import array_sha256, field_checksum
 from lqcdflow.parallel import Lattice
+from lqcdflow.theories.base import FieldSpec
 
 
 class InfoError(RuntimeError):
@@ -55,8 +56,10 @@ def _checkpoint(path):
     lines, bad = [], []
     with h5py.File(path, "r") as f:
         lattice = _lattice(f)
+        name = str(f.attrs.get("field", "phi"))  # format version 1: phi^4's phi
+        site_shape = f[f"fields/{name}"].shape[lattice.ndim:]
     try:
-        _, attrs = checkpoint.load(path, lattice)
+        _, attrs = checkpoint.load(path, lattice, FieldSpec(name, site_shape))
         lines.append(f"trajectory {attrs['trajectory']}, accepted {attrs['accepted']}: "
                      "state hash and field checksum ok")
     except checkpoint.CheckpointError as e:
@@ -69,9 +72,11 @@ def _configurations(f):
     lattice = _lattice(f)
     trajectories = f["configurations/trajectory"][()]
     stored = f["configurations/checksum"][()]
-    lines, bad = [f"configurations: {len(trajectories)}"], []
+    fields = f[f"configurations/{f.attrs.get('field', 'phi')}"]  # version 1: phi^4's phi
+    lines, bad = [f"configurations: {len(trajectories)} of {fields.name}, each "
+                  f"{list(fields.shape[1:])} {fields.dtype}"], []
     for i, (t, expected) in enumerate(zip(trajectories, stored)):
-        if field_checksum(lattice, f["configurations/phi"][i]) != int(expected):
+        if field_checksum(lattice, fields[i]) != int(expected):
             bad.append(f"configuration {i} (trajectory {t})")
             lines.append(f"  configuration {i} (trajectory {t}): CHECKSUM MISMATCH")
     if not bad:

@@ -18,22 +18,25 @@ def run_chain(sampler, state, n_trajectories, hooks=(), stop=None):
 
 
 class Measure:
-    """Hook: record every trajectory, and measure observables every ``every`` trajectories."""
+    """Hook: record every trajectory, and measure the theory's observables every ``every``
+    trajectories."""
 
-    def __init__(self, action, writer, every):
-        self.action, self.writer, self.every = action, writer, every
+    def __init__(self, theory, writer, every):
+        self.theory, self.writer, self.every = theory, writer, every
 
     def __call__(self, state, info):
         self.writer.record_trajectory(info)
         if state.trajectory % self.every == 0:
-            self.writer.record_measurement(state.trajectory, self.action.observables(state.phi))
+            self.writer.record_measurement(state.trajectory, self.theory.measure(state.field))
 
 
 class Progress:
     """Hook: every ``every`` trajectories commit the writer and print (rank 0) a progress line.
 
     trajectory, acceptance so far, Delta H of the last trajectory, seconds per trajectory
-    (mean since the previous line) and the estimated time to finish.
+    (mean since the previous line) and the estimated time to finish. A chain that has not
+    accepted a single trajectory yet says so on the line: its results would be those of the
+    start configuration (usually a step size too large for the couplings, or a bad start).
     """
 
     def __init__(self, writer, every, first_trajectory, n_trajectories, print_fn=None,
@@ -51,6 +54,9 @@ class Progress:
         self.last_time, self.last_trajectory = now, state.trajectory
         if self.print_fn:
             eta = seconds * (self.n_trajectories - state.trajectory)
+            stuck = ("  WARNING: nothing accepted yet; lower the step size (more n_steps)"
+                     if state.accepted == 0 else "")
             self.print_fn(f"traj {state.trajectory:>7d}/{self.n_trajectories}  "
                           f"acc {state.accepted / state.trajectory:6.3f}  "
-                          f"dH {info.delta_H:+.3e}  {seconds:8.3f} s/traj  ETA {eta:8.0f} s")
+                          f"dH {info.delta_H:+.3e}  {seconds:8.3f} s/traj  ETA {eta:8.0f} s"
+                          + stuck)

@@ -1,11 +1,12 @@
 """Hybrid Monte Carlo (Duane, Kennedy, Pendleton, Roweth, Phys. Lett. B 195 (1987) 216).
 
-One trajectory from phi:
-  1. draw momenta pi_x ~ N(0, 1) per global site (counter-based, draw = trajectory number);
-  2. integrate Hamilton's equations for H = sum_x pi_x^2 / 2 + S[phi] with a symplectic,
-     reversible scheme to (phi', pi');
-  3. accept phi' with probability min(1, exp(-Delta H)), Delta H = H(phi', pi') - H(phi, pi),
-     using one uniform number drawn identically on every rank.
+One trajectory from the field U (any theory, see lqcdflow.theories.base):
+  1. draw momenta P ~ N(0, 1) per degree of freedom (counter-based, draw = trajectory number);
+  2. integrate Hamilton's equations for H = sum_x [k(P_x) + s_x(U)] with a symplectic,
+     reversible scheme (possibly nested over the theory's force terms) to (U', P');
+  3. accept U' with probability min(1, exp(-Delta H)), Delta H = H(U', P') - H(U, P),
+     using one uniform number drawn identically on every rank; an accepted field is then
+     mapped back onto its manifold (the theory's ``normalize``).
 Delta H is the reproducible global sum of the per-site differences of the Hamiltonian density,
 so the decision, and hence the chain, is the same on any number of ranks.
 
@@ -15,8 +16,8 @@ The sampler holds only settings; the chain state is a separate object it takes a
 import math
 from dataclasses import dataclass
 
-from lqcdflow.mc.integrators import integrate
-from lqcdflow.rng import STREAM_ACCEPT, STREAM_HOT_START, STREAM_MOMENTA, CounterRNG
+from lqcdflow.mc.integrators import describe_levels, integrate, levels_of
+from lqcdflow.rng import STREAM_ACCEPT, CounterRNG
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ChainState:
 
     Attributes
     ----------
-    phi : array
+    field : array
         The local sub-lattice of the current configuration.
     trajectory : int
         Trajectories done so far (the next one has draw number trajectory + 1).
@@ -33,7 +34,7 @@ class ChainState:
         Accepted trajectories so far.
     """
 
-    phi: object
+    field: object
     trajectory: int = 0
     accepted: int = 0
 
@@ -47,13 +48,12 @@ class TrajectoryInfo:
     accepted: bool
 
 
-def initial_state(lattice, rng: CounterRNG, start="cold"):
-    """A chain state at trajectory 0: phi = 0 ("cold") or phi_x ~ N(0, 1) per site ("hot")."""
+def initial_state(theory, rng: CounterRNG, start="cold"):
+    """A chain state at trajectory 0: the theory's cold (ordered) or hot (disordered) start."""
     if start == "cold":
-        return ChainState(lattice.zeros())
+        return ChainState(theory.cold_start())
     if start == "hot":
-        phi = rng.normal(lattice.site_index, 0, STREAM_HOT_START, lattice.xp)
-        return ChainState(phi.astype(lattice.backend.dtype))
+        return ChainState(theory.hot_start(rng))
     raise ValueError(f"start must be 'cold' or 'hot', got {start!r}")
 
 
@@ -63,53 +63,58 @@ class HMC:
 
     Parameters
     ----------
-    action : object with ``lattice``, ``density(phi)`` and ``force(phi, out)``
-    scheme : lqcdflow.mc.integrators.Scheme
-    n_steps : int
-        MD steps per trajectory.
+    theory : lqcdflow.theories.base.Theory
+    levels : tuple of lqcdflow.mc.integrators.Level
+        The integrator, outermost level first (see ``levels_of``).
     trajectory_length : float
-        tau; the step size is eps = tau / n_steps.
+        tau; the outermost step size is eps = tau / n_steps of the first level.
     rng : CounterRNG
     """
 
-    action: object
-    scheme: object
-    n_steps: int
+    theory: object
+    levels: tuple
     trajectory_length: float
     rng: CounterRNG
 
+    @classmethod
+    def of(cls, theory, scheme, n_steps, trajectory_length, rng):
+        """HMC with one ``scheme`` at every level: ``n_steps`` an int for one level of the
+        whole force, or a list of steps per force term of the theory (nested)."""
+        return cls(theory, levels_of(theory, scheme, n_steps), trajectory_length, rng)
+
     @property
     def step_size(self):
-        return self.trajectory_length / self.n_steps
+        return self.trajectory_length / self.levels[0].n_steps
 
     def momenta(self, draw):
         """Gaussian momenta of trajectory ``draw`` on the local sub-lattice."""
-        lat = self.action.lattice
-        pi = self.rng.normal(lat.site_index, draw, STREAM_MOMENTA, lat.xp)
-        return pi.astype(lat.backend.dtype)
+        return self.theory.momenta(self.rng, draw)
 
-    def hamiltonian_density(self, phi, pi):
-        """h_x = pi_x^2 / 2 + s_x, with H = sum_x h_x."""
-        return 0.5 * pi * pi + self.action.density(phi)
+    def hamiltonian_density(self, field, pi):
+        """h_x = k(P_x) + s_x(U), with H = sum_x h_x."""
+        return self.theory.kinetic_density(pi) + self.theory.action_density(field)
 
-    def molecular_dynamics(self, phi, pi):
-        """Integrate (phi, pi) along one trajectory; returns new arrays, inputs untouched."""
-        phi, pi = phi.copy(), pi.copy()
-        integrate(phi, pi, self.action.force, self.scheme, self.n_steps, self.step_size,
-                  self.action.lattice.xp)
-        return phi, pi
+    def molecular_dynamics(self, field, pi):
+        """Integrate (field, pi) along one trajectory; returns new arrays, inputs untouched."""
+        field, pi = field.copy(), pi.copy()
+        integrate(field, pi, self.levels, self.trajectory_length, self.theory.update_field,
+                  self.theory.lattice.xp)
+        return field, pi
 
     def step(self, state: ChainState):
         """One HMC trajectory. Returns (new state, TrajectoryInfo)."""
         draw = state.trajectory + 1
         pi = self.momenta(draw)
-        h_start = self.hamiltonian_density(state.phi, pi)
-        phi_end, pi_end = self.molecular_dynamics(state.phi, pi)
-        h_end = self.hamiltonian_density(phi_end, pi_end)
-        delta_h = self.action.lattice.sum(h_end - h_start)
+        h_start = self.hamiltonian_density(state.field, pi)
+        field_end, pi_end = self.molecular_dynamics(state.field, pi)
+        h_end = self.hamiltonian_density(field_end, pi_end)
+        delta_h = self.theory.lattice.sum(h_end - h_start)
         u = self.rng.uniform_scalar(draw, STREAM_ACCEPT)
         # NaN or +inf Delta H rejects; exp is only evaluated where it cannot overflow.
         accepted = delta_h <= 0.0 or u < math.exp(-delta_h)
-        phi = phi_end if accepted else state.phi
-        return (ChainState(phi, draw, state.accepted + accepted),
+        field = self.theory.normalize(field_end) if accepted else state.field
+        return (ChainState(field, draw, state.accepted + accepted),
                 TrajectoryInfo(draw, delta_h, accepted))
+
+    def describe(self):
+        return describe_levels(self.levels, self.trajectory_length)

@@ -1,8 +1,9 @@
 """Symmetric symplectic integrators as schedules of momentum and field updates.
 
-For H = sum pi^2 / 2 + S[phi] the two exact sub-flows are
-    P(c):  pi  <- pi - c eps dS/dphi     (momentum update, one force evaluation),
-    Q(c):  phi <- phi + c eps pi         (field update).
+For H = sum P^2 / 2 + S[U] the two exact sub-flows are
+    P(c):  P <- P - c eps F(U)           (momentum update, one force evaluation),
+    Q(c):  U <- Q(c eps P) U             (field update of the theory: U + c eps P for phi^4
+                                          and U(1) angles, exp(i c eps P) U for SU(N)).
 A scheme is one MD step of size eps written as a palindrome of P's and Q's whose
 coefficients each add up to 1; a trajectory of n steps is the scheme repeated n times with
 the P's that meet at step boundaries merged (one force evaluation saved per boundary).
@@ -17,14 +18,20 @@ omelyan4   P(v) Q(r) P(l) Q(t) P(1/2 - l - v) Q(1 - 2(t + r)) P(1/2 - l - v) Q(t
            r = 0.2539785108410595, t = -0.03230286765269967, v = 0.08398315262876693,
            l = 0.6822365335719091 (4th-order minimum norm, 11 stages; Takaishi and
            de Forcrand, Phys. Rev. E 73 (2006) 036706, "4MN5FV")      order 4, 5 forces/step
+
+Nested time scales (Sexton and Weingarten, Nucl. Phys. B 380 (1992) 665): for an action split
+into terms S = S_1 + S_2 + ... (force F_1 + F_2 + ...), level 1 integrates H_1 = S_1 with its
+scheme and n_1 steps, and each of its Q(c) is replaced by a whole trajectory of length c eps_1
+of level 2 (S_2 with n_2 steps), and so on; the innermost level's Q updates the field. Cheap,
+large forces go inside (more evaluations), expensive, small ones outside.
 """
 
 from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
+from lqcdflow.kernels.blas import axpy
 
 OMELYAN_XI = 0.1931833275037836
-CHUNK_SITES = 1 << 15  # sites per chunk of the P and Q updates on CPUs (256 KiB of float64)
 
 
 @dataclass(frozen=True)
@@ -88,52 +95,86 @@ def omelyan4():
 SCHEMES = {"leapfrog": leapfrog, "omelyan2": omelyan2, "omelyan4": omelyan4}
 
 
-def integrate(phi, pi, force, scheme, n_steps, step_size, xp, work=None):
-    """Run the MD trajectory in place: ``phi`` and ``pi`` are overwritten.
+@dataclass(frozen=True)
+class Level:
+    """One time scale of a (nested) integrator.
+
+    Attributes
+    ----------
+    scheme : Scheme
+    n_steps : int
+        MD steps per trajectory of this level: per trajectory of HMC for the outermost level,
+        per Q-update of the level above for the others.
+    force : callable(field, out) -> array
+        The force term of this level.
+    name : str
+        The force term's name (for printing).
+    """
+
+    scheme: Scheme
+    n_steps: int
+    force: Callable
+    name: str = "action"
+
+
+def levels_of(theory, scheme, n_steps):
+    """Levels of ``scheme`` for a theory: one level of its whole force for an int
+    ``n_steps``, or one level per force term (``theory.force_terms()``, outermost first) with
+    ``n_steps[k]`` steps at level k."""
+    if isinstance(n_steps, int):
+        return (Level(scheme, n_steps, theory.force),)
+    terms = theory.force_terms()
+    if len(n_steps) != len(terms):
+        raise ValueError(f"{len(n_steps)} levels of steps for {len(terms)} force terms "
+                         f"({', '.join(name for name, _ in terms)})")
+    return tuple(Level(scheme, n, force, name) for n, (name, force) in zip(n_steps, terms))
+
+
+def describe_levels(levels, trajectory_length):
+    """A printable line per level: its force term, scheme, steps and forces per trajectory."""
+    lines, calls = [], 1
+    for k, level in enumerate(levels):
+        forces = level.scheme.force_evaluations(level.n_steps)
+        per_q = sum(u.kind == "Q" for u in level.scheme.schedule(level.n_steps))
+        lines.append(f"level {k + 1} ({level.name}): {level.scheme.describe(1)}, "
+                     f"{level.n_steps} steps, {calls * forces} forces/traj")
+        calls *= per_q
+    eps = trajectory_length / levels[0].n_steps
+    return "; ".join(lines) + f"; outer step {eps:.6g}"
+
+
+def integrate(field, pi, levels, trajectory_length, update_field, xp):
+    """Run the MD trajectory in place: ``field`` and ``pi`` are overwritten.
 
     Parameters
     ----------
-    phi, pi : C-contiguous arrays
+    field, pi : C-contiguous arrays
         Field and conjugate momenta (local sub-lattice).
-    force : callable(phi, out) -> array
-        dS/dphi written into ``out``.
-    scheme : Scheme
-    n_steps : int
-    step_size : float
-        eps = trajectory length / n_steps.
+    levels : sequence of Level
+        Outermost first (one level for an unsplit action).
+    trajectory_length : float
+        tau; level 1's step is eps_1 = tau / n_1.
+    update_field : callable(field, pi, eps)
+        The theory's Q-update, in place.
     xp : module
         ``numpy`` or ``cupy``.
-    work : array, optional
-        Scratch array of phi's shape (allocated once per call otherwise).
     """
-    if not (phi.flags.c_contiguous and pi.flags.c_contiguous):
-        raise ValueError("integrate updates phi and pi in place: they must be C-contiguous")
-    work = xp.empty_like(phi) if work is None else work
-    if xp is np and phi.size > CHUNK_SITES:
-        scratch = np.empty(CHUNK_SITES, dtype=phi.dtype)
-    else:
-        scratch = work  # one chunk: whole-field operations (always on GPUs)
-    for update in scheme.schedule(n_steps):
-        c = update.coefficient * step_size
+    if not (field.flags.c_contiguous and pi.flags.c_contiguous):
+        raise ValueError("integrate updates the field and pi in place: they must be "
+                         "C-contiguous")
+    work = xp.empty_like(pi)
+    _level(field, pi, levels, trajectory_length, update_field, xp, work)
+
+
+def _level(field, pi, levels, length, update_field, xp, work):
+    """A trajectory of length ``length`` of levels[0], nesting levels[1:] into its Q's."""
+    level, inner = levels[0], levels[1:]
+    eps = length / level.n_steps
+    for update in level.scheme.schedule(level.n_steps):
+        c = update.coefficient * eps
         if update.kind == "P":
-            _axpy(pi, -c, force(phi, out=work), scratch, xp)
+            axpy(pi, -c, level.force(field, out=work), xp)
+        elif inner:
+            _level(field, pi, inner, c, update_field, xp, work)
         else:
-            _axpy(phi, c, pi, scratch, xp)
-
-
-def _axpy(y, a, x, scratch, xp):
-    """y += a x, in chunks of ``scratch``'s size when it is smaller than y (y contiguous).
-
-    Forming a x for the whole field before adding it would write a field-sized temporary
-    and read it back from L3 or memory; a chunk of L2 size is still in cache when it is added
-    (CHUNK_SITES). ``scratch`` may be x itself. The bits are the same whatever the chunks:
-    y + a x is computed for each site alone, and y - c F equals y + (-c) F exactly.
-    """
-    if scratch.size >= y.size:
-        y += xp.multiply(x, a, out=scratch)
-        return
-    y_flat, x_flat = y.reshape(-1), x.reshape(-1)
-    for start in range(0, y.size, scratch.size):
-        stop = min(start + scratch.size, y.size)
-        ax = xp.multiply(x_flat[start:stop], a, out=scratch[:stop - start])
-        y_flat[start:stop] += ax
+            update_field(field, pi, c)

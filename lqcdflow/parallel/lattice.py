@@ -9,7 +9,13 @@ Conventions
 - Global lexicographic index: i(x) = sum_mu x_mu s_mu with s_{D-1} = 1, s_mu = s_{mu+1} L_{mu+1}
   (C order, the order of HDF5 datasets).
 - Rank with Cartesian coordinates c holds the block x_mu in [c_mu l_mu, (c_mu + 1) l_mu),
-  l_mu = L_mu / g_mu, stored as a C-contiguous array of shape (l_0, ..., l_{D-1}), no halo.
+  l_mu = L_mu / g_mu, stored as a C-contiguous array of shape (l_0, ..., l_{D-1}) + site
+  shape, no halo. A field has any per-site shape (phi^4: ``()``, U(1) link angles: ``(D,)``,
+  SU(N) links: ``(D, N, N)``) and dtype (real or complex); lattice axes come first, the site
+  shape last, in memory, in HDF5 files and in gathered arrays alike.
+- Degree of freedom k (0 <= k < n, n the number of numbers per site, in C order of the site
+  shape) of site x has the global index i(x) n + k (:meth:`Lattice.dof_index`): the counter of
+  its random numbers and the position in checksums.
 """
 
 import math
@@ -71,7 +77,8 @@ class Lattice:
         # neighbours[mu] = (rank at c - e_mu, rank at c + e_mu)
         self.neighbours = [self.comm.Shift(mu, 1) for mu in range(self.ndim)]
         self._site_index = None
-        self._pair_scratch = {}  # dtype -> one slab, for neighbour_sum
+        self._line_comms = {}  # mu -> the ranks of this rank's line in direction mu
+        self._pair_scratch = {}  # (dtype, site shape) -> one slab, for neighbour_sum
 
     @property
     def ndim(self):
@@ -82,9 +89,14 @@ class Lattice:
                 f"local={list(self.local_shape)}, backend={self.backend.name})")
 
     # ----------------------------------------------------------------- fields and indices
-    def zeros(self, dtype=None):
-        """A local field of zeros."""
-        return self.xp.zeros(self.local_shape, dtype=dtype or self.backend.dtype)
+    def zeros(self, site_shape=(), dtype=None):
+        """A local field of zeros with per-site shape ``site_shape``."""
+        return self.xp.zeros(self.local_shape + tuple(site_shape),
+                             dtype=dtype or self.backend.dtype)
+
+    def site_shape(self, field):
+        """The per-site shape of a local field (its axes after the lattice axes)."""
+        return tuple(field.shape[self.ndim:])
 
     def local_slices(self):
         """Slices of the global array held by this rank."""
@@ -105,13 +117,28 @@ class Lattice:
             self._site_index = index
         return self._site_index
 
+    def dof_index(self, site_shape=()):
+        """Global index i(x) n + k of degree of freedom k of every local site x (uint64 array
+        of shape local shape + ``site_shape``; n = prod(site_shape), k in C order).
+
+        Equal to :attr:`site_index` for one number per site. Below 2^64 for any lattice that
+        fits in memory (2^33 sites x 36 numbers is 2^38.2).
+        """
+        n = math.prod(site_shape)
+        if n == 1:
+            return self.site_index.reshape(self.local_shape + tuple(site_shape))
+        xp = self.xp
+        k = xp.arange(n, dtype=xp.uint64).reshape(site_shape)
+        index = self.site_index.reshape(self.local_shape + (1,) * len(site_shape))
+        return index * np.uint64(n) + k
+
     def gather(self, field, root=0):
         """The global field as a NumPy array on ``root`` (None on the other ranks)."""
         local = np.ascontiguousarray(self.backend.asnumpy(field))
         blocks = self.comm.gather((self.offset, local), root=root)
         if self.rank != root:
             return None
-        out = np.empty(self.shape, dtype=local.dtype)
+        out = np.empty(self.shape + local.shape[self.ndim:], dtype=local.dtype)
         for offset, block in blocks:
             out[tuple(slice(o, o + n) for o, n in zip(offset, block.shape))] = block
         return out
@@ -122,20 +149,53 @@ class Lattice:
 
     # ----------------------------------------------------------------- global reductions
     def sum(self, field):
-        """Reproducible global sum of a local field (a Python float, identical on all ranks)."""
-        return float(reproducible_sum(field, self.comm, self.volume, xp=self.xp))
+        """Reproducible global sum over all sites and all per-site components of a local field.
+
+        A Python float (complex for complex fields), identical on all ranks and decompositions.
+        """
+        total = self._reproducible(field, None, self.volume * math.prod(self.site_shape(field)))
+        return complex(total) if self.xp.iscomplexobj(field) else float(total)
+
+    def site_sum(self, field):
+        """Reproducible sum over all sites, per component: sum_x field(x) (NumPy array of the
+        site shape, complex for complex fields; the same on every rank)."""
+        return self._reproducible(field, tuple(range(self.ndim)), self.volume)
 
     def timeslice_sum(self, field):
         """S(t) = sum over x with x_0 = t of field(x), for every global t (reproducible).
 
-        Returns a NumPy array of length L_0, the same on every rank.
+        Returns a NumPy array of shape (L_0,) + site shape, the same on every rank.
         """
         xp = self.xp
-        partial = xp.zeros((self.shape[0],) + self.local_shape[1:], dtype=field.dtype)
+        partial = xp.zeros((self.shape[0],) + field.shape[1:], dtype=field.dtype)
         partial[self.offset[0]:self.offset[0] + self.local_shape[0]] = field
         per_slice = self.volume // self.shape[0]
-        return reproducible_sum(partial, self.comm, per_slice,
-                                axes=tuple(range(1, self.ndim)), xp=xp)
+        return self._reproducible(partial, tuple(range(1, self.ndim)), per_slice)
+
+    def line_sum(self, field, mu):
+        """sum_{x_mu} field(x) along the lines of direction mu, reproducibly: an array of the
+        local shape with axis mu of length 1 (+ site shape), the same on every rank of a line.
+
+        The line's ranks add exact integer digits (:mod:`lqcdflow.parallel.reduce`) over the
+        sub-communicator of direction mu, so the sums do not depend on the decomposition.
+        """
+        if mu not in self._line_comms:
+            self._line_comms[mu] = self.comm.Sub([nu == mu for nu in range(self.ndim)])
+        total = self._reproducible(field, (mu,), self.shape[mu], self._line_comms[mu])
+        return self.xp.expand_dims(self.xp.asarray(total), mu)
+
+    def _reproducible(self, field, axes, count, comm=None):
+        """reproducible_sum of ``field`` over ``axes`` (None: all) and the ranks of ``comm``
+        (default: all); complex fields are summed as (re, im) pairs, each part exactly, and
+        put together again."""
+        comm = self.comm if comm is None else comm
+        if not self.xp.iscomplexobj(field):
+            return reproducible_sum(field, comm, count, axes=axes, xp=self.xp)
+        pairs = self.xp.ascontiguousarray(field).view(field.real.dtype)
+        pairs = pairs.reshape(field.shape + (2,))
+        axes = tuple(range(field.ndim)) if axes is None else axes
+        total = reproducible_sum(pairs, comm, count, axes=axes, xp=self.xp)
+        return total[..., 0] + 1j * total[..., 1]
 
     # ----------------------------------------------------------------- halo exchange
     def _face(self, field, mu, index):
@@ -209,27 +269,30 @@ class Lattice:
         out[edge] = self._finish(pending, (mu, sign))
         return out
 
-    def slabs(self, itemsize):
+    def slabs(self, site_bytes):
         """The local time slices in slabs: slices of axis 0 of about SLAB_BYTES of a field each.
 
         A slab is a block of consecutive time slices x_0; all but the last hold
-        max(1, SLAB_BYTES // (itemsize * l_1 ... l_{D-1})) of them. Kernels that make several
-        NumPy passes over a field make them slab by slab, so that a slab of each array stays
-        in the L2 cache from one pass to the next instead of being fetched again from L3 or
-        memory (see :meth:`neighbour_sum`). On GPUs the whole field is one slab: there every
-        pass is one kernel over the field and smaller kernels would only add launch overhead.
+        max(1, SLAB_BYTES // (site_bytes * l_1 ... l_{D-1})) of them, for a field of
+        ``site_bytes`` bytes per site. Kernels that make several NumPy passes over a field make
+        them slab by slab, so that a slab of each array stays in the L2 cache from one pass to
+        the next instead of being fetched again from L3 or memory (see :meth:`neighbour_sum`).
+        On GPUs the whole field is one slab: there every pass is one kernel over the field and
+        smaller kernels would only add launch overhead.
         """
         n = self.local_shape[0]
         if self.backend.on_gpu:
             rows = n
         else:
-            rows = max(1, SLAB_BYTES // (itemsize * (self.local_volume // n)))
+            rows = max(1, SLAB_BYTES // (site_bytes * (self.local_volume // n)))
         return [slice(a, min(a + rows, n)) for a in range(0, n, rows)]
 
-    def empty_slab(self, dtype):
+    def empty_slab(self, dtype, site_shape=()):
         """A flat uninitialised array the size of the largest slab (the first) of a field."""
-        rows = self.slabs(np.dtype(dtype).itemsize)[0]
-        return self.xp.empty(rows.stop * (self.local_volume // self.local_shape[0]), dtype=dtype)
+        site_size = math.prod(site_shape)
+        rows = self.slabs(np.dtype(dtype).itemsize * site_size)[0]
+        return self.xp.empty(rows.stop * (self.local_volume // self.local_shape[0]) * site_size,
+                             dtype=dtype)
 
     def neighbour_sum(self, field, out=None, on_slab=None):
         """out(x) = sum_mu [field(x + e_mu) + field(x - e_mu)], periodic.
@@ -275,7 +338,8 @@ class Lattice:
         space = [(mu, s) for mu in range(1, self.ndim) for s in (+1, -1)]
         pending = self._start_exchange(field, time + space)
         faces = {key: self._finish(pending, key) for key in space}
-        slabs = self.slabs(field.itemsize)
+        site_shape = self.site_shape(field)
+        slabs = self.slabs(field.itemsize * math.prod(site_shape))
         inner, edges = slabs[1:-1], slabs[:1] + slabs[1:][-1:]
         for rows in inner:
             self._slab_sum(field, rows, faces, out, on_slab)
@@ -304,10 +368,11 @@ class Lattice:
             if rows.stop == n:
                 xp.add(faces[(0, +1)], field[n - 2:n - 1], out=out[n - 1:n])
         # directions mu >= 1: each pair formed in a scratch slab, then added
-        if field.dtype not in self._pair_scratch:
-            self._pair_scratch[field.dtype] = self.empty_slab(field.dtype)
+        key = (field.dtype, field.shape[self.ndim:])
+        if key not in self._pair_scratch:
+            self._pair_scratch[key] = self.empty_slab(*key)
         slab, sum_slab = field[rows], out[rows]
-        pair = self._pair_scratch[field.dtype][:slab.size].reshape(slab.shape)
+        pair = self._pair_scratch[key][:slab.size].reshape(slab.shape)
         for mu in range(1, self.ndim):
             self._pair_sum(slab, mu, faces[(mu, +1)][rows], faces[(mu, -1)][rows], pair)
             sum_slab += pair

@@ -1,1 +1,26 @@
-"""Lattice actions."""
+"""Lattice theories and their registry.
+
+A theory is one module here with
+
+- ``KEYS``: its [theory] run-file keys besides ``name`` ({key: lqcdflow.schema.Key});
+- ``check(values, given, ndim)``: checks across keys (raise ConfigError);
+- ``make(settings, lattice)``: the :class:`~lqcdflow.theories.base.Theory` of the [theory]
+  settings on a lattice;
+- ``quantities(theory, volume, measured, has)``: the analysis of its observables, as
+  (primary, derived, notes), see :mod:`lqcdflow.analysis.observables`;
+- ``REQUIRED``: the measured series its analysis cannot do without;
+- ``PLOTS``: the series the analysis plots: {"history": ((series, power of V, label, result),
+  ...), "autocorrelation": (result, ...), "histogram": (series, power of V, label)};
+
+and one entry in THEORIES. Nothing else in lqcdflow names a theory.
+"""
+
+import importlib
+
+THEORIES = {"phi4": "lqcdflow.theories.phi4", "u1": "lqcdflow.theories.u1"}
+DEFAULT = "phi4"  # run files without [theory] name are phi^4 (those written before U(1))
+
+
+def module(name):
+    """The module of theory ``name`` (a key of THEORIES)."""
+    return importlib.import_module(THEORIES[name])

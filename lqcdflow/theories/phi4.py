@@ -23,6 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lqcdflow.rng import STREAM_HOT_START
+from lqcdflow.schema import ConfigError, Key
+from lqcdflow.theories.base import FieldSpec, Observable, Theory
+
 
 def standard_to_hopping(m2, lam, ndim):
     """(kappa, lambda_hop) of the hopping form equal to the standard form (m^2, lambda).
@@ -70,8 +74,18 @@ class Phi4Couplings:
         return cls(2.0, 2.0 * ndim + m2, lam, 0.0)
 
 
-class Phi4Action:
-    """phi^4 action, force and observables on a domain-decomposed lattice.
+OBSERVABLES = (
+    Observable("action", (), "S, the action"),
+    Observable("m", (), "M = sum_x phi_x, the magnetisation"),
+    Observable("abs_m", (), "|M|"),
+    Observable("m2", (), "M^2"),
+    Observable("m4", (), "M^4"),
+    Observable("W", (), "W = 2 sum_{x,mu} phi_x phi_{x+mu} (= -dS/d kappa, hopping form)"),
+)
+
+
+class Phi4(Theory):
+    """phi^4 theory on a domain-decomposed lattice: one real number per site.
 
     Parameters
     ----------
@@ -79,10 +93,30 @@ class Phi4Action:
     couplings : Phi4Couplings
     """
 
+    field = FieldSpec("phi", (), description="real scalar field phi_x")
+    momentum_shape = ()
+
     def __init__(self, lattice, couplings: Phi4Couplings):
-        self.lattice = lattice
+        super().__init__(lattice)
         self.couplings = couplings
         self._scratch = {}  # dtype -> one slab of the lattice, for force
+        correlator = Observable(
+            "correlator", (lattice.shape[0],),
+            "C(t) = (1/V) sum_t0 S(t0) S(t0 + t), S(t) = sum_{x: x_0 = t} phi_x")
+        self.observables = OBSERVABLES + (correlator,)
+
+    def describe(self):
+        c = self.couplings
+        return f"phi^4: h = {c.h:g}, c2 = {c.c2:g}, c4 = {c.c4:g}, c0 = {c.c0:g}"
+
+    def hot_start(self, rng):
+        """phi_x = sigma z_x, z_x ~ N(0, 1) per site, with sigma^2 = <phi^2> of one site alone
+        (the weight exp(-c2 phi^2 - c4 phi^4) without the hopping term): a disordered field
+        whose local potential is of order one per site whatever the couplings, so that the
+        molecular dynamics starts stable (a unit Gaussian makes c4 phi^4 ~ 3 c4 per site)."""
+        lat = self.lattice
+        z = rng.normal(lat.site_index, 0, STREAM_HOT_START, lat.xp)
+        return (single_site_width(self.couplings) * z).astype(lat.backend.dtype)
 
     def link_sum(self, phi):
         """l_x = sum_mu phi_x phi_{x+mu} (one forward neighbour per direction)."""
@@ -92,16 +126,12 @@ class Phi4Action:
             out += phi * lat.shift(phi, mu, +1)
         return out
 
-    def density(self, phi, links=None):
+    def action_density(self, phi, links=None):
         """Action density s_x = -h l_x + c2 phi_x^2 + c4 phi_x^4 + c0, with S = sum_x s_x."""
         c = self.couplings
         links = self.link_sum(phi) if links is None else links
         phi2 = phi * phi
         return ((c.c4 * phi2 + c.c2) * phi2 + c.c0) - c.h * links
-
-    def action(self, phi):
-        """S[phi], summed reproducibly (identical on every rank and decomposition)."""
-        return self.lattice.sum(self.density(phi))
 
     def force(self, phi, out=None):
         """dS/dphi_x = -h sum_mu (phi_{x+mu} + phi_{x-mu}) + (4 c4 phi_x^2 + 2 c2) phi_x.
@@ -132,20 +162,35 @@ class Phi4Action:
 
         return self.lattice.neighbour_sum(phi, out=out, on_slab=finish)
 
-    def observables(self, phi):
-        """Per-configuration observables, identical on all ranks.
+    def hopping_force(self, phi, out=None):
+        """The hopping term's force, -h sum_mu (phi_{x+mu} + phi_{x-mu})."""
+        out = self.lattice.neighbour_sum(phi, out=out)
+        out *= -self.couplings.h
+        return out
 
-        Returns
-        -------
-        dict with float entries ``action`` (S), ``m`` (M = sum_x phi_x), ``abs_m`` (|M|), ``m2``
-        (M^2), ``m4`` (M^4), ``W`` (2 sum_{x,mu} phi_x phi_{x+mu}, so that
-        d<A>/d kappa = <W A> - <W><A> in the hopping form), and ``correlator``: the
-        zero-momentum time-slice correlator C(t) = (1/V) sum_{t0} S(t0) S(t0 + t) with
-        S(t) = sum_{x: x_0 = t} phi_x (a NumPy array of length L_0).
+    def potential_force(self, phi, out=None):
+        """The local term's force, (4 c4 phi_x^2 + 2 c2) phi_x (no communication)."""
+        c, xp = self.couplings, self.lattice.xp
+        out = xp.multiply(phi, phi, out=out)
+        out *= 4.0 * c.c4
+        out += 2.0 * c.c2
+        out *= phi
+        return out
+
+    def force_terms(self):
+        """(hopping, potential): the hopping term needs the halo exchange, the local
+        potential is cheap and, at large lambda, the larger force (inner level)."""
+        return (("hopping", self.hopping_force), ("potential", self.potential_force))
+
+    def measure(self, phi):
+        """Per-configuration observables (see ``observables``), identical on all ranks.
+
+        ``correlator`` is the zero-momentum time-slice correlator C(t) (a NumPy array of
+        length L_0); the others are floats.
         """
         lat = self.lattice
         links = self.link_sum(phi)
-        action = lat.sum(self.density(phi, links))
+        action = lat.sum(self.action_density(phi, links))
         w = 2.0 * lat.sum(links)
         slices = lat.timeslice_sum(phi)
         m = math.fsum(slices)
@@ -153,3 +198,131 @@ class Phi4Action:
         return {"action": action, "m": m, "abs_m": abs(m), "m2": m * m, "m4": m**4, "W": w,
                 "correlator": corr / lat.volume}
 
+
+def single_site_width(couplings):
+    """sigma = sqrt(<phi^2>) under the one-site weight exp(-c2 phi^2 - c4 phi^4).
+
+    1/sqrt(2 c2) without the quartic term; otherwise by the trapezoidal rule on a grid that
+    reaches where the weight has fallen below e^-60 of its maximum.
+    """
+    c2, c4 = couplings.c2, couplings.c4
+    if c4 == 0:
+        return math.sqrt(0.5 / c2)
+    # beyond R the potential exceeds its minimum by > 60
+    lowest = -c2 * c2 / (4 * c4) if c2 < 0 else 0.0
+    reach = max(1.0, math.sqrt(max(-c2, 0.0) / c4))
+    while c2 * reach**2 + c4 * reach**4 - lowest < 60:
+        reach *= 1.5
+    x = np.linspace(-reach, reach, 4001)
+    weight = np.exp(-(c2 * x * x + c4 * x**4 - lowest))
+    return math.sqrt(np.trapezoid(x * x * weight, x) / np.trapezoid(weight, x))
+
+
+# ---------------------------------------------------------------------- run file: [theory]
+KEYS = {
+    "form": Key("choice", "hopping", choices=("hopping", "standard")),
+    "kappa": Key("float", None, allowed="a real number (hopping form)"),
+    "m2": Key("float", None, allowed="a real number (standard form)"),
+    "lambda": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0"),
+}
+
+
+def check(values, given, ndim):
+    """The form's coupling is given, the other form's is not, and the free field is stable."""
+    needed, forbidden = ("kappa", "m2") if values["form"] == "hopping" else ("m2", "kappa")
+    if values[needed] is None:
+        raise ConfigError(f"[theory] missing key '{needed}' (needed by form = "
+                          f"'{values['form']}')")
+    if forbidden in given:
+        raise ConfigError(f"[theory] key '{forbidden}' does not belong to form = "
+                          f"'{values['form']}'")
+    # at lambda = 0 the action is bounded below only for a positive quadratic form
+    if values["lambda"] != 0:
+        return
+    if values["form"] == "hopping" and not abs(values["kappa"]) < 1 / (2 * ndim):
+        raise ConfigError(f"[theory] kappa = {values['kappa']} with lambda = 0 is unstable; "
+                          f"the free field needs |kappa| < 1/(2D) = {1 / (2 * ndim):.6g}")
+    if values["form"] == "standard" and not values["m2"] > 0:
+        raise ConfigError(f"[theory] m2 = {values['m2']} with lambda = 0 is unstable; "
+                          "the free field needs m2 > 0")
+
+
+def make(settings, lattice):
+    """The Phi4 theory of the [theory] settings on ``lattice``."""
+    if settings.form == "hopping":
+        couplings = Phi4Couplings.hopping(settings.kappa, settings.lambda_)
+    else:
+        couplings = Phi4Couplings.standard(settings.m2, settings.lambda_, lattice.ndim)
+    return Phi4(lattice, couplings)
+
+
+# ---------------------------------------------------------------------- analysis
+# name, label, measured series, power of V it is divided by
+MOMENTS = (
+    ("action_density", "<S>/V", "action", 1),
+    ("m", "<M>/V", "m", 1),
+    ("abs_m", "<|M|>/V", "abs_m", 1),
+    ("m2", "<M^2>/V^2", "m2", 2),
+    ("m4", "<M^4>/V^4", "m4", 4),
+)
+
+
+def quantities(theory, shape, measured, has):
+    """The analysis of phi^4 ensembles: (primary, derived, notes), each quantity a tuple
+    (name, label, Obs); ``measured(f)`` is the Obs of the series f(observables), ``has(name)``
+    whether every replica holds series ``name``.
+
+    M = sum_x phi_x is the total magnetisation, V the lattice volume, <.> the ensemble mean.
+
+    Primary (means of measured series): <S>/V, <M>/V, <|M|>/V, <M^2>/V^2, <M^4>/V^4.
+
+    Derived (errors propagated linearly by pyerrors):
+
+        chi   = <M^2> / V                                 susceptibility
+        chi_c = (<M^2> - <|M|>^2) / V                     connected susceptibility
+        U     = <M^4> / <M^2>^2                           Binder ratio (3 for Gaussian M)
+
+    and, in the hopping form, where W = 2 sum_{x,mu} phi_x phi_{x+mu} = -dS/d kappa, the kappa
+    derivatives d<A>/d kappa = <W A> - <W><A> (A independent of kappa):
+
+        d chi / d kappa       = (<W M^2> - <W><M^2>) / V
+        d(<|M|>/V) / d kappa  = (<W |M|> - <W><|M|>) / V
+        dU / d kappa          = (D_4 <M^2> - 2 <M^4> D_2) / <M^2>^3,  D_k = <W M^k> - <W><M^k>.
+    """
+    V = math.prod(shape)
+    primary = [(name, label, measured(lambda o, s=series, k=k: o[s] / V**k))
+               for name, label, series, k in MOMENTS]
+    p = {name: obs for name, _, obs in primary}
+    m2, m4, abs_m = p["m2"], p["m4"], p["abs_m"]
+    derived = [("chi", "chi = <M^2>/V", V * m2),
+               ("chi_connected", "chi_c = (<M^2>-<|M|>^2)/V", V * (m2 - abs_m**2)),
+               ("binder_ratio", "U = <M^4>/<M^2>^2", m4 / m2**2)]
+    notes = []
+    if theory.get("form") != "hopping":
+        notes.append("d/d kappa not computed: the theory is not in the hopping form")
+    elif not has("W"):
+        notes.append("d/d kappa not computed: no series W")
+    else:
+        w = measured(lambda o: o["W"])
+
+        def d(name, series, k):  # <W A> - <W><A> for A = series / V^k
+            return measured(lambda o: o["W"] * o[series] / V**k) - w * p[name]
+
+        d2, d4 = d("m2", "m2", 2), d("m4", "m4", 4)
+        derived += [("dchi_dkappa", "d chi/d kappa", V * d2),
+                    ("dabs_m_dkappa", "d(<|M|>/V)/d kappa", d("abs_m", "abs_m", 1)),
+                    ("dbinder_dkappa", "dU/d kappa", (d4 * m2 - 2 * m4 * d2) / m2**3)]
+    return primary, derived, notes
+
+
+REQUIRED = ("action", "m", "abs_m", "m2", "m4")  # series the analysis cannot do without
+
+PLOTS = {
+    # series, power of V it is divided by, axis label, result with its mean
+    "history": (("action", 1, "$S/V$", "action_density"),
+                ("m", 1, "$M/V$", "m"),
+                ("m2", 1, "$M^2/V$", "chi")),
+    "autocorrelation": ("action_density", "abs_m", "chi", "binder_ratio"),
+    # series, power of V, axis label: its histogram with the Gaussian of its mean and variance
+    "histogram": ("m", 1, "$M/V$"),
+}

@@ -1,0 +1,1 @@
+"""Array kernels shared by theories and integrators, tuned for the caches of CPUs."""

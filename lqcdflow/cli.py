@@ -1,6 +1,8 @@
 """Command line: ``lqcdflow run|train|sample|status|info|analyze``.
 
-This layer only reads arguments, builds objects and calls the library. Exit codes:
+This layer only reads arguments, builds objects and calls the library. ``run``, ``train`` and
+``sample`` run on the ranks of MPI_COMM_WORLD; ``status``, ``info`` and ``analyze`` are serial
+tools that never initialise MPI (run them without mpiexec, e.g. on a login node). Exit codes:
 0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used
 (run file, process grid, output file, checkpoints: one line on stderr, every rank exits);
 3 a run (or training) stopped early on a signal or the walltime, with a checkpoint (or the
@@ -18,6 +20,7 @@ from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.command import add_arguments as add_analyze_arguments
 from lqcdflow.backend import BackendError
 from lqcdflow.config import ConfigError, parse
+from lqcdflow.exitcodes import EXIT_CORRUPT, EXIT_RESUBMIT, EXIT_USAGE
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.ensemble import OutputError
 from lqcdflow.io.info import InfoError
@@ -27,10 +30,11 @@ USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError,
                CheckpointError, InfoError)
 
 
-def read_run_file(path, comm):
-    """Rank 0 reads the run file and broadcasts its text, so every rank validates the same."""
+def read_run_file(path, comm=None):
+    """Rank 0 of ``comm`` (None: this process alone) reads the run file and broadcasts its
+    text, so every rank validates the same."""
     text, error = None, None
-    if comm.Get_rank() == 0:
+    if comm is None or comm.Get_rank() == 0:
         try:
             with open(path, "rb") as f:
                 text = f.read().decode("utf-8")
@@ -38,7 +42,8 @@ def read_run_file(path, comm):
             error = f"run file {path} not found"
         except (OSError, UnicodeDecodeError) as e:
             error = f"cannot read run file {path}: {e}"
-    text, error = comm.bcast((text, error), root=0)
+    if comm is not None:
+        text, error = comm.bcast((text, error), root=0)
     if error:
         raise ConfigError(error)
     return parse(text, path), text
@@ -137,22 +142,19 @@ def _training_status(config):
     return f"training step {done} of {steps} ({path})", done >= steps
 
 
-def cmd_status(args, comm):
+def cmd_status(args):
     """Exit 0 if the run file's chain (or with --train its flow training) is complete,
-    EXIT_RESUBMIT if it is not (rank 0).
+    EXIT_RESUBMIT if it is not (serial).
 
     For job scripts: launchers do not all pass the ranks' exit code on (MPICH's mpiexec
     returns 0 after forwarding a signal, or when its stdin is /dev/null).
     """
     from lqcdflow.io.checkpoint import newest_trajectory
-    from lqcdflow.mc.stop import EXIT_RESUBMIT
 
-    config, _ = read_run_file(args.run_file, comm)
+    config, _ = read_run_file(args.run_file)
     flows = config.sampler.algorithm == "nmcmc"
     if args.train and not flows:
         raise ConfigError("lqcdflow status --train needs [sampler] algorithm = 'nmcmc'")
-    if comm.Get_rank() != 0:
-        return 0
     if flows:
         line, trained = _training_status(config)
         print(line)
@@ -164,12 +166,10 @@ def cmd_status(args, comm):
     return 0 if done >= target else EXIT_RESUBMIT
 
 
-def cmd_info(args, comm):
-    """Print what lqcdflow files hold and verify their checksums (rank 0)."""
+def cmd_info(args):
+    """Print what lqcdflow files hold and verify their checksums (serial)."""
     from lqcdflow.io.info import inspect
 
-    if comm.Get_rank() != 0:
-        return 0
     corrupt = []
     for path in args.files:
         lines, bad = inspect(path)
@@ -177,15 +177,15 @@ def cmd_info(args, comm):
         corrupt += bad
     if corrupt:
         print(f"lqcdflow: error: checksum mismatch in {', '.join(corrupt)}", file=sys.stderr)
-        return 1
+        return EXIT_CORRUPT
     return 0
 
 
-def cmd_analyze(args, comm):
-    """Gamma-method analysis of ensemble files (serial: rank 0 does it)."""
+def cmd_analyze(args):
+    """Gamma-method analysis of ensemble files (serial)."""
     from lqcdflow.analysis.command import run
 
-    return run(args) if comm.Get_rank() == 0 else 0
+    return run(args)
 
 
 def make_parser():
@@ -219,14 +219,23 @@ def make_parser():
     return parser
 
 
+SERIAL_COMMANDS = (cmd_status, cmd_info, cmd_analyze)
+
+
 def main(argv=None):
     args = make_parser().parse_args(argv)
-    from mpi4py import MPI
-
-    from lqcdflow.parallel.comm import guarded
-
-    comm = MPI.COMM_WORLD
     try:
+        if args.func in SERIAL_COMMANDS:
+            try:
+                return args.func(args)
+            except USER_ERRORS as e:
+                print(f"lqcdflow: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
+        from mpi4py import MPI  # initialises MPI: only for the commands that run on ranks
+
+        from lqcdflow.parallel.comm import guarded
+
+        comm = MPI.COMM_WORLD
         return guarded(lambda: args.func(args, comm), comm, USER_ERRORS)
     except BrokenPipeError:  # output piped into a reader that closed early (e.g. head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -228,6 +228,10 @@ def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
     stop_rule.loop_starts()
     state = run_chain(sampler, state, chain.n_trajectories, hooks, stop=stop_rule.reason)
     checkpointer.write(state)
+    problem = writer.close()
+    if problem:
+        warn(lattice.comm, f"{problem}; the file keeps spare rows after its records (see "
+             "/committed), which lqcdflow's readers skip")
     if state.trajectory and state.accepted == 0:
         warn(lattice.comm, f"not one of the {state.trajectory} trajectories was accepted: the "
              "ensemble repeats its start configuration; lower the step size (more n_steps)")

@@ -5,6 +5,8 @@ import sys
 
 import h5py
 
+from lqcdflow.io.ensemble import last_commit
+
 TIMEOUT = 120
 
 RUN_FILE = """
@@ -90,8 +92,18 @@ def write_run_file(path, n_trajectories=30, every=10, text=RUN_FILE, **replace):
 
 
 def series(path):
-    """The Monte Carlo series of an ensemble file, as bytes per dataset (every dataset of
-    /mc and /observables)."""
+    """The committed records of every series of an ensemble file (/mc and /observables), as
+    bytes per dataset."""
     with h5py.File(path, "r") as f:
-        return {f"{group}/{name}": f[group][name][()].tobytes()
+        lengths = last_commit(f).lengths
+        return {f"{group}/{name}": f[group][name][:lengths[group]].tobytes()
                 for group in ("mc", "observables") for name in f[group]}
+
+
+def one_line_error(result, message):
+    """``result`` is the documented usage error: exit 2, one line ``lqcdflow: error: ...``
+    on stderr that contains ``message``."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lqcdflow: error:"), result.stderr
+    assert message in lines[0], lines[0]

@@ -9,7 +9,7 @@ from mpi4py import MPI
 
 from lqcdflow.config import validate
 from lqcdflow.io import checkpoint
-from lqcdflow.io.checksum import field_checksum
+from lqcdflow.io.checksum import field_checksum, global_checksum
 from lqcdflow.io.h5 import FieldFile
 from lqcdflow.mc.hmc import ChainState
 from lqcdflow.parallel import Lattice
@@ -164,3 +164,25 @@ def test_fields_of_any_site_shape_and_dtype_round_trip_on_every_grid(comm, share
     flipped = field.copy()
     flipped.reshape(-1).view(np.uint8)[57] ^= 4  # one bit of one number
     assert field_checksum(Lattice(SHAPE, comm=MPI.COMM_SELF), flipped) != reference
+
+
+def test_checksum_version_2_sees_what_version_1_missed():
+    """A complex number negated (two sign bits) cancels in version 1's sum, not in version 2's;
+    both see one flipped bit; the serial checksum of a global array equals the lattice's."""
+    lat = Lattice(SHAPE, comm=MPI.COMM_SELF)
+    field = np.full(SHAPE + (2,), 1 + 1j)
+    unseen = {1: 0, 2: 0}
+    for site in np.ndindex(field.shape):
+        negated = field.copy()
+        negated[site] *= -1
+        for version in unseen:
+            unseen[version] += (field_checksum(lat, negated, version)
+                                == field_checksum(lat, field, version))
+    assert unseen[1] > 0 and unseen[2] == 0, unseen
+    gen = np.random.default_rng(6)
+    field = gen.standard_normal(SHAPE + (2,)) + 1j * gen.standard_normal(SHAPE + (2,))
+    for version in (1, 2):
+        assert global_checksum(field, version) == field_checksum(lat, field, version)
+        flipped = field.copy()
+        flipped.view(np.uint64)[0, 1, 2, 3] ^= np.uint64(1 << 40)
+        assert global_checksum(flipped, version) != global_checksum(field, version)

@@ -8,7 +8,7 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-from runs import lqcdflow, series, write_run_file
+from runs import lqcdflow, one_line_error, series, write_run_file
 
 def test_run_writes_ensemble_and_prints_progress_and_table(tmp_path):
     run_file = write_run_file(tmp_path / "a.toml")
@@ -59,11 +59,7 @@ BAD_RUN_FILES = [
 @pytest.mark.parametrize("replace, message", BAD_RUN_FILES)
 def test_bad_run_files_give_one_line_and_exit_2(tmp_path, replace, message):
     run_file = write_run_file(tmp_path / "bad.toml", **replace)
-    result = lqcdflow(["run", str(run_file)])
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lqcdflow: error:"), result.stderr
-    assert message in lines[0]
+    one_line_error(lqcdflow(["run", str(run_file)]), message)
     assert not (tmp_path / "bad.h5").exists()
 
 
@@ -118,3 +114,50 @@ def test_version_and_help():
     assert result.returncode == 0 and result.stdout.strip()
     assert lqcdflow([]).returncode == 2
     assert np.all([word in lqcdflow(["run", "--help"]).stdout for word in ("run_file",)])
+
+
+SERIAL_COMMANDS = [["status", "{run}"], ["info", "{out}"], ["analyze", "{out}"]]
+
+
+@pytest.mark.parametrize("args", SERIAL_COMMANDS)
+def test_serial_commands_never_import_mpi(tmp_path, args):
+    """status, info and analyze work where MPI cannot even be imported (a login node): an
+    import of mpi4py (which initialises MPI) would fail here."""
+    run_file = write_run_file(tmp_path / "a.toml", n_trajectories=400, every=100)
+    assert lqcdflow(["run", "-q", str(run_file)]).returncode == 0
+    argv = [a.format(run=run_file, out=tmp_path / "a.h5") for a in args]
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "from lqcdflow.cli import main\n"
+            f"sys.exit(main({argv!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "mpi4py" not in result.stderr
+
+
+def test_a_chain_that_never_accepts_says_so_loudly(tmp_path):
+    """MD with one step of 30 (Delta H ~ 10^3) never accepts: the progress line, the end of
+    the run and the analysis each warn instead of printing a quiet table."""
+    run_file = write_run_file(tmp_path / "stuck.toml", n_trajectories=220, every=100,
+                              **{"n_steps = 4": "n_steps = 1\ntrajectory_length = 30.0",
+                                 "measure_every = 2": "measure_every = 1"})
+    result = lqcdflow(["run", str(run_file)])
+    assert result.returncode == 0, result.stderr
+    assert "acc  0.000" in result.stdout and "WARNING: nothing accepted yet" in result.stdout
+    assert ("lqcdflow: warning: not one of the 220 trajectories was accepted"
+            in result.stderr)
+    result = lqcdflow(["analyze", str(tmp_path / "stuck.h5")])
+    assert result.returncode == 0, result.stderr
+    assert "warning: replica r0 accepted none of its 215 trajectories" in result.stdout
+
+
+def test_nested_integrator_from_the_run_file(tmp_path):
+    """n_steps = [4, 2]: the hopping force on the outer level, the local potential inside."""
+    run_file = write_run_file(tmp_path / "nested.toml", **{"n_steps = 4": "n_steps = [4, 2]"})
+    result = lqcdflow(["run", str(run_file)])
+    assert result.returncode == 0, result.stderr
+    assert "level 1 (hopping)" in result.stdout and "level 2 (potential)" in result.stdout
+    assert "4 steps, 9 forces/traj" in result.stdout and "2 steps, 40 forces/traj" in result.stdout
+    with h5py.File(tmp_path / "nested.h5", "r") as f:
+        assert list(f.attrs["sampler.n_steps"]) == [4, 2]
+        assert f["mc/accepted"][()].mean() > 0.5

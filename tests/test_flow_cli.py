@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flow_helpers import LAM, M2, setup, spec_for
 from mpi4py import MPI
-from runs import RUN_FILE, SERIES, command, lqcdflow, series, write_run_file
+from runs import RUN_FILE, SERIES, command, lqcdflow, one_line_error, series, write_run_file
 
 from lqcdflow import build
 from lqcdflow.cli import main
@@ -109,13 +109,6 @@ def assert_same_state(path, reference, rtol):
     assert step == want_step and sorted(got) == sorted(want)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=rtol, atol=0, err_msg=name)
-
-
-def one_line_error(result, message):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lqcdflow: error:"), result.stderr
-    assert message in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

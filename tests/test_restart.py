@@ -196,7 +196,7 @@ def test_info_verifies_every_kind_of_file(tmp_path):
     result = lqcdflow(["info", *files])
     assert result.returncode == 0, result.stderr
     assert "lqcdflow-ensemble" in result.stdout and "configurations: 4" in result.stdout
-    assert "all field checksums ok" in result.stdout and "sha256 ok" in result.stdout
+    assert "all field checksums ok" in result.stdout and "checksum ok" in result.stdout
     with h5py.File(tmp_path / "run.h5", "r+") as f:
         f["observables/m2"][3] += 1.0
     result = lqcdflow(["info", files[0]])

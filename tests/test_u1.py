@@ -183,7 +183,7 @@ def z_2d(series, L, beta):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("L, beta", [(6, 1.0), (8, 2.0)])
+@pytest.mark.parametrize("L, beta", [(6, 1.0), (8, 2.0), (12, 3.0)])
 def test_2d_plaquette_and_topological_susceptibility_are_exact(L, beta):
     """2D U(1) on an L x L torus against the Bessel-function results (Bonati and Rossi);
     the same chain compared with the exact values at 1.05 beta fails."""

@@ -6,7 +6,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from runs import U1_RUN_FILE, lqcdflow, series, write_run_file
+from runs import U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
 
 
 def u1_run(path, n_trajectories=40, every=10, **replace):
@@ -99,9 +99,5 @@ BAD_U1_RUN_FILES = [
 @pytest.mark.parametrize("replace, message", BAD_U1_RUN_FILES)
 def test_bad_u1_run_files_give_one_line_and_exit_2(tmp_path, replace, message):
     run = u1_run(tmp_path / "bad.toml", **replace)
-    result = lqcdflow(["run", str(run)])
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lqcdflow: error:"), result.stderr
-    assert message in lines[0]
+    one_line_error(lqcdflow(["run", str(run)]), message)
     assert not (tmp_path / "bad.h5").exists()

@@ -1,17 +1,19 @@
-"""Benchmark of one HMC molecular-dynamics step of phi^4 theory, against a copy of the same size.
+"""Benchmark of one HMC molecular-dynamics step (phi^4 or U(1)), against a copy of the same size.
 
 Usage
 -----
 ::
 
-    mpiexec -n R python tools/bench_md.py --shape 32 32 32 32 [--integrator omelyan2]
-        [--grid 2 1 1 1] [--dtype float64] [--backend numpy] [--repeat 7] [--n-steps 10]
-        [--min-time 0.2] [--json]
+    mpiexec -n R python tools/bench_md.py --shape 32 32 32 32 [--theory phi4|u1]
+        [--integrator omelyan2] [--grid 2 1 1 1] [--dtype float64] [--backend numpy]
+        [--repeat 7] [--n-steps 10] [--min-time 0.2] [--json]
 
 The lattice of global extents ``--shape`` is split over the ranks of ``MPI.COMM_WORLD``
 (process grid ``--grid``, chosen by :func:`lqcdflow.parallel.grid.choose_grid` if omitted);
-the action is :class:`lqcdflow.theories.phi4.Phi4` in the hopping form with
-kappa = 0.15, lambda = 0.02, on a Gaussian random field and Gaussian momenta.
+the theory is :class:`lqcdflow.theories.phi4.Phi4` in the hopping form with
+kappa = 0.15, lambda = 0.02 on a Gaussian random field (``--theory phi4``, default), or
+:class:`lqcdflow.theories.u1.U1` at beta = 1 on Haar-random links (``--theory u1``), with
+Gaussian momenta.
 
 What is timed
 -------------
@@ -20,7 +22,7 @@ machine load:
 
 - ``copy``: ``xp.copyto(dst, src)`` of two arrays of the local volume on every rank at once,
   the bandwidth peer;
-- ``force``: one ``Phi4.force(phi, out)`` (neighbour sum with its halo exchange);
+- ``force``: one ``theory.force(field, out)`` (with its halo exchanges);
 - ``MD step``: ``integrate()`` of a trajectory of n = ``--n-steps`` steps of size 1/n, divided
   by n, so a step counts its share of the P updates merged at step boundaries (omelyan2:
   2 + 1/n forces per step).
@@ -32,12 +34,13 @@ best round (noise only adds time) and the median; ``--json`` prints every figure
 
 Figures
 -------
-With V the global volume, R ranks, V_loc = V / R, b the bytes per number, H the halo sites
-sent per rank and force evaluation (sum over split directions mu of 2 V_loc / l_mu), n_F and
-n_Q the force evaluations and Q updates in the schedule of a trajectory of n steps:
+With V the global volume, R ranks, V_loc = V / R, b the bytes per number, d the numbers per
+site (phi^4: 1; U(1): D link angles), H the halo sites sent per rank and force evaluation (sum
+over split directions mu of 2 V_loc / l_mu), n_F and n_Q the force evaluations and Q updates in
+the schedule of a trajectory of n steps:
 
 - site updates per second = V / t_step;
-- copy bandwidth = R * 2 V_loc b / t_copy (read + write). A store to a cache line not in
+- copy bandwidth = R * 2 d V_loc b / t_copy (read + write). A store to a cache line not in
   cache first reads it (write-allocate), so a copy really moves 3 V_loc b while an in-place
   update ``a op= b`` moves what it is counted as; neither the copy nor the model below
   counts that read, and in-place kernels can therefore show somewhat more than 100 %;
@@ -46,13 +49,15 @@ n_Q the force evaluations and Q updates in the schedule of a trajectory of n ste
 Minimal bytes B_min (all ranks; what any implementation with a separate force kernel must
 move, every array read or written once per kernel, stencil neighbours read once):
 
-- force F = dS/dphi: read phi, write F, send and receive the halo      (2 V_loc + 2 H) b
-- P(c): pi <- pi - c F: read pi and F, write pi                            3 V_loc b
-- Q(c): phi <- phi + c pi: read phi and pi, write phi                      3 V_loc b
+- force F = dS/dU: read U, write F, send and receive the halo        d (2 V_loc + 2 H) b
+- P(c): pi <- pi - c F: read pi and F, write pi                          3 d V_loc b
+- Q(c): U <- U + c pi: read U and pi, write U                            3 d V_loc b
 
-    B_min = R [n_F (5 V_loc + 2 H) + 3 n_Q V_loc] b / n        per MD step.
+    B_min = R d [n_F (5 V_loc + 2 H) + 3 n_Q V_loc] b / n        per MD step.
 
-A force fused into the P update would need only 3 V_loc b per P; this is not assumed.
+A force fused into the P update would need only 3 d V_loc b per P; this is not assumed. (The
+U(1) force needs, per split direction, only the faces of the D - 1 other link directions; the
+model counts all D, a small overestimate of the minimum for D > 2.)
 
 What limits the figures
 -----------------------
@@ -64,7 +69,7 @@ a Q update 5, plus 4 H b for each force's halo: (6 D + 16) V_loc b per P update,
 the 5 of B_min. On CPUs these passes are made block by block, on slabs of time slices of
 about 256 KiB (``Lattice.slabs``; the force evaluates its polynomial slab by slab inside the
 neighbour sum) and in chunks of 32768 sites in the P and Q updates
-(``integrators.CHUNK_SITES``), so that a block stays in the L2 cache from one pass to the
+(``kernels.blas.CHUNK_NUMBERS``), so that a block stays in the L2 cache from one pass to the
 next: roughly B_min travels to and from L3 or memory, and the rest is L2 traffic. The time
 is then set by the L2-resident passes and by the Python and NumPy dispatch of each
 operation on each block (0.3 to 1 microsecond), and B_min / t stays well below the copy
@@ -85,13 +90,18 @@ import numpy as np
 from mpi4py import MPI
 
 from lqcdflow.backend import BackendError, make_backend
-from lqcdflow.mc.integrators import SCHEMES, integrate
+from lqcdflow.mc.integrators import SCHEMES, integrate, levels_of
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import GridError, halo_sites
+from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
+from lqcdflow.theories.u1 import U1
 
 KAPPA, LAMBDA = 0.15, 0.02
+BETA = 1.0
 SEED = 12345
+THEORIES = {"phi4": lambda lat: Phi4(lat, Phi4Couplings.hopping(KAPPA, LAMBDA)),
+            "u1": lambda lat: U1(lat, BETA)}
 
 
 def parse_args(argv=None):
@@ -100,6 +110,7 @@ def parse_args(argv=None):
                    help="global lattice extents (default 32 32 32 32)")
     p.add_argument("--grid", type=int, nargs="+", default=None,
                    help="process grid (default: smallest halo)")
+    p.add_argument("--theory", choices=sorted(THEORIES), default="phi4")
     p.add_argument("--integrator", choices=sorted(SCHEMES), default="omelyan2")
     p.add_argument("--n-steps", type=int, default=10, help="MD steps per timed trajectory")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
@@ -111,10 +122,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def kernel_bytes(lat, itemsize):
-    """B_min of (force, P update with its force, Q update) on all ranks, see the docstring."""
+def kernel_bytes(lat, itemsize, per_site):
+    """B_min of (force, P update with its force, Q update) on all ranks for ``per_site``
+    numbers per site, see the docstring."""
     v, h = lat.local_volume, halo_sites(lat.shape, lat.grid)
-    return tuple(lat.size * itemsize * p for p in (2 * v + 2 * h, 5 * v + 2 * h, 3 * v))
+    return tuple(lat.size * itemsize * per_site * p
+                 for p in (2 * v + 2 * h, 5 * v + 2 * h, 3 * v))
 
 
 def step_bytes(kernels, scheme, n_steps):
@@ -149,36 +162,38 @@ def benchmark(kernels, repeat, min_time, comm, sync):
 
 
 def run(args):
-    """Build the lattice, action and fields, time the kernels; returns the figures (a dict)."""
+    """Build the lattice, theory and fields, time the kernels; returns the figures (a dict)."""
     comm = MPI.COMM_WORLD
     backend = make_backend(args.backend, args.dtype)
     lat = Lattice(args.shape, comm=comm, grid=args.grid, backend=backend)
     xp, dtype = lat.xp, backend.dtype
     itemsize = np.dtype(dtype).itemsize
-    action = Phi4(lat, Phi4Couplings.hopping(KAPPA, LAMBDA))
+    theory = THEORIES[args.theory](lat)
     scheme = SCHEMES[args.integrator]()
+    levels = levels_of(theory, scheme, args.n_steps)
 
-    rng = np.random.default_rng([SEED, lat.rank])
-    phi = xp.asarray(rng.standard_normal(lat.local_shape).astype(dtype))
-    pi = xp.asarray(rng.standard_normal(lat.local_shape).astype(dtype))
-    work, dst = lat.zeros(), lat.zeros()
+    rng = CounterRNG(SEED)
+    field = theory.hot_start(rng)
+    pi = theory.momenta(rng, 1)
+    work, dst = xp.empty_like(pi), xp.empty_like(field)
 
     kernels = {
-        "copy": lambda: xp.copyto(dst, phi),
-        "force": lambda: action.force(phi, out=work),
-        "trajectory": lambda: integrate(phi, pi, action.force, scheme, args.n_steps,
-                                        1.0 / args.n_steps, xp, work=work),
+        "copy": lambda: xp.copyto(dst, field),
+        "force": lambda: theory.force(field, out=work),
+        "trajectory": lambda: integrate(field, pi, levels, 1.0, theory.update_field, xp),
     }
     times = benchmark(kernels, args.repeat, args.min_time, comm, backend.synchronize)
     times["step"] = [t / args.n_steps for t in times.pop("trajectory")]
 
-    copy_bytes = lat.size * 2 * lat.local_volume * itemsize
-    b_min = kernel_bytes(lat, itemsize)
+    per_site = field[(0,) * lat.ndim].size
+    copy_bytes = lat.size * 2 * lat.local_volume * per_site * itemsize
+    b_min = kernel_bytes(lat, itemsize, per_site)
     bytes_moved = {"copy": copy_bytes, "force": b_min[0],
                    "step": step_bytes(b_min, scheme, args.n_steps)}
 
     result = {
-        "shape": list(lat.shape), "ranks": lat.size, "grid": list(lat.grid),
+        "theory": args.theory, "shape": list(lat.shape), "ranks": lat.size,
+        "grid": list(lat.grid),
         "local_shape": list(lat.local_shape), "volume": lat.volume,
         "local_volume": lat.local_volume, "backend": backend.name, "dtype": str(dtype),
         "integrator": scheme.name, "n_steps": args.n_steps,
@@ -205,7 +220,7 @@ def format_table(r):
         return "x".join(map(str, v))
 
     lines = [
-        f"lattice {dims(r['shape'])} (V = {r['volume']}), {r['ranks']} rank(s), "
+        f"{r['theory']}, lattice {dims(r['shape'])} (V = {r['volume']}), {r['ranks']} rank(s), "
         f"grid {dims(r['grid'])}, local {dims(r['local_shape'])} "
         f"(V_loc = {r['local_volume']}), {r['backend']} {r['dtype']}",
         f"integrator {r['integrator']}, trajectory of {r['n_steps']} steps, "

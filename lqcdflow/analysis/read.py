@@ -13,8 +13,9 @@ the same run are put together as follows:
   and are refused.
 
 A file that is still being written is read without taking its lock (so the writer is never
-blocked) and only as far as every series is complete; a read that catches the writer in the
-middle of a flush is retried.
+blocked): format version 3 up to its last commit, the checksums of what is read verified;
+versions 1 and 2 as far as every series is complete. A read that fails (caught the writer in
+the middle of a flush, or a checksum that does not hold) is retried, then refused.
 """
 
 import os
@@ -27,7 +28,8 @@ import numpy as np
 from lqcdflow import theories
 from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.series import Ensemble, Replica
-from lqcdflow.io.ensemble import FORMAT, FORMAT_VERSION
+from lqcdflow.io.ensemble import (FORMAT, FORMAT_VERSION, DamagedError, last_commit,
+                                  series_checksum)
 
 MC = ("accepted", "delta_H")
 READ_ATTEMPTS = 5
@@ -56,10 +58,22 @@ def _python(value):
     return value
 
 
-def _complete(group, names):
-    """{name: data} of the datasets ``names`` in ``group``, cut to their common length."""
-    n = min(group[name].shape[0] for name in names)
-    return {name: group[name][:n] for name in names}
+def _complete(group, names, commit):
+    """{name: data} of the records of the datasets ``names`` in the h5py group ``group``.
+
+    ``commit`` is the file's last :class:`~lqcdflow.io.ensemble.Commit`: its rows of each
+    series, whose checksums must hold (DamagedError naming the series otherwise); None (format
+    versions 1 and 2): the rows every dataset holds.
+    """
+    if commit is None:
+        n = min(group[name].shape[0] for name in names)
+        return {name: group[name][:n] for name in names}
+    key = group.name.strip("/")
+    data = {name: group[name][:commit.lengths[key]] for name in names}
+    for name, values in data.items():
+        if series_checksum(values) != commit.checksums.get(f"{key}/{name}"):
+            raise DamagedError(f"checksum mismatch in {key}/{name}; lqcdflow info tells more")
+    return data
 
 
 def _increasing(path, name, values):
@@ -90,15 +104,16 @@ def _header(path, attrs):
     return shape, theory, cut, source, _python(attrs.get("run.seed"))
 
 
-def _measurements(path, f, required):
+def _measurements(path, f, required, commit):
     """(trajectory, {observable: series}) of the complete measurements of every series the
-    file holds (those its theory declared); the series ``required`` must be there."""
+    file holds (those its theory declared), as far as ``commit``; the series ``required``
+    must be there."""
     missing = [f"/observables/{name}" for name in ("trajectory",) + required
                if f"observables/{name}" not in f]
     if missing:
         raise AnalysisError(f"{path}: no series {', '.join(missing)}; not an lqcdflow ensemble")
     names = ["trajectory"] + sorted(n for n in f["observables"] if n != "trajectory")
-    observables = _complete(f["observables"], names)
+    observables = _complete(f["observables"], names, commit)
     trajectory = observables.pop("trajectory").astype(np.int64)
     if trajectory.size == 0:
         raise AnalysisError(f"{path}: no measurements yet")
@@ -106,11 +121,12 @@ def _measurements(path, f, required):
     return trajectory, observables
 
 
-def _record(path, f):
-    """(trajectory, {accepted, delta_H: series}) of the complete Monte Carlo record."""
+def _record(path, f, commit):
+    """(trajectory, {accepted, delta_H: series}) of the complete Monte Carlo record, as far
+    as ``commit``."""
     if "mc/trajectory" not in f:
         return np.zeros(0, np.int64), {}
-    mc = _complete(f["mc"], ["trajectory"] + [n for n in MC if f"mc/{n}" in f])
+    mc = _complete(f["mc"], ["trajectory"] + [n for n in MC if f"mc/{n}" in f], commit)
     trajectory = mc.pop("trajectory").astype(np.int64)
     _increasing(path, "mc/trajectory", trajectory)
     if "accepted" in mc:
@@ -121,8 +137,9 @@ def _record(path, f):
 def _segment(path, f):
     shape, theory, cut, source, seed = _header(path, f.attrs)
     required = theories.module(theory.get("name", theories.DEFAULT)).REQUIRED
-    replica = Replica("", (path,), *_measurements(path, f, required), *_record(path, f), cut,
-                      source)
+    commit = last_commit(f)  # once: both series as of the same commit
+    replica = Replica("", (path,), *_measurements(path, f, required, commit),
+                      *_record(path, f, commit), cut, source)
     return Segment(path, replica, shape, theory, seed)
 
 
@@ -136,7 +153,8 @@ def read_segment(path):
         try:
             with h5py.File(path, "r", locking=False) as f:
                 return _segment(path, f)
-        except (OSError, KeyError) as e:  # caught the writer in the middle of a flush
+        # caught the writer in the middle of a flush or a resume, or damage (fails again)
+        except (OSError, KeyError, DamagedError) as e:
             error = e
             time.sleep(RETRY_SECONDS * (attempt + 1))
     raise AnalysisError(f"{path}: cannot read it ({error})")

@@ -9,8 +9,9 @@ One HDF5 file per checkpoint, ``DIR/checkpoint_<trajectory:08d>.h5``:
                       of the output (output.mc, output.observables, output.configurations),
                       and ``state_sha256``, a SHA-256 of all of these
     /fields/<name>    the theory's field (``phi`` for phi^4, ``theta`` for U(1)) in global
-                      lexicographic layout, site shape last, attribute ``checksum``
-                      (decomposition-independent, see lqcdflow.io.checksum)
+                      lexicographic layout, site shape last, attributes ``checksum``
+                      (decomposition-independent, see lqcdflow.io.checksum) and
+                      ``checksum_version`` (absent: version 1)
 
 Format version 2 names the field after the theory's FieldSpec and stores any site shape;
 version 1 (phi^4 only, ``fields/phi``) reads the same way.
@@ -33,9 +34,10 @@ import h5py
 import numpy as np
 
 import lqcdflow
-from lqcdflow.io.checksum import field_checksum
+from lqcdflow.io import checksum as checksums
 from lqcdflow.io.files import free_space_problem, fsync
 from lqcdflow.io.h5 import FieldFile
+from lqcdflow.theories.base import FieldSpec
 
 FORMAT = "lqcdflow-checkpoint"
 FORMAT_VERSION = 2
@@ -142,7 +144,7 @@ def save(directory, lattice, spec, state, config, extra, keep):
     if lattice.rank == 0 and problem is None:
         syncing = threading.Thread(target=_try_fsync, args=(temporary, sync_errors))
         syncing.start()
-    checksum = field_checksum(lattice, state.field)
+    checksum = checksums.field_checksum(lattice, state.field)
     if syncing:
         syncing.join()
         try:
@@ -150,6 +152,7 @@ def save(directory, lattice, spec, state, config, extra, keep):
                 raise sync_errors[0]
             with h5py.File(temporary, "r+") as f:
                 f[dataset].attrs["checksum"] = np.uint64(checksum)
+                f[dataset].attrs["checksum_version"] = checksums.VERSION
             fsync(temporary)
             os.replace(temporary, final)
             fsync(directory)
@@ -170,8 +173,8 @@ def load(path, lattice, spec):
     """Read and verify the checkpoint at ``path``: (field on this rank, attribute dict).
 
     Collective over ``lattice``; the field must be the one FieldSpec ``spec`` describes
-    (name, site shape). Raises CheckpointError (on every rank alike) naming the file and the fault.
-    HDF5 detects a truncated file when opening it, so the collective read only starts on
+    (name, site shape). Raises CheckpointError (on every rank alike) naming the file and the
+    fault. HDF5 detects a truncated file when opening it, so the collective read only starts on
     files whose structure is intact.
     """
     dataset = f"fields/{spec.name}"
@@ -182,35 +185,63 @@ def load(path, lattice, spec):
         f, problem = None, f"{path}: unreadable ({str(e).splitlines()[0]})"
     _agreed(lattice.comm, problem)
     with f:
-        header = None
-        if lattice.rank == 0:
-            try:
-                attrs = dict(f.file.attrs)
-                if attrs.get("format") != FORMAT:
-                    header = f"{path}: not an lqcdflow checkpoint"
-                elif attrs.get("format_version", 0) > FORMAT_VERSION:
-                    header = (f"{path}: written by a newer lqcdflow (format version "
-                              f"{attrs['format_version']}); update lqcdflow")
-                elif dataset not in f.file:
-                    header = (f"{path}: holds no field {spec.name!r} of this theory "
-                              f"(fields: {', '.join(f.file['fields'])})")
-                elif f.file[dataset].shape != lattice.shape + spec.site_shape:
-                    header = (f"{path}: field {spec.name} has shape {f.file[dataset].shape}, "
-                              f"expected {lattice.shape + spec.site_shape}")
-                elif attrs.get("state_sha256") != _state_hash(attrs):
-                    header = f"{path}: state hash mismatch (attributes corrupt)"
-                else:
-                    header = (attrs, int(f.file[dataset].attrs["checksum"]))
-            except (OSError, KeyError) as e:
-                header = f"{path}: incomplete ({e})"
+        header = _header(f.file, path, spec, lattice.shape) if lattice.rank == 0 else None
         header = lattice.comm.bcast(header, root=0)
         if isinstance(header, str):
             raise CheckpointError(header)
-        attrs, stored = header
+        attrs, stored, version = header
         field = f.read_field(dataset)
-    if field_checksum(lattice, field) != stored:
+    if checksums.field_checksum(lattice, field, version) != stored:
         raise CheckpointError(f"{path}: field checksum mismatch (data corrupt)")
     return field, attrs
+
+
+def _header(file, path, spec, shape):
+    """(attributes, stored field checksum, its version) of an open checkpoint whose state hash
+    verifies and that holds the field ``spec`` on a lattice of ``shape``; else what is wrong
+    (a str)."""
+    dataset = f"fields/{spec.name}"
+    try:
+        attrs = dict(file.attrs)
+        if attrs.get("format") != FORMAT:
+            return f"{path}: not an lqcdflow checkpoint"
+        if attrs.get("format_version", 0) > FORMAT_VERSION:
+            return (f"{path}: written by a newer lqcdflow (format version "
+                    f"{attrs['format_version']}); update lqcdflow")
+        if dataset not in file:
+            return (f"{path}: holds no field {spec.name!r} of this theory "
+                    f"(fields: {', '.join(file['fields'])})")
+        if file[dataset].shape != tuple(shape) + tuple(spec.site_shape):
+            return (f"{path}: field {spec.name} has shape {file[dataset].shape}, "
+                    f"expected {tuple(shape) + tuple(spec.site_shape)}")
+        if attrs.get("state_sha256") != _state_hash(attrs):
+            return f"{path}: state hash mismatch (attributes corrupt)"
+        stored = file[dataset].attrs
+        return attrs, int(stored["checksum"]), int(stored.get("checksum_version", 1))
+    except (OSError, KeyError) as e:
+        return f"{path}: incomplete ({e})"
+
+
+def verify(path):
+    """The attributes of the checkpoint at ``path`` after verifying its state hash and field
+    checksum, serially (no lattice, no MPI: for ``lqcdflow info``); CheckpointError names the
+    fault."""
+    try:
+        with h5py.File(path, "r") as f:
+            name = str(f.attrs.get("field", "phi"))  # format version 1: phi^4's phi
+            shape = tuple(int(n) for n in f.attrs["lattice.shape"])
+            field = f.get(f"fields/{name}")
+            spec = FieldSpec(name, () if field is None else field.shape[len(shape):])
+            header = _header(f, path, spec, shape)
+            if isinstance(header, str):
+                raise CheckpointError(header)
+            attrs, stored, version = header
+            data = field[()]
+    except (OSError, KeyError) as e:
+        raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    if checksums.global_checksum(data, version) != stored:
+        raise CheckpointError(f"{path}: field checksum mismatch (data corrupt)")
+    return attrs
 
 
 def newest_trajectory(directory):

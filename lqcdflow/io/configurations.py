@@ -8,7 +8,8 @@ Layout of ``[output] configurations`` (format "lqcdflow-configurations", version
                                lexicographic order, chunked one configuration per chunk
                                (``phi`` for phi^4, ``theta`` for U(1); version 1: phi^4 only)
     /configurations/trajectory (n,) int64
-    /configurations/checksum   (n,) uint64, decomposition-independent field checksums
+    /configurations/checksum   (n,) uint64, decomposition-independent field checksums, with
+                               attribute ``checksum_version`` (absent: version 1)
 
 Each rank writes its hyperslab of every configuration (``driver="mpio"``). The file is appended
 in place (a configuration can be ~GiB, too large to copy); a checkpoint records how many
@@ -19,7 +20,7 @@ import os
 
 import numpy as np
 
-from lqcdflow.io.checksum import field_checksum
+from lqcdflow.io import checksum as checksums
 from lqcdflow.io.ensemble import OutputError
 from lqcdflow.io.files import free_space_problem
 from lqcdflow.io.h5 import FieldFile
@@ -55,6 +56,7 @@ class ConfigurationWriter:
         if resume is not None and not exists:
             raise OutputError(f"configuration file {path} of the run to continue is missing")
         self.count = 0
+        self.checksum_version = checksums.VERSION  # a continued file keeps its own
         try:
             if resume is None:
                 self._create(attrs)
@@ -74,6 +76,7 @@ class ConfigurationWriter:
                                       maxshape=(None,), chunks=(1024,))
                 f.file.create_dataset("configurations/checksum", (0,), np.uint64,
                                       maxshape=(None,), chunks=(1024,))
+                f.file["configurations/checksum"].attrs["checksum_version"] = checksums.VERSION
                 f.file.attrs.update(attrs)
                 f.file.attrs["format"] = FORMAT
                 f.file.attrs["format_version"] = FORMAT_VERSION
@@ -81,10 +84,11 @@ class ConfigurationWriter:
 
     def _truncate(self, count):
         with FieldFile(self.path, "a", self.lattice) as f:
-            have = self._stored(f.file) if f.file else None
-            have = self.lattice.comm.bcast(have, root=0)
-            if isinstance(have, str):
-                raise OutputError(have)
+            stored = self._stored(f.file) if f.file else None
+            stored = self.lattice.comm.bcast(stored, root=0)
+            if isinstance(stored, str):
+                raise OutputError(stored)
+            have, self.checksum_version = stored
             if have < count:
                 raise OutputError(f"configuration file {self.path} holds fewer than the "
                                   f"{count} configurations the checkpoint expects")
@@ -94,7 +98,8 @@ class ConfigurationWriter:
         self.count = count
 
     def _stored(self, file):
-        """How many configurations ``file`` holds, or why it cannot be continued (a str)."""
+        """(how many configurations ``file`` holds, the version of their checksums), or why it
+        cannot be continued (a str)."""
         if file.attrs.get("format") != FORMAT or any(
                 f"configurations/{name}" not in file for name in self.names):
             return f"{self.path} is not an lqcdflow configuration file"
@@ -103,13 +108,14 @@ class ConfigurationWriter:
         if shape != expected:
             return (f"configuration file {self.path} holds fields of shape {list(shape)}, the "
                     f"run's are {list(expected)}")
-        return file["configurations/trajectory"].shape[0]
+        return (file["configurations/trajectory"].shape[0],
+                int(file["configurations/checksum"].attrs.get("checksum_version", 1)))
 
     def save(self, state):
         """Append ``state.field`` if its trajectory is a multiple of ``every``."""
         if state.trajectory % self.every:
             return
-        checksum = field_checksum(self.lattice, state.field)
+        checksum = checksums.field_checksum(self.lattice, state.field, self.checksum_version)
         lat = self.lattice
         problem = free_space_problem(os.path.dirname(os.path.abspath(self.path)),
                                      lat.volume * state.field[(0,) * lat.ndim].nbytes,

@@ -1,18 +1,16 @@
 """``lqcdflow info FILE.h5``: what a file holds, and whether its checksums hold.
 
-Knows the three lqcdflow formats: ensemble (series with SHA-256 per dataset), checkpoint
-(state hash and field checksum) and configurations (one field checksum per configuration).
+Knows the three lqcdflow formats: ensemble (format version 3: the committed records against the
+checksums of the last commit and every commit record; versions 1 and 2: a SHA-256 per
+dataset), checkpoint (state hash and field checksum) and configurations (one field checksum per
+configuration). Serial: no lattice and no MPI are needed.
 """
 
 import h5py
 import numpy as np
-from mpi4py import MPI
 
-from lqcdflow.backend import make_backend
 from lqcdflow.io import checkpoint, configurations, ensemble
-from lqcdflow.io.checksum import array_sha256, field_checksum
-from lqcdflow.parallel import Lattice
-from lqcdflow.theories.base import FieldSpec
+from lqcdflow.io.checksum import array_sha256, global_checksum
 
 
 class InfoError(RuntimeError):
@@ -29,54 +27,64 @@ def _attributes(f):
     return lines
 
 
-def _lattice(f):
-    shape = tuple(int(n) for n in f.attrs["lattice.shape"])
-    return Lattice(shape, comm=MPI.COMM_SELF,
-                   backend=make_backend("numpy", str(f.attrs.get("run.dtype", "float64"))))
-
-
 def _ensemble(f):
+    """(report lines, corrupt items) of an open ensemble file: its records and whether their
+    checksums hold (format version 3: the committed records against the last commit's
+    checksums, and every commit record; versions 1 and 2: each dataset's SHA-256 attribute)."""
+    try:
+        commit = ensemble.last_commit(f)
+    except ensemble.DamagedError as e:
+        return [f"COMMIT RECORD DAMAGED: {e}"], ["committed/head"]
     lines, bad = [], []
-    n = f["mc/trajectory"].shape[0]
-    if n:
-        trajectories = f["mc/trajectory"]
-        lines.append(f"trajectories: {n} ({trajectories[0]}..{trajectories[-1]}), acceptance "
-                     f"{f['mc/accepted'][()].mean():.4f}")
+    rows = {f"{group}/{name}": dataset[()] if commit is None
+            else dataset[:commit.lengths[group]]
+            for group in ensemble.GROUPS if group in f for name, dataset in f[group].items()}
+    trajectories = rows.get("mc/trajectory", ())
+    if len(trajectories):
+        lines.append(f"trajectories: {len(trajectories)} ({trajectories[0]}..{trajectories[-1]})"
+                     f", acceptance {rows['mc/accepted'].mean():.4f}")
+    if commit is not None:
+        _, intact = ensemble.commit_log(f, commit)
+        lines.append(f"commits: {commit.row}, room for {f['mc/trajectory'].shape[0]} "
+                     f"trajectories and {f['observables/trajectory'].shape[0]} measurements")
+        if not intact.all():
+            damaged = np.nonzero(~intact)[0].tolist()
+            bad.append(f"committed/log rows {damaged}")
+            lines.append(f"  COMMIT RECORDS DAMAGED: /committed/log rows {damaged}")
+        missing = [name for name in commit.checksums if name not in rows]
+        bad += missing
+        lines += [f"  {name}: MISSING" for name in missing]
     lines.append("series:")
-    for group in ("mc", "observables"):
-        for name, dataset in f[group].items():
-            ok = dataset.attrs.get("sha256") == array_sha256(dataset[()])
-            bad += [] if ok else [f"{group}/{name}"]
-            lines.append(f"  {group}/{name:<20s} {str(dataset.shape):<14s} "
-                         f"{'sha256 ok' if ok else 'CHECKSUM MISMATCH'}")
+    for name, values in rows.items():
+        if commit is None:
+            ok, label = f[name].attrs.get("sha256") == array_sha256(values), "sha256"
+        else:
+            ok = ensemble.series_checksum(values) == commit.checksums.get(name)
+            label = "checksum"
+        bad += [] if ok else [name]
+        lines.append(f"  {name:<26s} {str(values.shape):<14s} "
+                     f"{label + ' ok' if ok else 'CHECKSUM MISMATCH'}")
     return lines, bad
 
 
 def _checkpoint(path):
-    lines, bad = [], []
-    with h5py.File(path, "r") as f:
-        lattice = _lattice(f)
-        name = str(f.attrs.get("field", "phi"))  # format version 1: phi^4's phi
-        site_shape = f[f"fields/{name}"].shape[lattice.ndim:]
     try:
-        _, attrs = checkpoint.load(path, lattice, FieldSpec(name, site_shape))
-        lines.append(f"trajectory {attrs['trajectory']}, accepted {attrs['accepted']}: "
-                     "state hash and field checksum ok")
+        attrs = checkpoint.verify(path)
     except checkpoint.CheckpointError as e:
-        bad.append(str(e))
-        lines.append(f"CHECKSUM MISMATCH: {e}")
-    return lines, bad
+        return [f"CHECKSUM MISMATCH: {e}"], [str(e)]
+    return [f"trajectory {attrs['trajectory']}, accepted {attrs['accepted']}: state hash and "
+            "field checksum ok"], []
 
 
 def _configurations(f):
-    lattice = _lattice(f)
     trajectories = f["configurations/trajectory"][()]
-    stored = f["configurations/checksum"][()]
+    stored = f["configurations/checksum"]
+    version = int(stored.attrs.get("checksum_version", 1))
     fields = f[f"configurations/{f.attrs.get('field', 'phi')}"]  # version 1: phi^4's phi
     lines, bad = [f"configurations: {len(trajectories)} of {fields.name}, each "
                   f"{list(fields.shape[1:])} {fields.dtype}"], []
-    for i, (t, expected) in enumerate(zip(trajectories, stored)):
-        if field_checksum(lattice, fields[i]) != int(expected):
+    for i, (t, expected) in enumerate(zip(trajectories, stored[()])):
+        if global_checksum(fields[i], version) != int(expected):
             bad.append(f"configuration {i} (trajectory {t})")
             lines.append(f"  configuration {i} (trajectory {t}): CHECKSUM MISMATCH")
     if not bad:

@@ -10,7 +10,8 @@ whichever ranks received the signal.
 import signal
 import time
 
-EXIT_RESUBMIT = 3
+from lqcdflow.exitcodes import EXIT_RESUBMIT  # noqa: F401  (part of this module's interface)
+
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
 

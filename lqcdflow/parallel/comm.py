@@ -5,7 +5,7 @@ import traceback
 
 from mpi4py import MPI
 
-EXIT_USAGE = 2
+from lqcdflow.exitcodes import EXIT_USAGE
 
 
 def abort_on_error(exc: BaseException, comm) -> None:

@@ -1,0 +1,53 @@
+"""Files of format version 1 (lqcdflow before the theory-agnostic core: phi^4 only) still
+verify, analyse and continue, and the phi^4 chain itself is unchanged, bit for bit.
+
+``tests/data/v1`` was written by commit 57584bf (`lqcdflow run v1.toml`: 20 trajectories on an
+8x4 lattice from a cold start, checkpoints at 10 and 20, every 5th configuration saved).
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import h5py
+from runs import TIMEOUT, command, lqcdflow, series
+
+DATA = Path(__file__).parent / "data" / "v1"
+
+
+def run_in(directory, args):
+    return subprocess.run(command(args), capture_output=True, text=True, timeout=TIMEOUT,
+                          cwd=directory)
+
+
+def test_version_1_files_verify_and_analyse():
+    files = [DATA / "v1.h5", DATA / "v1.configs.h5", *sorted((DATA / "v1.ck").glob("*.h5"))]
+    result = lqcdflow(["info", *map(str, files)])
+    assert result.returncode == 0, result.stderr
+    assert "format version 1" in result.stdout and "all field checksums ok" in result.stdout
+    assert result.stdout.count("state hash and field checksum ok") == 2
+    result = lqcdflow(["analyze", "--thermalization", "0", "--json", str(DATA / "v1.h5")])
+    # 10 measurements: too few for analyze's minimum of 100, but the file is read
+    assert result.returncode == 2 and "chain too short: 10 measurements" in result.stderr
+
+
+def test_version_1_chain_continues_bitwise_like_a_new_one(tmp_path):
+    """Continuing the version-1 run to 40 trajectories equals a fresh 40-trajectory run of
+    today's code: the phi^4 chain (momenta, force, sums, decisions) did not change."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(DATA, old)
+    for directory in (old, new):
+        directory.mkdir(exist_ok=True)
+        text = (DATA / "v1.toml").read_text().replace("n_trajectories = 20",
+                                                      "n_trajectories = 40")
+        (directory / "v1.toml").write_text(text)
+    result = run_in(old, ["run", "v1.toml"])
+    assert result.returncode == 0, result.stderr
+    assert "continuing from checkpoint at trajectory 20" in result.stdout
+    assert run_in(new, ["run", "-q", "v1.toml"]).returncode == 0
+    assert series(old / "v1.h5") == series(new / "v1.h5")
+    with h5py.File(old / "v1.configs.h5", "r") as a, h5py.File(new / "v1.configs.h5", "r") as b:
+        assert a["configurations/phi"][()].tobytes() == b["configurations/phi"][()].tobytes()
+        assert len(a["configurations/phi"]) == 8
+    result = lqcdflow(["info", str(old / "v1.configs.h5")])
+    assert result.returncode == 0 and "all field checksums ok" in result.stdout

@@ -84,23 +84,31 @@ def newest_valid_checkpoint(config, theory, sampler):
     directory = config.checkpoint.directory
     paths = lattice.comm.bcast(checkpoint.list_checkpoints(directory)
                                if lattice.rank == 0 else None, root=0)
+    wanted_identity = {**checkpoint.identity(config), **_chain_identity(config, sampler)}
     for path in paths:
+        # the identity first, from attributes whose state hash holds: a checkpoint of another
+        # theory is another run's, not a damaged one (it has no field of this theory)
+        attrs = lattice.comm.bcast(checkpoint.verified_attributes(path)
+                                   if lattice.rank == 0 else None, root=0)
+        if attrs is not None:
+            _check_identity(path, attrs, wanted_identity)
         try:
-            field, attrs = checkpoint.load(path, lattice, theory.field)
+            return checkpoint.load(path, lattice, theory.field)
         except checkpoint.CheckpointError as e:
             warn(lattice.comm, f"skipping checkpoint {e}")
-            continue
-        attrs.setdefault("sampler.algorithm", _ALGORITHM_OF_OLD_CHECKPOINTS)
-        wanted_identity = {**checkpoint.identity(config), **_chain_identity(config, sampler)}
-        for key, wanted in wanted_identity.items():
-            there = np.asarray(attrs.get(key, "")).tolist()
-            if there != np.asarray(wanted).tolist():
-                raise ConfigError(f"checkpoint {path} belongs to another run: {key} = "
-                                  f"{there!r} there, {wanted!r} in the run file")
-        return field, attrs
     if paths:
         raise checkpoint.CheckpointError(f"no valid checkpoint in {directory}")
     return None
+
+
+def _check_identity(path, attrs, wanted_identity):
+    """ConfigError unless the checkpoint's ``attrs`` agree with ``wanted_identity``."""
+    attrs = {"sampler.algorithm": _ALGORITHM_OF_OLD_CHECKPOINTS, **attrs}
+    for key, wanted in wanted_identity.items():
+        there = np.asarray(attrs.get(key, "")).tolist()
+        if there != np.asarray(wanted).tolist():
+            raise ConfigError(f"checkpoint {path} belongs to another run: {key} = "
+                              f"{there!r} there, {wanted!r} in the run file")
 
 
 class Checkpointer:

@@ -153,7 +153,7 @@ def test_detection_drops_a_transient_and_what_remains_is_unbiased():
     obs = {"action": series, "abs_m": np.abs(ar1(rng, n, 0.5))}
     trajectory = np.arange(1, n + 1)
     replica = Replica("r0", ("x",), trajectory, obs, trajectory[:0], {})
-    cut = detect(replica)
+    cut = detect(replica, ("action", "abs_m"))
     kept = mean(series[cut:])
     bias = 30.0 * rho**cut / (1 - rho) / (n - cut)  # of the mean of what is kept
     assert 0 < cut < n // 10
@@ -166,7 +166,7 @@ def test_detection_on_an_equilibrium_chain_keeps_most_of_it():
     n = 4000
     trajectory = np.arange(1, n + 1)
     obs = {"action": ar1(rng, n, 0.7), "abs_m": np.abs(ar1(rng, n, 0.7))}
-    cut = detect(Replica("r0", ("x",), trajectory, obs, trajectory[:0], {}))
+    cut = detect(Replica("r0", ("x",), trajectory, obs, trajectory[:0], {}), ("action", "abs_m"))
     assert cut < n // 10
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import h5py
 from runs import TIMEOUT, command, lqcdflow, series
 
+from lqcdflow.analysis.summary import summarize
+
 DATA = Path(__file__).parent / "data" / "v1"
 
 
@@ -29,6 +31,8 @@ def test_version_1_files_verify_and_analyse():
     result = lqcdflow(["analyze", "--thermalization", "0", "--json", str(DATA / "v1.h5")])
     # 10 measurements: too few for analyze's minimum of 100, but the file is read
     assert result.returncode == 2 and "chain too short: 10 measurements" in result.stderr
+    rows = dict(summarize(str(DATA / "v1.h5"), 0))  # the table run prints (5 at least)
+    assert rows["acceptance"].value == 1.0 and 0.1 < rows["<S>/V"].value < 2
 
 
 def test_version_1_chain_continues_bitwise_like_a_new_one(tmp_path):

@@ -85,7 +85,7 @@ def test_energy_violation_scales_with_the_order(name, order, theory):
 
 def test_nested_levels_reversible_and_second_order():
     """phi^4 split into hopping (outer) and potential (inner) forces: reversible, and Delta H
-    falls as eps^2 when the steps of both levels are doubled together."""
+    falls as eps^2 when the outer steps are doubled (the inner step then halves too)."""
     theory = phi4()
     field = start(theory, 3) * 0.8
     hmc = make_hmc(theory, omelyan2(), [3, 2])

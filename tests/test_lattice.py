@@ -202,6 +202,36 @@ def test_fields_with_a_site_shape_shift_sum_and_gather_on_every_grid(shape, site
                               np.arange(math.prod(shape) * n))
 
 
+@pytest.mark.mpi
+def test_line_sums_take_one_exponent_for_the_whole_lattice(comm):
+    """A line of tiny numbers next to a line of ones: with an exponent per sub-communicator the
+    tiny line's digits would depend on which lines share one (the process grid)."""
+    field = np.zeros((2, 2, 2))
+    field[0, 0, 0] = 2.0**-150 * (1 + 2.0**-52)
+    field[1, 1, 1] = 1.0
+    field[:, 0, 1] = [3.0**-40, 5.0**-30]
+    single = Lattice((2, 2, 2), comm=MPI.COMM_SELF)
+    for mu in range(3):
+        reference = single.line_sum(field, mu)
+        for grid in valid_grids((2, 2, 2), comm.Get_size()):
+            lat = Lattice((2, 2, 2), comm=comm, grid=grid)
+            expected = reference[tuple(slice(o, o + n) if nu != mu else slice(None) for nu, (o, n)
+                                       in enumerate(zip(lat.offset, lat.local_shape)))]
+            assert lat.line_sum(lat.scatter(field), mu).tobytes() == expected.tobytes(), grid
+
+
+@pytest.mark.mpi
+def test_a_nan_or_inf_on_any_rank_makes_every_sum_nan_or_inf(comm):
+    """Whichever rank holds it: a comparison-based maximum would keep or drop a NaN."""
+    for where in np.ndindex(4, 4):
+        for bad, check in ((np.nan, np.isnan), (-np.inf, np.isposinf)):
+            field = np.ones((4, 4))
+            field[where] = bad
+            for grid in valid_grids((4, 4), comm.Get_size()):
+                lat = Lattice((4, 4), comm=comm, grid=grid)
+                assert check(lat.sum(lat.scatter(field))), (where, bad, grid)
+
+
 def test_line_sums_equal_sums_along_the_axis():
     field = site_field((4, 6, 2), (2,), np.float64, seed=9)
     lat = Lattice((4, 6, 2), comm=MPI.COMM_SELF)

@@ -38,9 +38,10 @@ def gauge_transform(theta, alpha):
 
 
 def invariants(theory, theta):
+    """S, the plaquette, Q and the (complex) Polyakov loops: all gauge invariant."""
     values = theory.measure(theta)
     return np.array([theory.action(theta), values["plaquette"],
-                     values.get("topological_charge", 0.0), *np.abs(values["polyakov"])])
+                     values.get("topological_charge", 0.0), *values["polyakov"]])
 
 
 @pytest.mark.mpi
@@ -147,6 +148,7 @@ def chain(lattice, beta, n_traj, seed=3, n_steps=5, start="hot"):
 @pytest.mark.parametrize("shape", [(4, 8), (4, 4, 2), (2, 2, 4, 4)])
 def test_chains_are_bitwise_identical_on_every_grid(shape, comm):
     reference = chain(Lattice(shape, comm=MPI.COMM_SELF), 1.1, 12)
+    assert sum(accepted for _, _, accepted in reference[1]) > 0
     for grid in valid_grids(shape, comm.Get_size()):
         field, history = chain(Lattice(shape, comm=comm, grid=grid), 1.1, 12)
         if comm.Get_rank() == 0:
@@ -205,7 +207,6 @@ def test_strong_coupling_plaquette_in_3d_and_4d(shape):
     exact = exact_u1.plaquette_infinite_volume(beta)
     assert abs(exact - (beta / 2 - beta**3 / 16)) < 1e-3
     assert abs(plaquette.value - exact) < Z_MAX * plaquette.error, (plaquette, exact)
-    assert plaquette.error < 0.01  # precise enough that beta/2 at 1.2 beta would fail
     assert abs(plaquette.value - exact_u1.plaquette_infinite_volume(1.2 * beta)) \
         > Z_MAX * plaquette.error
 

@@ -2,11 +2,15 @@
 restarts on other rank counts, configurations, ``info``, ``status`` and ``analyze``."""
 
 import json
+import signal
+import subprocess
 
 import h5py
 import numpy as np
 import pytest
-from runs import U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
+from runs import U1_RUN_FILE, command, lqcdflow, one_line_error, series, write_run_file
+
+from lqcdflow.exitcodes import EXIT_RESUBMIT
 
 
 def u1_run(path, n_trajectories=40, every=10, **replace):
@@ -58,7 +62,18 @@ def test_u1_restarts_on_other_rank_counts_equal_the_uninterrupted_chain(tmp_path
     assert "state hash and field checksum ok" in info.stdout
 
 
-def test_u1_checkpoints_are_refused_by_another_theory(tmp_path):
+def test_checkpoints_of_another_theory_are_another_runs(tmp_path):
+    """A U(1) run file pointed at phi^4 checkpoints: refused as another run's, not skipped as
+    damaged."""
+    phi4 = write_run_file(tmp_path / "phi4.toml", 20, every=10)
+    assert lqcdflow(["run", "-q", str(phi4)]).returncode == 0
+    run = u1_run(tmp_path / "u1.toml", 30, **{f'directory = "{tmp_path / "u1.ck"}"':
+                                              f'directory = "{tmp_path / "phi4.ck"}"'})
+    one_line_error(lqcdflow(["run", str(run)]),
+                   "belongs to another run: theory.name = 'phi4' there, 'u1' in the run file")
+
+
+def test_u1_checkpoints_are_refused_with_another_beta(tmp_path):
     run = u1_run(tmp_path / "a.toml", 20)
     assert lqcdflow(["run", "-q", str(run)]).returncode == 0
     text = run.read_text().replace('name = "u1"\nbeta = 1.5', 'name = "u1"\nbeta = 1.6')
@@ -82,6 +97,10 @@ def test_u1_analyze_reports_topology_and_plots_it(tmp_path):
     assert 0 < rows["chi_t"]["value"] < 0.1 and rows["topological_charge"]["tau_int"] > 0
     written = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert written == ["autocorrelation.png", "histogram_topological_charge.png", "history.png"]
+    assert not [n for n in doc["notes"] if "correlator" in n]  # U(1) measures none
+    result = lqcdflow(["analyze", "-t", "auto", str(tmp_path / "a.h5")])
+    assert result.returncode == 0, result.stderr
+    assert "(detected)" in result.stdout
 
 
 BAD_U1_RUN_FILES = [
@@ -101,3 +120,29 @@ def test_bad_u1_run_files_give_one_line_and_exit_2(tmp_path, replace, message):
     run = u1_run(tmp_path / "bad.toml", **replace)
     one_line_error(lqcdflow(["run", str(run)]), message)
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_u1_walltime_stops_and_a_signal_resubmit_to_the_uninterrupted_chain(tmp_path):
+    """The stop machinery is the theory's too: walltime stops (exit 3, checkpoint) and a
+    SIGUSR1 through mpiexec, each resubmitted, give the uninterrupted U(1) chain bit for bit."""
+    whole = u1_run(tmp_path / "whole.toml", 1000, every=1000)
+    assert lqcdflow(["run", "-q", str(whole)]).returncode == 0
+    run = u1_run(tmp_path / "cut.toml", 1000, every=1000,
+                 **{"every = 1000": "every = 1000\nmargin = 0.1"})
+    process = subprocess.Popen(command(["run", str(run)], ranks=2), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith("traj"):
+            break
+    process.send_signal(signal.SIGUSR1)
+    out, err = process.communicate(timeout=60)
+    assert "signal SIGUSR1" in out, (out, err)
+    assert lqcdflow(["status", str(run)]).returncode == EXIT_RESUBMIT
+    stops = 0
+    while (result := lqcdflow(["run", "-q", "--walltime", "0.5", str(run)])).returncode:
+        assert result.returncode == EXIT_RESUBMIT, result.stderr
+        stops += 1
+        assert stops < 60
+    assert stops >= 2
+    assert series(tmp_path / "whole.h5") == series(tmp_path / "cut.h5")
+    assert fields(tmp_path / "whole.h5").tobytes() == fields(tmp_path / "cut.h5").tobytes()

@@ -81,7 +81,7 @@ def analyze(ensemble, S=2.0):
         points = [CorrelatorPoint(t, _result(c, "correlator", S),
                                   None if m_eff is None else _result(m_eff, "correlator", S))
                   for t, c, m_eff in correlator.correlator(ensemble)]
-    else:
+    elif observables.theory_module(ensemble).CORRELATOR:
         notes.append("correlator, m_eff and xi_2nd not computed: no series correlator")
     return Results(rows, points, _stuck(ensemble) + _reliability(rows) + notes)
 

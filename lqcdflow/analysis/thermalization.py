@@ -5,7 +5,8 @@ the Gamma-method error: discarding the first d of N measurements leaves a mean w
 sigma_A(d), sigma_A^2(d) = 2 tau_int(d) Gamma_d(0) / (N - d), computed from the remaining
 series. A transient from a non-equilibrium start inflates Gamma_d(0) (and tau_int) while it
 is kept, and once it is gone sigma_A(d) only grows like 1/sqrt(N - d); the cut is the d that
-minimises prod_A sigma_A(d) over the action and |M|. Candidates d are 0 and a geometric grid
+minimises prod_A sigma_A(d) over the series the theory names (its module's THERMALIZATION:
+phi^4 the action and |M|, U(1) the action and the plaquette). Candidates d are 0 and a geometric grid
 up to N/2, so a short transient is resolved finely and a long chain is scanned quickly; a
 chain of more than MAX_BLOCKS measurements is scanned as the means of consecutive blocks of
 measurements (which have the same mean and error of the mean), d in steps of a block.
@@ -16,8 +17,7 @@ import dataclasses
 import numpy as np
 
 from lqcdflow.analysis.gamma import mean
-
-OBSERVABLES = ("action", "abs_m")
+from lqcdflow.analysis.observables import theory_module
 GRID_POINTS = 40
 MIN_SAMPLES = 10  # shorter series are not scanned (cut 0)
 MAX_BLOCKS = 10000
@@ -31,11 +31,12 @@ def candidates(n):
     return np.unique(np.concatenate(([0], grid)))
 
 
-def detect(replica, S=2.0):
-    """The detected cut of a Replica: the last trajectory to drop (first measured - 1 if none)."""
+def detect(replica, names, S=2.0):
+    """The detected cut of a Replica from its series ``names``: the last trajectory to drop
+    (first measured - 1 if none)."""
     n = len(replica.trajectory)
     block = -(-n // MAX_BLOCKS)
-    series = [block_means(replica.observables[name], block) for name in OBSERVABLES]
+    series = [block_means(replica.observables[name], block) for name in names]
     tried = candidates(len(series[0]))
     errors = np.array([[mean(s[d:], S).error for s in series] for d in tried])
     with np.errstate(divide="ignore"):  # a constant series has error 0
@@ -63,7 +64,9 @@ def choose(ensemble, setting, S=2.0):
     if setting is None:
         return ensemble
     if setting == "auto":
-        replicas = [r.with_thermalization(detect(r, S), "detected") for r in ensemble.replicas]
+        names = theory_module(ensemble).THERMALIZATION
+        replicas = [r.with_thermalization(detect(r, names, S), "detected")
+                    for r in ensemble.replicas]
     else:
         replicas = [r.with_thermalization(setting, "given") for r in ensemble.replicas]
     return dataclasses.replace(ensemble, replicas=replicas)

@@ -41,6 +41,7 @@ from lqcdflow.theories.base import FieldSpec
 
 FORMAT = "lqcdflow-checkpoint"
 FORMAT_VERSION = 2
+VERSION_1_FIELD = "phi"  # files of format version 1 (before the "field" attribute): phi^4's
 _NAME = re.compile(r"checkpoint_(\d{8,})\.h5$")
 # Run-file keys a checkpoint must agree with to continue the same chain, besides theory.*.
 IDENTITY = ("lattice.shape", "run.seed", "run.dtype")
@@ -76,7 +77,8 @@ def identity(config):
     """The run-file values that define which chain a checkpoint belongs to: the lattice, all
     of the theory's keys, the seed and the precision."""
     sections = config.sections()
-    keys = list(IDENTITY) + [f"theory.{name}" for name in sections["theory"]]
+    # the theory first: a mismatch is reported by its first key, and the theory says most
+    keys = [f"theory.{name}" for name in sections["theory"]] + list(IDENTITY)
     out = {}
     for key in keys:
         section, name = key.split(".")
@@ -132,6 +134,8 @@ def save(directory, lattice, spec, state, config, extra, keep):
         with FieldFile(temporary, "w", lattice) as f:
             f.create_field(dataset, state.field.dtype, spec.site_shape)
             f.write_field(dataset, state.field)
+            if f.root:
+                f.file[dataset].attrs["description"] = spec.description
             if f.root:
                 f.file.attrs.update(attrs)
     except OSError as e:
@@ -217,9 +221,26 @@ def _header(file, path, spec, shape):
         if attrs.get("state_sha256") != _state_hash(attrs):
             return f"{path}: state hash mismatch (attributes corrupt)"
         stored = file[dataset].attrs
-        return attrs, int(stored["checksum"]), int(stored.get("checksum_version", 1))
+        version = int(stored.get("checksum_version", 1))
+        if version not in checksums.VERSIONS:
+            return (f"{path}: field checksum of version {version}, written by a newer "
+                    "lqcdflow; update lqcdflow")
+        return attrs, int(stored["checksum"]), version
     except (OSError, KeyError) as e:
         return f"{path}: incomplete ({e})"
+
+
+def verified_attributes(path):
+    """The attributes of the checkpoint at ``path`` if it is one and its state hash holds,
+    else None (serial; the field is not read)."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError:
+        return None
+    if attrs.get("format") != FORMAT or attrs.get("state_sha256") != _state_hash(attrs):
+        return None
+    return attrs
 
 
 def verify(path):
@@ -228,7 +249,7 @@ def verify(path):
     fault."""
     try:
         with h5py.File(path, "r") as f:
-            name = str(f.attrs.get("field", "phi"))  # format version 1: phi^4's phi
+            name = str(f.attrs.get("field", VERSION_1_FIELD))
             shape = tuple(int(n) for n in f.attrs["lattice.shape"])
             field = f.get(f"fields/{name}")
             spec = FieldSpec(name, () if field is None else field.shape[len(shape):])

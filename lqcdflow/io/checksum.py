@@ -27,6 +27,7 @@ import hashlib
 import numpy as np
 
 VERSION = 2  # of files written now
+VERSIONS = (1, 2)  # that this lqcdflow can verify
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _K = np.uint64(0xBF58476D1CE4E5B9)
 _K2 = np.uint64(0x94D049BB133111EB)

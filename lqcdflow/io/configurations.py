@@ -81,6 +81,8 @@ class ConfigurationWriter:
                 f.file.attrs["format"] = FORMAT
                 f.file.attrs["format_version"] = FORMAT_VERSION
                 f.file.attrs["field"] = self.spec.name
+                f.file[f"configurations/{self.spec.name}"].attrs["description"] = \
+                    self.spec.description
 
     def _truncate(self, count):
         with FieldFile(self.path, "a", self.lattice) as f:
@@ -108,8 +110,11 @@ class ConfigurationWriter:
         if shape != expected:
             return (f"configuration file {self.path} holds fields of shape {list(shape)}, the "
                     f"run's are {list(expected)}")
-        return (file["configurations/trajectory"].shape[0],
-                int(file["configurations/checksum"].attrs.get("checksum_version", 1)))
+        version = int(file["configurations/checksum"].attrs.get("checksum_version", 1))
+        if version not in checksums.VERSIONS:
+            return (f"configuration file {self.path} has checksums of version {version}, "
+                    "written by a newer lqcdflow; update lqcdflow")
+        return file["configurations/trajectory"].shape[0], version
 
     def save(self, state):
         """Append ``state.field`` if its trajectory is a multiple of ``every``."""

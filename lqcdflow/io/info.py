@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from lqcdflow.io import checkpoint, configurations, ensemble
-from lqcdflow.io.checksum import array_sha256, global_checksum
+from lqcdflow.io.checksum import VERSIONS, array_sha256, global_checksum
 
 
 class InfoError(RuntimeError):
@@ -80,7 +80,10 @@ def _configurations(f):
     trajectories = f["configurations/trajectory"][()]
     stored = f["configurations/checksum"]
     version = int(stored.attrs.get("checksum_version", 1))
-    fields = f[f"configurations/{f.attrs.get('field', 'phi')}"]  # version 1: phi^4's phi
+    if version not in VERSIONS:
+        raise InfoError(f"{f.filename}: checksums of version {version}, written by a newer "
+                        "lqcdflow; update lqcdflow")
+    fields = f[f"configurations/{f.attrs.get('field', checkpoint.VERSION_1_FIELD)}"]
     lines, bad = [f"configurations: {len(trajectories)} of {fields.name}, each "
                   f"{list(fields.shape[1:])} {fields.dtype}"], []
     for i, (t, expected) in enumerate(zip(trajectories, stored[()])):

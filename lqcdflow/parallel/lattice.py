@@ -177,7 +177,8 @@ class Lattice:
         local shape with axis mu of length 1 (+ site shape), the same on every rank of a line.
 
         The line's ranks add exact integer digits (:mod:`lqcdflow.parallel.reduce`) over the
-        sub-communicator of direction mu, so the sums do not depend on the decomposition.
+        sub-communicator of direction mu, with the exponent of the digits taken over the whole
+        lattice, so the sums do not depend on the decomposition. Collective over all ranks.
         """
         if mu not in self._line_comms:
             self._line_comms[mu] = self.comm.Sub([nu == mu for nu in range(self.ndim)])
@@ -190,11 +191,12 @@ class Lattice:
         put together again."""
         comm = self.comm if comm is None else comm
         if not self.xp.iscomplexobj(field):
-            return reproducible_sum(field, comm, count, axes=axes, xp=self.xp)
+            return reproducible_sum(field, comm, count, axes=axes, xp=self.xp,
+                                    scale_comm=self.comm)
         pairs = self.xp.ascontiguousarray(field).view(field.real.dtype)
         pairs = pairs.reshape(field.shape + (2,))
         axes = tuple(range(field.ndim)) if axes is None else axes
-        total = reproducible_sum(pairs, comm, count, axes=axes, xp=self.xp)
+        total = reproducible_sum(pairs, comm, count, axes=axes, xp=self.xp, scale_comm=self.comm)
         return total[..., 0] + 1j * total[..., 1]
 
     # ----------------------------------------------------------------- halo exchange
@@ -305,7 +307,7 @@ class Lattice:
         on_slab : callable, optional
             Called as ``on_slab(rows)`` once ``out[rows]`` is final, for every slab ``rows``
             of :meth:`slabs` (in no particular order), so that the caller can go on with that
-            slab while it is still in cache (see ``Phi4Action.force``). It may overwrite
+            slab while it is still in cache (see ``Phi4.force``). It may overwrite
             ``out[rows]``, which is not read again, but must leave ``field`` unchanged.
 
         Returns

@@ -44,7 +44,7 @@ def _digits(x, exponent, width, nbins, axes, xp):
     return xp.stack(out)
 
 
-def reproducible_sum(x, comm, global_count, axes=None, xp=np):
+def reproducible_sum(x, comm, global_count, axes=None, xp=np, scale_comm=None):
     """Sum of ``x`` over ``axes`` and over all ranks of ``comm``, independent of the decomposition.
 
     Parameters
@@ -60,6 +60,10 @@ def reproducible_sum(x, comm, global_count, axes=None, xp=np):
         Axes to sum over locally (default: all).
     xp : module
         ``numpy`` or ``cupy``.
+    scale_comm : mpi4py communicator, optional
+        The ranks over whose values the exponent E is taken (default ``comm``). Sums over
+        sub-communicators (e.g. along lines) pass the whole lattice's, so that E, and with it
+        the bits, do not depend on which ranks share a sub-communicator.
 
     Returns
     -------
@@ -67,10 +71,14 @@ def reproducible_sum(x, comm, global_count, axes=None, xp=np):
     (a 0-d array when all axes are summed).
 
     The caller must make the per-rank partial results line up entry by entry across ranks
-    (e.g. by placing them into a global index range, zero elsewhere).
+    (e.g. by placing them into a global index range, zero elsewhere). A NaN anywhere makes
+    the result NaN, an infinity (and no NaN) +inf, on every rank alike.
     """
     local_max = float(xp.max(xp.abs(x))) if x.size else 0.0
-    global_max = comm.allreduce(local_max, op=MPI.MAX)
+    # gathered, not MPI_MAX: a comparison-based maximum keeps or drops a NaN depending on
+    # which rank holds it
+    maxima = (scale_comm or comm).allgather(local_max)
+    global_max = math.nan if any(math.isnan(m) for m in maxima) else max(maxima)
     if not math.isfinite(global_max):
         return np.full(_reduced_shape(x.shape, axes), global_max)
     if global_max == 0.0:

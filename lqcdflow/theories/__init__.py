@@ -6,13 +6,16 @@ A theory is one module here with
 - ``check(values, given, ndim)``: checks across keys (raise ConfigError);
 - ``make(settings, lattice)``: the :class:`~lqcdflow.theories.base.Theory` of the [theory]
   settings on a lattice;
-- ``quantities(theory, volume, measured, has)``: the analysis of its observables, as
+- ``quantities(theory, shape, measured, has)``: the analysis of its observables, as
   (primary, derived, notes), see :mod:`lqcdflow.analysis.observables`;
-- ``REQUIRED``: the measured series its analysis cannot do without;
+- ``REQUIRED``: the measured series its analysis cannot do without; ``THERMALIZATION``: the
+  series from which ``analyze -t auto`` detects the thermalisation cut; ``CORRELATOR``: True
+  if it measures a time-slice correlator ``correlator`` (C(t), m_eff and xi_2nd then);
 - ``PLOTS``: the series the analysis plots: {"history": ((series, power of V, label, result),
   ...), "autocorrelation": (result, ...), "histogram": (series, power of V, label)};
 
-and one entry in THEORIES. Nothing else in lqcdflow names a theory.
+and one entry in THEORIES. io/, analysis/, parallel/, mc/ and the runner name no theory; the
+run-file edge (config.py) names phi^4 only where flows, so far phi^4 only, require it.
 """
 
 import importlib

@@ -316,6 +316,8 @@ def quantities(theory, shape, measured, has):
 
 
 REQUIRED = ("action", "m", "abs_m", "m2", "m4")  # series the analysis cannot do without
+THERMALIZATION = ("action", "abs_m")  # series whose transient detects the thermalisation cut
+CORRELATOR = True  # measures C(t): the analysis gives C(t), m_eff and xi_2nd
 
 PLOTS = {
     # series, power of V it is divided by, axis label, result with its mean

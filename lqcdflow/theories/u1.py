@@ -39,11 +39,15 @@ TWO_PI = 2.0 * math.pi
 
 
 def wrap(angle, xp=np):
-    """The angle mapped into [-pi, pi): angle - 2 pi floor((angle + pi) / (2 pi)).
+    """The angle mapped into [-pi, pi): angle - 2 pi floor((angle + pi) / (2 pi)), then one
+    2 pi more where rounding left it just outside (e.g. for the float below pi, whose
+    angle + pi rounds up to 2 pi).
 
-    Angles already in [-pi, pi) are returned with their bits unchanged.
+    Angles already in [-pi, pi) are returned with their bits unchanged (up to that float).
     """
-    return angle - TWO_PI * xp.floor((angle + math.pi) / TWO_PI)
+    r = angle - TWO_PI * xp.floor((angle + math.pi) / TWO_PI)
+    r = xp.where(r < -math.pi, r + TWO_PI, r)
+    return xp.where(r >= math.pi, r - TWO_PI, r)
 
 
 class U1(Theory):
@@ -202,6 +206,8 @@ def quantities(theory, shape, measured, has):
 
 
 REQUIRED = ("action", "plaquette")  # series the analysis cannot do without
+THERMALIZATION = ("action", "plaquette")  # series whose transient detects the cut
+CORRELATOR = False
 
 PLOTS = {
     "history": (("plaquette", 0, "plaquette", "plaquette"),

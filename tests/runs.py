@@ -107,3 +107,17 @@ def one_line_error(result, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lqcdflow: error:"), result.stderr
     assert message in lines[0], lines[0]
+
+
+def interrupted(args, sig, ranks=None, progress="traj", timeout=TIMEOUT):
+    """Run ``lqcdflow ARGS``, send it ``sig`` once its first progress line (starting with
+    ``progress``) is out, and return the finished CompletedProcess-like (returncode, stdout,
+    stderr)."""
+    process = subprocess.Popen(command(args, ranks), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if line.startswith(progress):
+            break
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

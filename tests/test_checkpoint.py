@@ -1,5 +1,6 @@
 """Checkpoints: parallel write/read on every grid, checksums, atomicity and corruption."""
 
+import math
 import os
 
 import h5py
@@ -186,3 +187,19 @@ def test_checksum_version_2_sees_what_version_1_missed():
         flipped = field.copy()
         flipped.view(np.uint64)[0, 1, 2, 3] ^= np.uint64(1 << 40)
         assert global_checksum(flipped, version) != global_checksum(field, version)
+
+
+def test_configurations_of_terabyte_lattices_get_chunks_hdf5_accepts(tmp_path):
+    """SU(3) links on 256^3 x 512 (4.9 TB a field, 4.8 GB a time slice): chunks below 4 GiB,
+    of whole sites; small fields stay one chunk each."""
+    from lqcdflow.io.h5 import CHUNK_BYTES, field_chunk
+
+    shape = (512, 256, 256, 256, 4, 3, 3)
+    chunk = field_chunk(shape, np.complex128)
+    assert 16 * math.prod(chunk) <= CHUNK_BYTES and chunk[4:] == (4, 3, 3)
+    assert field_chunk((8, 8, 2), np.float64) == (8, 8, 2)
+    lat = Lattice((512, 256, 256, 256), comm=MPI.COMM_SELF)
+    with FieldFile(str(tmp_path / "big.h5"), "w", lat) as f:  # no data: nothing is allocated
+        f.create_field("configurations/U", np.complex128, (4, 3, 3), leading=(0,),
+                       maxleading=(None,))
+        assert f.file["configurations/U"].chunks == (1,) + chunk

@@ -489,16 +489,9 @@ def test_a_damaged_version_2_file_is_not_continued(tmp_path):
 # --- a full disk, and MPI -----------------------------------------------------------------
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 1 MiB tmpfs (a disk that fills up), mounted for the test and removed after it."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
-                              str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+def small_tmpfs(tmpfs):
+    """A 1 MiB tmpfs (a disk that fills up)."""
+    return tmpfs("1m")
 
 
 def test_a_full_disk_stops_growth_cleanly_and_commits_need_no_space(small_tmpfs):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flow_helpers import LAM, M2, setup, spec_for
 from mpi4py import MPI
-from runs import RUN_FILE, SERIES, command, lqcdflow, one_line_error, series, write_run_file
+from runs import (RUN_FILE, SERIES, interrupted, lqcdflow, one_line_error, series,
+                  write_run_file)
 
 from lqcdflow import build
 from lqcdflow.cli import main
@@ -187,15 +188,9 @@ def test_training_stopped_by_walltime_and_signal_continues_on_2_ranks_exactly(tm
     assert "stopped at step 0 of 200 (walltime" in stopped.stdout
     assert read_state(tmp_path / "run.flow.h5")[1] == 0
 
-    process = subprocess.Popen(command(["train", str(run)]), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("step"):
-            break
-    process.send_signal(signal.SIGUSR1)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == EXIT_RESUBMIT, err
-    assert "(signal SIGUSR1); state saved" in out
+    result = interrupted(["train", str(run)], signal.SIGUSR1, progress="step")
+    assert result.returncode == EXIT_RESUBMIT, result.stderr
+    assert "(signal SIGUSR1); state saved" in result.stdout
     step = read_state(tmp_path / "run.flow.h5")[1]
     assert 0 < step < 200
     assert cli(["status", "--train", str(run)]).returncode == EXIT_RESUBMIT

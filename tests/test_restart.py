@@ -11,7 +11,7 @@ import time
 
 import h5py
 import pytest
-from runs import command, lqcdflow, series, write_run_file
+from runs import command, interrupted, lqcdflow, series, write_run_file
 
 from lqcdflow.io.checkpoint import list_checkpoints
 from lqcdflow.mc.stop import EXIT_RESUBMIT
@@ -63,16 +63,10 @@ def test_signals_stop_with_checkpoint_and_restarts_complete(tmp_path, long_refer
     run = write_run_file(tmp_path / "run.toml", n_trajectories=400, every=1000, **LONG)
     stopped_at = []
     for sig, ranks in ((signal.SIGUSR1, 2), (signal.SIGTERM, None)):
-        process = subprocess.Popen(command(["run", str(run)], ranks=ranks),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for line in process.stdout:
-            if line.startswith("traj"):
-                break
-        process.send_signal(sig)
-        out, err = process.communicate(timeout=60)
+        result = interrupted(["run", str(run)], sig, ranks=ranks)
         if ranks is None:
-            assert process.returncode == EXIT_RESUBMIT, err
-        assert f"signal {sig.name}" in out, (out, err)
+            assert result.returncode == EXIT_RESUBMIT, result.stderr
+        assert f"signal {sig.name}" in result.stdout, (result.stdout, result.stderr)
         assert lqcdflow(["status", str(run)]).returncode == EXIT_RESUBMIT
         with h5py.File(list_checkpoints(str(tmp_path / "run.ck"))[0], "r") as f:
             stopped_at.append(int(f.attrs["trajectory"]))
@@ -153,16 +147,9 @@ def test_mismatched_run_file_is_refused(tmp_path):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 160 KiB tmpfs (a disk that fills up), mounted for the test and removed after it."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs",
-                              str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+def small_tmpfs(tmpfs):
+    """A 160 KiB tmpfs (a disk that fills up)."""
+    return tmpfs("160k")
 
 
 def test_full_disk_gives_a_clear_error_and_keeps_the_old_data(tmp_path, small_tmpfs):

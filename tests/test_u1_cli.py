@@ -3,12 +3,11 @@ restarts on other rank counts, configurations, ``info``, ``status`` and ``analyz
 
 import json
 import signal
-import subprocess
 
 import h5py
 import numpy as np
 import pytest
-from runs import U1_RUN_FILE, command, lqcdflow, one_line_error, series, write_run_file
+from runs import U1_RUN_FILE, interrupted, lqcdflow, one_line_error, series, write_run_file
 
 from lqcdflow.exitcodes import EXIT_RESUBMIT
 
@@ -129,14 +128,8 @@ def test_u1_walltime_stops_and_a_signal_resubmit_to_the_uninterrupted_chain(tmp_
     assert lqcdflow(["run", "-q", str(whole)]).returncode == 0
     run = u1_run(tmp_path / "cut.toml", 1000, every=1000,
                  **{"every = 1000": "every = 1000\nmargin = 0.1"})
-    process = subprocess.Popen(command(["run", str(run)], ranks=2), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("traj"):
-            break
-    process.send_signal(signal.SIGUSR1)
-    out, err = process.communicate(timeout=60)
-    assert "signal SIGUSR1" in out, (out, err)
+    result = interrupted(["run", str(run)], signal.SIGUSR1, ranks=2)
+    assert "signal SIGUSR1" in result.stdout, (result.stdout, result.stderr)
     assert lqcdflow(["status", str(run)]).returncode == EXIT_RESUBMIT
     stops = 0
     while (result := lqcdflow(["run", "-q", "--walltime", "0.5", str(run)])).returncode:

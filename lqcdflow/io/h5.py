@@ -6,6 +6,7 @@ path: rank 0 holds the file and the blocks travel to or from it one rank at a ti
 ever holds more than its own block plus one other (a warning says so once).
 """
 
+import math
 import warnings
 
 import h5py
@@ -21,6 +22,20 @@ def _warn_serial():
                       "(serial HDF5, bounded memory); install parallel h5py for MPI-IO",
                       RuntimeWarning, stacklevel=3)
         _warned.append(True)
+
+
+CHUNK_BYTES = 1 << 30  # HDF5 refuses chunks of 4 GiB or more
+
+
+def field_chunk(field_shape, dtype):
+    """The chunk of one field: the whole field, or, above CHUNK_BYTES, blocks halved along the
+    slowest axes first until one fits (e.g. an SU(3) field of 64^3 x 128 sites is 9.7 GB)."""
+    chunk = list(field_shape)
+    itemsize = np.dtype(dtype).itemsize
+    for axis in range(len(chunk)):
+        while chunk[axis] > 1 and itemsize * math.prod(chunk) > CHUNK_BYTES:
+            chunk[axis] = -(-chunk[axis] // 2)
+    return tuple(chunk)
 
 
 class FieldFile:
@@ -59,7 +74,7 @@ class FieldFile:
         shape = tuple(leading) + field_shape
         maxshape = None if maxleading is None else tuple(maxleading) + field_shape
         if self.file is not None:
-            chunks = (1,) * len(leading) + field_shape if maxshape else None
+            chunks = (1,) * len(leading) + field_chunk(field_shape, dtype) if maxshape else None
             self.file.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype,
                                      chunks=chunks)
 

@@ -50,6 +50,8 @@ def test_version_1_chain_continues_bitwise_like_a_new_one(tmp_path):
     assert "continuing from checkpoint at trajectory 20" in result.stdout
     assert run_in(new, ["run", "-q", "v1.toml"]).returncode == 0
     assert series(old / "v1.h5") == series(new / "v1.h5")
+    with h5py.File(old / "v1.h5", "r") as f:  # converted to version 3 on the way
+        assert f.attrs["format_version"] == 3 and f.attrs["field"] == "phi"
     with h5py.File(old / "v1.configs.h5", "r") as a, h5py.File(new / "v1.configs.h5", "r") as b:
         assert a["configurations/phi"][()].tobytes() == b["configurations/phi"][()].tobytes()
         assert len(a["configurations/phi"]) == 8

@@ -343,11 +343,13 @@ def _copy_verified(old, new, name, n, have, expected):
     return prefix % 2**64
 
 
-def _rebuild(path, lengths, capacities):
+def _rebuild(path, lengths, capacities, attrs=None):
     """Replace the ensemble file at ``path`` (any version) atomically by a version-3 file of
     its first ``lengths`` records with at least ``capacities`` rows.
 
-    Every series is verified on the way (DamagedError if one does not hold). The commit log
+    ``attrs`` (optional) are added to the file's attributes: the continuing run's ``field``
+    and ``field.site_shape``, which files of versions 1 and 2 lack. Every series is verified on
+    the way (DamagedError if one does not hold). The commit log
     keeps the commits up to ``lengths`` and ends in one of exactly ``lengths``. OutputError,
     before anything is written, if the disk has no room for the new file.
     """
@@ -370,6 +372,7 @@ def _rebuild(path, lengths, capacities):
         with replaced_atomically(path) as temporary:
             with h5py.File(temporary, "w") as new:
                 new.attrs.update(old.attrs)
+                new.attrs.update(attrs or {})
                 new.attrs["format_version"] = FORMAT_VERSION
                 _write_layout(new, specs, capacities, log_rows)
                 checksums = []
@@ -489,7 +492,8 @@ class EnsembleWriter:
             if resume is None:
                 error = self._create(attrs, specs, planned, overwrite)
             else:
-                error = self._guarded(lambda: self._resume(dict(resume), specs, planned))
+                error = self._guarded(lambda: self._resume(dict(resume), specs, planned,
+                                                           attrs))
         self._raise_if(error)
 
     def _raise_if(self, error):
@@ -527,7 +531,7 @@ class EnsembleWriter:
             return f"cannot create output file {self.path}: {e}"
         return None
 
-    def _resume(self, lengths, specs, planned):
+    def _resume(self, lengths, specs, planned, attrs):
         if not os.path.exists(self.path):
             raise OutputError(f"output file {self.path} of the run to continue is missing")
         with h5py.File(self.path, "r") as f:
@@ -565,9 +569,10 @@ class EnsembleWriter:
             self._storage = _storage(self.path)
         if rows is None or planned and any(capacities[g] > self._storage.capacities[g]
                                            for g in GROUPS):
-            # versions 1, 2, another layout, no commit of these lengths (a damaged log row),
-            # or a longer run
-            _rebuild(self.path, lengths, capacities)
+            # versions 1, 2 (which lack the field attributes: added), another layout, no
+            # commit of these lengths (a damaged log row), or a longer run
+            _rebuild(self.path, lengths, capacities,
+                     {key: attrs[key] for key in ("field", "field.site_shape") if key in attrs})
             self._storage = _storage(self.path)
         elif rows[0] != self._storage.commit.row:
             fd = _open_for_commit(self.path, self._storage)

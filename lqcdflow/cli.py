@@ -11,6 +11,7 @@ Any other exception on any rank aborts the whole MPI job with its traceback.
 """
 
 import argparse
+import math
 import os
 import sys
 from functools import partial
@@ -47,6 +48,17 @@ def read_run_file(path, comm=None):
     if error:
         raise ConfigError(error)
     return parse(text, path), text
+
+
+def walltime_seconds(text):
+    """argparse type of --walltime: a finite number of seconds >= 0 (0: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
 
 
 def _start(args, comm, algorithms):
@@ -201,7 +213,7 @@ def make_parser():
         command.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
         command.add_argument("--restart", choices=("auto", "never"),
                              help="override [checkpoint] restart")
-        command.add_argument("--walltime", type=float, metavar="SECONDS",
+        command.add_argument("--walltime", type=walltime_seconds, metavar="SECONDS",
                              help="override [checkpoint] walltime (seconds this job may run; "
                              f"stops after the current {unit}, exit 3)")
         command.set_defaults(func=func)

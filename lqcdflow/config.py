@@ -102,7 +102,8 @@ SCHEMA = {
                       allowed="seconds >= 0 (0: automatic)"),
     },
     "run": {
-        "seed": Key("int", check=lambda v: 0 <= v < 2**64, allowed="an integer in [0, 2^64)"),
+        "seed": Key("int", check=lambda v: 0 <= v < 2**64, allowed="an integer in [0, 2^64)",
+                    int_limit=2**64),
         "backend": Key("choice", "numpy", choices=("numpy", "cupy")),
         "dtype": Key("choice", "float64", choices=("float64", "float32")),
         "gpu_aware_mpi": Key("bool", False),
@@ -186,7 +187,7 @@ def validate(raw):
         try:
             config[section] = validate_section(section, keys, given)
         except ConfigError as e:
-            if section == "theory" and "name" not in given:
+            if section == "theory" and "name" not in given and "unknown key" in str(e):
                 raise ConfigError(f"{e} (theory '{theories.DEFAULT}': [theory] name is not "
                                   "given)") from None
             raise

@@ -4,6 +4,7 @@ Shared by the run file's own sections (:mod:`lqcdflow.config`) and the [theory] 
 theory declares (:mod:`lqcdflow.theories`).
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,17 +26,28 @@ class Key:
     check: Callable[[Any], bool] = lambda v: True
     allowed: str = ""
     choices: tuple = ()
+    # integers must lie in [-int_limit, int_limit): int64 unless a key is stored unsigned
+    int_limit: int = 2**63
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
+def _is_int(v, limit=2**63):
+    """An integer (not a bool) that the files and arrays can hold: -limit <= v < limit."""
+    return isinstance(v, int) and not isinstance(v, bool) and -limit <= v < limit
 
 
-def _valid_type(kind, v, choices):
+def _is_finite(v):
+    """A real number that is neither NaN nor infinite (TOML's nan, inf, 1e400 are not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _valid_type(kind, v, choices, limit=2**63):
     if kind == "int":
-        return _is_int(v)
+        return _is_int(v, limit)
     if kind == "float":
-        return _is_int(v) or isinstance(v, float)
+        return (isinstance(v, (int, float)) and not isinstance(v, bool)) and _is_finite(v)
     if kind == "bool":
         return isinstance(v, bool)
     if kind == "str":
@@ -81,7 +93,7 @@ def validate_section(section, keys, given):
             values[name] = key.default
             continue
         v = given[name]
-        if not _valid_type(key.kind, v, key.choices) or not key.check(v):
+        if not _valid_type(key.kind, v, key.choices, key.int_limit) or not key.check(v):
             raise ConfigError(f"[{section}] {name} = {v!r} is not allowed; "
                               f"expected {describe(key)}")
         values[name] = float(v) if key.kind == "float" else v

@@ -53,6 +53,13 @@ BAD_RUN_FILES = [
     ({'integrator = "omelyan2"': 'integrator = "leapfrog"\nxi = 0.2'}, "only used by"),
     ({"seed = 7": "seed = 18446744073709551616"}, "[run] seed"),
     ({"n_steps = 4": "n_steps = 4 = 5"}, "is not valid TOML"),
+    ({"kappa = 0.2": "kappa = nan"}, "[theory] kappa = nan is not allowed"),
+    ({"kappa = 0.2": "kappa = 1e400"}, "[theory] kappa = inf is not allowed"),
+    ({"lambda = 0.3": "lambda = -inf"}, "[theory] lambda = -inf is not allowed"),
+    ({"n_steps = 4": "n_steps = 4\ntrajectory_length = inf"}, "trajectory_length = inf"),
+    ({"n_trajectories = 30": "n_trajectories = 9223372036854775808"},
+     "[sampler] n_trajectories = 9223372036854775808 is not allowed"),
+    ({"seed = 7": "seed = -1"}, "[run] seed = -1 is not allowed"),
 ]
 
 
@@ -161,3 +168,18 @@ def test_nested_integrator_from_the_run_file(tmp_path):
     with h5py.File(tmp_path / "nested.h5", "r") as f:
         assert list(f.attrs["sampler.n_steps"]) == [4, 2]
         assert f["mc/accepted"][()].mean() > 0.5
+
+
+def test_the_largest_seed_is_accepted_and_walltime_must_be_finite(tmp_path):
+    """Seeds are unsigned 64-bit (2^64 - 1 runs and is stored); --walltime nan, inf or -5
+    are refused by the command line with exit 2."""
+    run_file = write_run_file(tmp_path / "seed.toml", n_trajectories=8, every=10,
+                              **{"seed = 7": "seed = 18446744073709551615"})
+    result = lqcdflow(["run", "-q", str(run_file)])
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "seed.h5", "r") as f:
+        assert int(f.attrs["run.seed"]) == 2**64 - 1
+    for value in ("nan", "inf", "-5"):
+        result = lqcdflow(["run", "--walltime", value, str(run_file)])
+        assert result.returncode == 2 and "argument --walltime: expected seconds >= 0" in \
+            result.stderr

@@ -200,6 +200,19 @@ def load(path, lattice, spec):
     return field, attrs
 
 
+def _attributes_problem(attrs, path):
+    """What is wrong with a checkpoint's attributes (not one, of a newer format, a state hash
+    that does not hold), or None."""
+    if attrs.get("format") != FORMAT:
+        return f"{path}: not an lqcdflow checkpoint"
+    if attrs.get("format_version", 0) > FORMAT_VERSION:
+        return (f"{path}: written by a newer lqcdflow (format version "
+                f"{attrs['format_version']}); update lqcdflow")
+    if attrs.get("state_sha256") != _state_hash(attrs):
+        return f"{path}: state hash mismatch (attributes corrupt)"
+    return None
+
+
 def _header(file, path, spec, shape):
     """(attributes, stored field checksum, its version) of an open checkpoint whose state hash
     verifies and that holds the field ``spec`` on a lattice of ``shape``; else what is wrong
@@ -207,19 +220,15 @@ def _header(file, path, spec, shape):
     dataset = f"fields/{spec.name}"
     try:
         attrs = dict(file.attrs)
-        if attrs.get("format") != FORMAT:
-            return f"{path}: not an lqcdflow checkpoint"
-        if attrs.get("format_version", 0) > FORMAT_VERSION:
-            return (f"{path}: written by a newer lqcdflow (format version "
-                    f"{attrs['format_version']}); update lqcdflow")
+        problem = _attributes_problem(attrs, path)
+        if problem:
+            return problem
         if dataset not in file:
             return (f"{path}: holds no field {spec.name!r} of this theory "
                     f"(fields: {', '.join(file['fields'])})")
         if file[dataset].shape != tuple(shape) + tuple(spec.site_shape):
             return (f"{path}: field {spec.name} has shape {file[dataset].shape}, "
                     f"expected {tuple(shape) + tuple(spec.site_shape)}")
-        if attrs.get("state_sha256") != _state_hash(attrs):
-            return f"{path}: state hash mismatch (attributes corrupt)"
         stored = file[dataset].attrs
         version = int(stored.get("checksum_version", 1))
         if version not in checksums.VERSIONS:
@@ -238,9 +247,7 @@ def verified_attributes(path):
             attrs = dict(f.attrs)
     except OSError:
         return None
-    if attrs.get("format") != FORMAT or attrs.get("state_sha256") != _state_hash(attrs):
-        return None
-    return attrs
+    return None if _attributes_problem(attrs, path) else attrs
 
 
 def verify(path):

@@ -145,20 +145,17 @@ class Phi4(Theory):
         then cost L2 rather than L3 or memory bandwidth. The operations and their order are
         those of a whole-field evaluation, so the result does not depend on the slab size.
         """
-        c, xp = self.couplings, self.lattice.xp
-        out = xp.empty_like(phi) if out is None else out
+        c = self.couplings
+        out = self.lattice.xp.empty_like(phi) if out is None else out
         if phi.dtype not in self._scratch:
             self._scratch[phi.dtype] = self.lattice.empty_slab(phi.dtype)
         scratch = self._scratch[phi.dtype]
 
         def finish(rows):
             f, p = out[rows], phi[rows]
-            cubic = xp.multiply(p, p, out=scratch[:p.size].reshape(p.shape))
-            cubic *= 4.0 * c.c4
-            cubic += 2.0 * c.c2
-            cubic *= p
+            local = self.potential_force(p, out=scratch[:p.size].reshape(p.shape))
             f *= -c.h
-            f += cubic
+            f += local
 
         return self.lattice.neighbour_sum(phi, out=out, on_slab=finish)
 

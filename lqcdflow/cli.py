@@ -1,7 +1,7 @@
-"""Command line: ``lqcdflow run|train|sample|status|info|analyze``.
+"""Command line: ``lqcdflow run|train|sample|measure|status|info|analyze``.
 
-This layer only reads arguments, builds objects and calls the library. ``run``, ``train`` and
-``sample`` run on the ranks of MPI_COMM_WORLD; ``status``, ``info`` and ``analyze`` are serial
+This layer only reads arguments, builds objects and calls the library. ``run``, ``train``,
+``sample`` and ``measure`` run on the ranks of MPI_COMM_WORLD; ``status``, ``info`` and ``analyze`` are serial
 tools that never initialise MPI (run them without mpiexec, e.g. on a login node). Exit codes:
 0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used
 (run file, process grid, output file, checkpoints: one line on stderr, every rank exits);
@@ -139,6 +139,25 @@ def cmd_sample(args, comm):
     return code
 
 
+def cmd_measure(args, comm):
+    """Measure the observables of the run's stored configurations into another file."""
+    from lqcdflow.analysis.summary import format_table, summarize
+    from lqcdflow.measure import measure_configurations
+
+    config, text = read_run_file(args.run_file, comm)
+    say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
+    code = measure_configurations(config, text, comm, args.output, args.overwrite, say)
+    if comm.Get_rank() == 0:
+        try:
+            rows = summarize(args.output, config.sampler.n_thermalization)
+        except AnalysisError as e:
+            print(f"no table of results: {e}")
+        else:
+            print(format_table(rows, title=f"{args.output}: configurations after trajectory "
+                               f"{config.sampler.n_thermalization}"))
+    return code
+
+
 def _training_status(config):
     """(line, complete) of the flow training: the step of the state file of ``steps``."""
     import h5py
@@ -217,6 +236,13 @@ def make_parser():
                              help="override [checkpoint] walltime (seconds this job may run; "
                              f"stops after the current {unit}, exit 3)")
         command.set_defaults(func=func)
+    measure = sub.add_parser("measure", help="measure the stored configurations of a run "
+                             "(e.g. the Wilson flow) into an ensemble file")
+    measure.add_argument("run_file")
+    measure.add_argument("output", metavar="OUTPUT.h5")
+    measure.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    measure.add_argument("--overwrite", action="store_true", help="replace OUTPUT.h5")
+    measure.set_defaults(func=cmd_measure)
     status = sub.add_parser("status", help="is the run complete? exit 0 yes, 3 no (resubmit)")
     status.add_argument("run_file")
     status.add_argument("--train", action="store_true",

@@ -232,7 +232,7 @@ def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
         hooks.append(lambda s, info: configurations.save(s))
     hooks += [stop_rule.trajectory_done, checkpointer,
               Progress(writer, out.progress_every, state.trajectory, chain.n_trajectories,
-                       print_fn=say)]
+                       print_fn=say, health=theory.health)]
     stop_rule.loop_starts()
     state = run_chain(sampler, state, chain.n_trajectories, hooks, stop=stop_rule.reason)
     checkpointer.write(state)

@@ -12,6 +12,7 @@ import pytest
 from mpi4py import MPI
 
 import exact_u1
+from chains import hmc_chain
 from lqcdflow.analysis.gamma import mean
 from lqcdflow.mc.driver import run_chain
 from lqcdflow.mc.hmc import HMC, initial_state
@@ -132,25 +133,14 @@ def test_starts_and_wrapping():
         U1(Lattice((8,), comm=MPI.COMM_SELF), 1.0)
 
 
-def chain(lattice, beta, n_traj, seed=3, n_steps=5, start="hot"):
-    """(gathered final field, [(trajectory, delta_H, accepted)]) of a U(1) HMC chain."""
-    theory = U1(lattice, beta)
-    rng = CounterRNG(seed)
-    hmc = HMC.of(theory, omelyan2(), n_steps, 1.0, rng)
-    history = []
-    state = run_chain(hmc, initial_state(theory, rng, start), n_traj,
-                      [lambda s, info: history.append((info.trajectory, info.delta_H,
-                                                        info.accepted))])
-    return lattice.gather(state.field), history
-
-
 @pytest.mark.mpi
 @pytest.mark.parametrize("shape", [(4, 8), (4, 4, 2), (2, 2, 4, 4)])
 def test_chains_are_bitwise_identical_on_every_grid(shape, comm):
-    reference = chain(Lattice(shape, comm=MPI.COMM_SELF), 1.1, 12)
+    reference = hmc_chain(U1(Lattice(shape, comm=MPI.COMM_SELF), 1.1), 12, n_steps=5)
     assert sum(accepted for _, _, accepted in reference[1]) > 0
     for grid in valid_grids(shape, comm.Get_size()):
-        field, history = chain(Lattice(shape, comm=comm, grid=grid), 1.1, 12)
+        field, history = hmc_chain(U1(Lattice(shape, comm=comm, grid=grid), 1.1), 12,
+                                   n_steps=5)
         if comm.Get_rank() == 0:
             assert field.tobytes() == reference[0].tobytes(), grid
             assert history == reference[1], grid

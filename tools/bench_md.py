@@ -1,10 +1,11 @@
-"""Benchmark of one HMC molecular-dynamics step (phi^4 or U(1)), against a copy of the same size.
+"""Benchmark of one HMC molecular-dynamics step (phi^4, U(1), SU(2), SU(3)) against a copy of the
+same size.
 
 Usage
 -----
 ::
 
-    mpiexec -n R python tools/bench_md.py --shape 32 32 32 32 [--theory phi4|u1]
+    mpiexec -n R python tools/bench_md.py --shape 32 32 32 32 [--theory phi4|u1|su2|su3]
         [--integrator omelyan2] [--grid 2 1 1 1] [--dtype float64] [--backend numpy]
         [--repeat 7] [--n-steps 10] [--min-time 0.2] [--json]
 
@@ -12,8 +13,9 @@ The lattice of global extents ``--shape`` is split over the ranks of ``MPI.COMM_
 (process grid ``--grid``, chosen by :func:`lqcdflow.parallel.grid.choose_grid` if omitted);
 the theory is :class:`lqcdflow.theories.phi4.Phi4` in the hopping form with
 kappa = 0.15, lambda = 0.02 on a Gaussian random field (``--theory phi4``, default), or
-:class:`lqcdflow.theories.u1.U1` at beta = 1 on Haar-random links (``--theory u1``), with
-Gaussian momenta.
+:class:`lqcdflow.theories.u1.U1` at beta = 1 on Haar-random links (``--theory u1``), or
+:class:`lqcdflow.theories.sun.SUN` at beta = 6 on Haar-random links (``--theory su2|su3``),
+with Gaussian momenta.
 
 What is timed
 -------------
@@ -34,13 +36,14 @@ best round (noise only adds time) and the median; ``--json`` prints every figure
 
 Figures
 -------
-With V the global volume, R ranks, V_loc = V / R, b the bytes per number, d the numbers per
-site (phi^4: 1; U(1): D link angles), H the halo sites sent per rank and force evaluation (sum
+With V the global volume, R ranks, V_loc = V / R, f and m the bytes per site of the field and
+of the momenta (phi^4: 8 and 8; U(1): 8 D and 8 D; SU(3): 144 D links as 3 x 3 complex and
+64 D su(3) coordinates, in float64), H the halo sites sent per rank and force evaluation (sum
 over split directions mu of 2 V_loc / l_mu), n_F and n_Q the force evaluations and Q updates in
 the schedule of a trajectory of n steps:
 
 - site updates per second = V / t_step;
-- copy bandwidth = R * 2 d V_loc b / t_copy (read + write). A store to a cache line not in
+- copy bandwidth = R * 2 f V_loc / t_copy (read + write) of the field. A store to a cache line not in
   cache first reads it (write-allocate), so a copy really moves 3 V_loc b while an in-place
   update ``a op= b`` moves what it is counted as; neither the copy nor the model below
   counts that read, and in-place kernels can therefore show somewhat more than 100 %;
@@ -49,13 +52,13 @@ the schedule of a trajectory of n steps:
 Minimal bytes B_min (all ranks; what any implementation with a separate force kernel must
 move, every array read or written once per kernel, stencil neighbours read once):
 
-- force F = dS/dU: read U, write F, send and receive the halo        d (2 V_loc + 2 H) b
-- P(c): pi <- pi - c F: read pi and F, write pi                          3 d V_loc b
-- Q(c): U <- U + c pi: read U and pi, write U                            3 d V_loc b
+- force F = dS/dU: read U, write F, send and receive the halo   (f + m) V_loc + 2 f H
+- P(c): pi <- pi - c F: read pi and F, write pi                              3 m V_loc
+- Q(c): U <- Q(c pi) U: read U and pi, write U                         (2 f + m) V_loc
 
-    B_min = R d [n_F (5 V_loc + 2 H) + 3 n_Q V_loc] b / n        per MD step.
+    B_min = R [n_F ((f + 4 m) V_loc + 2 f H) + n_Q (2 f + m) V_loc] / n     per MD step.
 
-A force fused into the P update would need only 3 d V_loc b per P; this is not assumed. (The
+A force fused into the P update would need only 3 m V_loc per P; this is not assumed. (The
 U(1) force needs, per split direction, only the faces of the D - 1 other link directions; the
 model counts all D, a small overestimate of the minimum for D > 2.)
 
@@ -86,7 +89,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 from mpi4py import MPI
 
 from lqcdflow.backend import BackendError, make_backend
@@ -95,13 +97,16 @@ from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import GridError, halo_sites
 from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
+from lqcdflow.theories.sun import SUN
 from lqcdflow.theories.u1 import U1
 
 KAPPA, LAMBDA = 0.15, 0.02
 BETA = 1.0
+BETA_SUN = 6.0
 SEED = 12345
 THEORIES = {"phi4": lambda lat: Phi4(lat, Phi4Couplings.hopping(KAPPA, LAMBDA)),
-            "u1": lambda lat: U1(lat, BETA)}
+            "u1": lambda lat: U1(lat, BETA),
+            "su2": lambda lat: SUN(lat, 2, BETA_SUN), "su3": lambda lat: SUN(lat, 3, BETA_SUN)}
 
 
 def parse_args(argv=None):
@@ -122,12 +127,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def kernel_bytes(lat, itemsize, per_site):
-    """B_min of (force, P update with its force, Q update) on all ranks for ``per_site``
-    numbers per site, see the docstring."""
+def kernel_bytes(lat, f, m):
+    """B_min of (force, P update with its force, Q update) on all ranks for ``f`` bytes of
+    field and ``m`` of momenta per site, see the docstring."""
     v, h = lat.local_volume, halo_sites(lat.shape, lat.grid)
-    return tuple(lat.size * itemsize * per_site * p
-                 for p in (2 * v + 2 * h, 5 * v + 2 * h, 3 * v))
+    return tuple(lat.size * b for b in ((f + m) * v + 2 * f * h, (f + 4 * m) * v + 2 * f * h,
+                                        (2 * f + m) * v))
 
 
 def step_bytes(kernels, scheme, n_steps):
@@ -167,7 +172,6 @@ def run(args):
     backend = make_backend(args.backend, args.dtype)
     lat = Lattice(args.shape, comm=comm, grid=args.grid, backend=backend)
     xp, dtype = lat.xp, backend.dtype
-    itemsize = np.dtype(dtype).itemsize
     theory = THEORIES[args.theory](lat)
     scheme = SCHEMES[args.integrator]()
     levels = levels_of(theory, scheme, args.n_steps)
@@ -185,9 +189,10 @@ def run(args):
     times = benchmark(kernels, args.repeat, args.min_time, comm, backend.synchronize)
     times["step"] = [t / args.n_steps for t in times.pop("trajectory")]
 
-    per_site = field[(0,) * lat.ndim].size
-    copy_bytes = lat.size * 2 * lat.local_volume * per_site * itemsize
-    b_min = kernel_bytes(lat, itemsize, per_site)
+    site = (0,) * lat.ndim
+    field_bytes, momentum_bytes = field[site].nbytes, pi[site].nbytes
+    copy_bytes = lat.size * 2 * lat.local_volume * field_bytes
+    b_min = kernel_bytes(lat, field_bytes, momentum_bytes)
     bytes_moved = {"copy": copy_bytes, "force": b_min[0],
                    "step": step_bytes(b_min, scheme, args.n_steps)}
 

@@ -3,7 +3,7 @@
 # when what it installs is already there.
 #   - compilers, MPICH, parallel HDF5 (mpich flavour), pkg-config, shellcheck from Debian;
 #   - a virtual environment ($LQCDFLOW_VENV, default ~/.venvs/lqcdflow) with mpi4py built
-#     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi;
+#     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi, scipy;
 #   - lqcdflow itself, installed editable from this checkout.
 # Usage: bash tools/setup.sh        (then: source "$LQCDFLOW_VENV/bin/activate")
 set -euo pipefail
@@ -55,9 +55,10 @@ if ! have "import torch"; then
     log "pip install torch==2.13.0 (CPU)"
     pip install torch==2.13.0
 fi
-if ! have "import pyerrors, pytest, pytest_mpi, matplotlib"; then
-    log "pip install pyerrors pytest pytest-mpi matplotlib"
-    pip install pyerrors pytest pytest-mpi matplotlib
+# scipy: the tests' independent references (expm for the SU(3) exponential, Bessel functions)
+if ! have "import pyerrors, pytest, pytest_mpi, matplotlib, scipy.linalg"; then
+    log "pip install pyerrors pytest pytest-mpi matplotlib scipy"
+    pip install pyerrors pytest pytest-mpi matplotlib scipy
 fi
 # Checked from / so that the checkout itself is not what gets imported.
 installed_from=$(cd / && "$py" -c 'import lqcdflow, os; print(os.path.dirname(os.path.dirname(lqcdflow.__file__)))' 2>/dev/null) \

@@ -21,12 +21,101 @@ import os
 import numpy as np
 
 from lqcdflow.io import checksum as checksums
-from lqcdflow.io.ensemble import OutputError
+from lqcdflow.io.ensemble import DamagedError, OutputError
 from lqcdflow.io.files import free_space_problem
 from lqcdflow.io.h5 import FieldFile
 
 FORMAT = "lqcdflow-configurations"
 FORMAT_VERSION = 2
+
+
+def _datasets(spec):
+    """The datasets under /configurations of a file of ``spec``'s field."""
+    return (spec.name, "trajectory", "checksum")
+
+
+def _stored(file, path, spec, shape):
+    """(how many configurations ``file`` holds, the version of their checksums), or why it
+    cannot be read or continued as a file of ``spec``'s field on a lattice of ``shape`` (a
+    str)."""
+    if file.attrs.get("format") != FORMAT or any(
+            f"configurations/{name}" not in file for name in _datasets(spec)):
+        return f"{path} is not an lqcdflow configuration file of the field {spec.name}"
+    stored_shape = file[f"configurations/{spec.name}"].shape[1:]
+    expected = tuple(shape) + spec.site_shape
+    if stored_shape != expected:
+        return (f"configuration file {path} holds fields of shape {list(stored_shape)}, the "
+                f"run's are {list(expected)}")
+    version = int(file["configurations/checksum"].attrs.get("checksum_version", 1))
+    if version not in checksums.VERSIONS:
+        return (f"configuration file {path} has checksums of version {version}, "
+                "written by a newer lqcdflow; update lqcdflow")
+    return file["configurations/trajectory"].shape[0], version
+
+
+class ConfigurationReader:
+    """The configurations of a file, read one at a time and verified (collective).
+
+    Parameters
+    ----------
+    path : str
+    theory : lqcdflow.theories.base.Theory
+        Its FieldSpec names the dataset; its lattice reads it, in any decomposition.
+
+    Attributes
+    ----------
+    count : int
+        Configurations in the file.
+    attrs : dict
+        The file's attributes (the run that wrote it).
+
+    Use as a context manager. Raises OutputError (one line, on every rank alike) for a file
+    that cannot be read or is not one of this field on this lattice, and DamagedError for a
+    configuration whose checksum does not verify.
+    """
+
+    def __init__(self, path, theory):
+        self.path, self.lattice, self.spec = path, theory.lattice, theory.field
+        lattice = self.lattice
+        try:
+            self.file = FieldFile(path, "r", lattice)
+            header = None
+        except OSError as e:
+            self.file, header = None, f"configuration file {path}: unreadable " \
+                f"({str(e).splitlines()[0]})"
+        header = lattice.comm.allgather(header)
+        if any(header):
+            raise OutputError(next(h for h in header if h))
+        header = None
+        if lattice.rank == 0:
+            header = _stored(self.file.file, path, self.spec, lattice.shape)
+            if not isinstance(header, str):
+                header = (*header, dict(self.file.file.attrs),
+                          self.file.file["configurations/trajectory"][()],
+                          self.file.file["configurations/checksum"][()])
+        header = lattice.comm.bcast(header, root=0)
+        if isinstance(header, str):
+            self.file.__exit__()
+            raise OutputError(header)
+        self.count, self.version, self.attrs, self.trajectories, self.checksums = header
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.__exit__(*exc)
+
+    def read(self, index):
+        """(field on this rank, trajectory) of configuration ``index``, its checksum
+        verified."""
+        field = self.file.read_field(f"configurations/{self.spec.name}", index=(index,))
+        trajectory = int(self.trajectories[index])
+        if checksums.field_checksum(self.lattice, field, self.version) \
+                != int(self.checksums[index]):
+            raise DamagedError(f"configuration file {self.path}: configuration {index} "
+                               f"(trajectory {trajectory}): field checksum mismatch "
+                               "(data corrupt)")
+        return field, trajectory
 
 
 class ConfigurationWriter:
@@ -48,7 +137,6 @@ class ConfigurationWriter:
     def __init__(self, path, theory, attrs, every, overwrite=False, resume=None):
         lattice = theory.lattice
         self.path, self.lattice, self.spec, self.every = path, lattice, theory.field, every
-        self.names = (self.spec.name, "trajectory", "checksum")
         exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None)
         if resume is None and exists and not overwrite:
             raise OutputError(f"configuration file {path} exists; set [output] overwrite = "
@@ -86,7 +174,8 @@ class ConfigurationWriter:
 
     def _truncate(self, count):
         with FieldFile(self.path, "a", self.lattice) as f:
-            stored = self._stored(f.file) if f.file else None
+            stored = _stored(f.file, self.path, self.spec, self.lattice.shape) if f.file \
+                else None
             stored = self.lattice.comm.bcast(stored, root=0)
             if isinstance(stored, str):
                 raise OutputError(stored)
@@ -95,26 +184,9 @@ class ConfigurationWriter:
                 raise OutputError(f"configuration file {self.path} holds fewer than the "
                                   f"{count} configurations the checkpoint expects")
             if f.root:
-                for name in self.names:
+                for name in _datasets(self.spec):
                     f.file[f"configurations/{name}"].resize(count, axis=0)
         self.count = count
-
-    def _stored(self, file):
-        """(how many configurations ``file`` holds, the version of their checksums), or why it
-        cannot be continued (a str)."""
-        if file.attrs.get("format") != FORMAT or any(
-                f"configurations/{name}" not in file for name in self.names):
-            return f"{self.path} is not an lqcdflow configuration file"
-        shape = file[f"configurations/{self.spec.name}"].shape[1:]
-        expected = self.lattice.shape + self.spec.site_shape
-        if shape != expected:
-            return (f"configuration file {self.path} holds fields of shape {list(shape)}, the "
-                    f"run's are {list(expected)}")
-        version = int(file["configurations/checksum"].attrs.get("checksum_version", 1))
-        if version not in checksums.VERSIONS:
-            return (f"configuration file {self.path} has checksums of version {version}, "
-                    "written by a newer lqcdflow; update lqcdflow")
-        return file["configurations/trajectory"].shape[0], version
 
     def save(self, state):
         """Append ``state.field`` if its trajectory is a multiple of ``every``."""
@@ -131,7 +203,7 @@ class ConfigurationWriter:
         n = self.count
         with FieldFile(self.path, "a", self.lattice) as f:
             if f.root:
-                for name in self.names:
+                for name in _datasets(self.spec):
                     f.file[f"configurations/{name}"].resize(n + 1, axis=0)
             f.write_field(f"configurations/{self.spec.name}", state.field, index=(n,))
             if f.root:

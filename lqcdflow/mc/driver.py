@@ -37,12 +37,13 @@ class Progress:
     (mean since the previous line) and the estimated time to finish. A chain that has not
     accepted a single trajectory yet says so on the line: its results would be those of the
     start configuration (usually a step size too large for the couplings, or a bad start).
+    ``health()`` (optional) adds the theory's few words on its numerical health.
     """
 
     def __init__(self, writer, every, first_trajectory, n_trajectories, print_fn=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, health=None):
         self.writer, self.every, self.n_trajectories = writer, every, n_trajectories
-        self.print_fn, self.clock = print_fn, clock
+        self.print_fn, self.clock, self.health = print_fn, clock, health
         self.last_time, self.last_trajectory = clock(), first_trajectory
 
     def __call__(self, state, info):
@@ -56,7 +57,8 @@ class Progress:
             eta = seconds * (self.n_trajectories - state.trajectory)
             stuck = ("  WARNING: nothing accepted yet; lower the step size (more n_steps)"
                      if state.accepted == 0 else "")
+            note = self.health() if self.health else ""
             self.print_fn(f"traj {state.trajectory:>7d}/{self.n_trajectories}  "
                           f"acc {state.accepted / state.trajectory:6.3f}  "
                           f"dH {info.delta_H:+.3e}  {seconds:8.3f} s/traj  ETA {eta:8.0f} s"
-                          + stuck)
+                          + (f"  {note}" if note else "") + stuck)

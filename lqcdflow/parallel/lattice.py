@@ -180,10 +180,52 @@ class Lattice:
         sub-communicator of direction mu, with the exponent of the digits taken over the whole
         lattice, so the sums do not depend on the decomposition. Collective over all ranks.
         """
+        total = self._reproducible(field, (mu,), self.shape[mu], self._line_comm(mu))
+        return self.xp.expand_dims(self.xp.asarray(total), mu)
+
+    def line_product(self, field, mu, multiply):
+        """f(x) f(x + e_mu) ... f(x + (L_mu - 1) e_mu) along the lines of direction mu, from
+        x_mu = 0 on the left: an array of the local shape with axis mu of length 1 (+ site
+        shape), the same on every rank of a line.
+
+        ``multiply(a, b)`` multiplies two such arrays site by site (e.g. matrices). The factors
+        are taken one at a time from the left end of the line, the partial product handed from
+        rank to rank along it, so the association ((f_0 f_1) f_2) ... and hence every bit are
+        those of one rank, on any decomposition. Collective over all ranks.
+        """
+        xp, n = self.xp, self.local_shape[mu]
+        comm, g = self._line_comm(mu), self.grid[mu]
+        coord = self.coords[mu]
+        face = self.local_shape[:mu] + (1,) + self.local_shape[mu + 1:] + field.shape[self.ndim:]
+        if coord == 0:
+            product, start = self._face(field, mu, 0), 1
+        else:
+            received = np.empty(face, dtype=field.dtype)
+            comm.Recv(received, source=coord - 1, tag=mu)
+            product, start = xp.asarray(received), 0
+        for t in range(start, n):
+            product = multiply(product, self._face(field, mu, t))
+        if g == 1:
+            return xp.ascontiguousarray(product)
+        host = np.ascontiguousarray(self.backend.asnumpy(product)) if coord == g - 1 \
+            else np.empty(face, dtype=field.dtype)
+        if coord < g - 1:
+            comm.Send(np.ascontiguousarray(self.backend.asnumpy(product)), dest=coord + 1,
+                      tag=mu)
+        comm.Bcast(host, root=g - 1)
+        return xp.asarray(host)
+
+    def max(self, field):
+        """The largest entry of ``field`` over all ranks (a float, the same on every rank)."""
+        local = float(self.xp.max(field)) if field.size else -math.inf
+        return self.comm.allreduce(local, op=MPI.MAX)
+
+    def _line_comm(self, mu):
+        """The Cartesian sub-communicator of this rank's line in direction mu (its rank in it is
+        the coordinate coords[mu])."""
         if mu not in self._line_comms:
             self._line_comms[mu] = self.comm.Sub([nu == mu for nu in range(self.ndim)])
-        total = self._reproducible(field, (mu,), self.shape[mu], self._line_comms[mu])
-        return self.xp.expand_dims(self.xp.asarray(total), mu)
+        return self._line_comms[mu]
 
     def _reproducible(self, field, axes, count, comm=None):
         """reproducible_sum of ``field`` over ``axes`` (None: all) and the ranks of ``comm``

@@ -11,6 +11,9 @@ A theory is one module here with
 - ``REQUIRED``: the measured series its analysis cannot do without; ``THERMALIZATION``: the
   series from which ``analyze -t auto`` detects the thermalisation cut; ``CORRELATOR``: True
   if it measures a time-slice correlator ``correlator`` (C(t), m_eff and xi_2nd then);
+- optionally ``MEASUREMENT_KEYS``: [theory] keys that change only what is measured, not the
+  ensemble (``lqcdflow measure`` may use other values than the run that stored the
+  configurations);
 - ``PLOTS``: the series the analysis plots: {"history": ((series, power of V, label, result),
   ...), "autocorrelation": (result, ...), "histogram": (series, power of V, label)};
 
@@ -20,7 +23,8 @@ run-file edge (config.py) names phi^4 only where flows, so far phi^4 only, requi
 
 import importlib
 
-THEORIES = {"phi4": "lqcdflow.theories.phi4", "u1": "lqcdflow.theories.u1"}
+THEORIES = {"phi4": "lqcdflow.theories.phi4", "u1": "lqcdflow.theories.u1",
+            "su2": "lqcdflow.theories.sun", "su3": "lqcdflow.theories.sun"}
 DEFAULT = "phi4"  # run files without [theory] name are phi^4 (those written before U(1))
 
 

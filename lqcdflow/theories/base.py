@@ -161,3 +161,8 @@ class Theory(ABC):
         """One line: the theory and its couplings."""
         return type(self).__name__
 
+    def health(self):
+        """A few words on the numerical health of the chain for progress lines (e.g. the
+        drift from the group manifold corrected so far); empty by default."""
+        return ""
+

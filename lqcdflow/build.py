@@ -42,6 +42,14 @@ def make_hmc(config, theory):
 
 
 def make_initial_state(config, theory):
+    """The chain's state at trajectory 0: the theory's cold or hot start, or (start = "file")
+    the configuration of [run] start_file in any format lqcdflow reads."""
+    if config.run.start == "file":
+        from lqcdflow.io import gauge_files
+        from lqcdflow.mc.hmc import ChainState
+
+        field, _ = gauge_files.read(config.run.start_file, theory)
+        return ChainState(field)
     return initial_state(theory, CounterRNG(config.run.seed), config.run.start)
 
 

@@ -1,8 +1,9 @@
-"""Command line: ``lqcdflow run|train|sample|measure|status|info|analyze``.
+"""Command line: ``lqcdflow run|train|sample|measure|convert|status|info|analyze``.
 
 This layer only reads arguments, builds objects and calls the library. ``run``, ``train``,
-``sample`` and ``measure`` run on the ranks of MPI_COMM_WORLD; ``status``, ``info`` and ``analyze`` are serial
-tools that never initialise MPI (run them without mpiexec, e.g. on a login node). Exit codes:
+``sample``, ``measure`` and ``convert`` run on the ranks of MPI_COMM_WORLD; ``status``,
+``info`` and ``analyze`` are serial tools that never initialise MPI (run them without mpiexec,
+e.g. on a login node). Exit codes:
 0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used
 (run file, process grid, output file, checkpoints: one line on stderr, every rank exits);
 3 a run (or training) stopped early on a signal or the walltime, with a checkpoint (or the
@@ -158,6 +159,14 @@ def cmd_measure(args, comm):
     return code
 
 
+def cmd_convert(args, comm):
+    """Convert an SU(3) configuration between lqcdflow, ILDG and openQCD files."""
+    from lqcdflow.convert import convert
+
+    say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
+    return convert(args.source, args.target, args.to, comm, args.index, args.overwrite, say)
+
+
 def _training_status(config):
     """(line, complete) of the flow training: the step of the state file of ``steps``."""
     import h5py
@@ -243,6 +252,17 @@ def make_parser():
     measure.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     measure.add_argument("--overwrite", action="store_true", help="replace OUTPUT.h5")
     measure.set_defaults(func=cmd_measure)
+    convert = sub.add_parser("convert", help="convert an SU(3) configuration between lqcdflow, "
+                             "ILDG and openQCD files")
+    convert.add_argument("source", help="lqcdflow configurations file, ILDG or openQCD file")
+    convert.add_argument("target")
+    convert.add_argument("--to", required=True, choices=("lqcdflow", "ildg", "openqcd"),
+                         help="format of the target")
+    convert.add_argument("--index", type=int, default=-1,
+                         help="configuration of an lqcdflow source (default -1: the last)")
+    convert.add_argument("--overwrite", action="store_true", help="replace the target")
+    convert.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    convert.set_defaults(func=cmd_convert)
     status = sub.add_parser("status", help="is the run complete? exit 0 yes, 3 no (resubmit)")
     status.add_argument("run_file")
     status.add_argument("--train", action="store_true",

@@ -107,7 +107,9 @@ SCHEMA = {
         "backend": Key("choice", "numpy", choices=("numpy", "cupy")),
         "dtype": Key("choice", "float64", choices=("float64", "float32")),
         "gpu_aware_mpi": Key("bool", False),
-        "start": Key("choice", "cold", choices=("cold", "hot")),
+        "start": Key("choice", "cold", choices=("cold", "hot", "file")),
+        "start_file": Key("str", "", allowed="a configuration file (start = 'file'): "
+                          "lqcdflow configurations (the last), ILDG or openQCD"),
     },
 }
 
@@ -196,6 +198,10 @@ def validate(raw):
     ndim = len(config["lattice"]["shape"])
     theories.module(config["theory"]["name"]).check(config["theory"], given["theory"], ndim)
     _check_sampler(config["sampler"], given["sampler"])
+    _only_for("run", config["run"], given["run"], ("start_file",), "start", "file")
+    if config["run"]["start"] == "file" and not config["run"]["start_file"].strip():
+        raise ConfigError("[run] start = 'file' needs start_file, the configuration to start "
+                          "from")
     stem = os.path.splitext(config["output"]["file"])[0]
     if not config["checkpoint"]["directory"].strip():
         # each output file gets its own checkpoints, so that runs never mix by accident

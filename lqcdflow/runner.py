@@ -208,6 +208,8 @@ def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
         _clear_old_checkpoints(config, lattice)
         state = sampler.initial_state()
         resume = {"mc": None, "configurations": None}
+        if say and config.run.start == "file":
+            say(f"starting from {config.run.start_file}")
     else:
         field, ck_attrs = found
         state = sampler.restore(field, ck_attrs)

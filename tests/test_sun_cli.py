@@ -126,3 +126,54 @@ def test_measure_flows_stored_configurations_on_any_rank_count(tmp_path):
     one_line_error(lqcdflow(["measure", str(flow), str(one)]), "exists")
     one_line_error(lqcdflow(["measure", str(flow), str(tmp_path / "a.h5")]),
                    "it is the run's own ensemble or configurations file")
+
+
+def ildg_payload(path):
+    from lqcdflow.io import ildg
+
+    record = next(r for r in ildg.records(path) if r.type == "ildg-binary-data")
+    with open(path, "rb") as f:
+        f.seek(record.offset)
+        return f.read(record.length)
+
+
+def test_convert_through_every_format_and_start_runs_from_ildg(tmp_path):
+    """lqcdflow -> ILDG (1 rank) -> openQCD (2 ranks) -> lqcdflow (4 ranks) -> ILDG gives the
+    same links; a run started from the ILDG file is the same chain on 1 and 2 ranks."""
+    run = su3_run(tmp_path / "a.toml", 20)
+    assert lqcdflow(["run", "-q", str(run)]).returncode == 0
+    configs = str(tmp_path / "a.h5") + ".configs.h5"
+    lime, oqcd = tmp_path / "a.lime", tmp_path / "a.oqcd"
+    back, again = tmp_path / "back.h5", tmp_path / "again.lime"
+    result = lqcdflow(["convert", configs, str(lime), "--to", "ildg"])
+    assert result.returncode == 0, result.stderr
+    assert "configuration 1 (trajectory 20)" in result.stdout
+    for args, ranks in (([str(lime), str(oqcd), "--to", "openqcd"], 2),
+                        ([str(oqcd), str(back), "--to", "lqcdflow"], 4),
+                        ([str(back), str(again), "--to", "ildg"], 1)):
+        result = lqcdflow(["convert", *args], ranks=ranks)
+        assert result.returncode == 0, result.stderr
+    result = lqcdflow(["convert", str(lime), str(tmp_path / "x.h5"), "--to", "lqcdflow"])
+    assert "ILDG configuration" in result.stdout and "(SciDAC checksum verified)" in result.stdout
+    assert ildg_payload(lime) == ildg_payload(again)
+    with h5py.File(back, "r") as f, h5py.File(configs, "r") as g:
+        assert f["configurations/U"][0].tobytes() == g["configurations/U"][1].tobytes()
+    started = {}
+    for ranks in (1, 2):
+        path = su3_run(tmp_path / f"s{ranks}.toml", 10, **{
+            'start = "hot"': f'start = "file"\nstart_file = "{lime}"'})
+        result = lqcdflow(["run", str(path)], ranks=ranks)
+        assert result.returncode == 0, result.stderr
+        assert f"starting from {lime}" in result.stdout
+        started[ranks] = series(tmp_path / f"s{ranks}.h5")
+    assert started[1] == started[2]
+    one_line_error(lqcdflow(["convert", configs, str(lime), "--to", "ildg"]),
+                   "a.lime exists; use --overwrite to replace it")
+    one_line_error(lqcdflow(["convert", str(tmp_path / "none"), str(tmp_path / "y"), "--to",
+                             "ildg"]), "unreadable")
+    u1 = write_run_file(tmp_path / "u1.toml", 20, 10, text=U1_RUN_FILE.replace(
+        "shape = [8, 8]", "shape = [4, 6, 2, 4]"),
+        **{'start = "hot"': f'start = "file"\nstart_file = "{oqcd}"'})
+    one_line_error(lqcdflow(["run", str(u1)]), "hold SU(3) links in 4D")
+    bare = su3_run(tmp_path / "bare.toml", 10, **{'start = "hot"': 'start = "file"'})
+    one_line_error(lqcdflow(["run", str(bare)]), "[run] start = 'file' needs start_file")

@@ -4,7 +4,9 @@
 #   - compilers, MPICH, parallel HDF5 (mpich flavour), pkg-config, shellcheck from Debian;
 #   - a virtual environment ($LQCDFLOW_VENV, default ~/.venvs/lqcdflow) with mpi4py built
 #     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi, scipy;
-#   - lqcdflow itself, installed editable from this checkout.
+#   - lqcdflow itself, installed editable from this checkout;
+#   - a second virtual environment ($LQCDFLOW_INTEROP_VENV, default ~/.venvs/lqcdflow-interop)
+#     with lyncs-io, the independent ILDG/openQCD reader of the interoperability tests.
 # Usage: bash tools/setup.sh        (then: source "$LQCDFLOW_VENV/bin/activate")
 set -euo pipefail
 
@@ -59,6 +61,15 @@ fi
 if ! have "import pyerrors, pytest, pytest_mpi, matplotlib, scipy.linalg"; then
     log "pip install pyerrors pytest pytest-mpi matplotlib scipy"
     pip install pyerrors pytest pytest-mpi matplotlib scipy
+fi
+# A second environment for the interoperability tests: lyncs-io, an independent reader of ILDG
+# and openQCD files, needs numpy < 2 (and lyncs_cppyy for openQCD's layout).
+interop=${LQCDFLOW_INTEROP_VENV:-$HOME/.venvs/lqcdflow-interop}
+if ! "$interop/bin/python" -c "import lyncs_io, lyncs_cppyy" >/dev/null 2>&1; then
+    log "creating $interop with lyncs-io (interoperability tests)"
+    "$python" -m venv "$interop"
+    "$interop/bin/python" -m pip --disable-pip-version-check -q install "numpy<2" lyncs-io \
+        lyncs_cppyy
 fi
 # Checked from / so that the checkout itself is not what gets imported.
 installed_from=$(cd / && "$py" -c 'import lqcdflow, os; print(os.path.dirname(os.path.dirname(lqcdflow.__file__)))' 2>/dev/null) \

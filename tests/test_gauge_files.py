@@ -10,7 +10,7 @@ import pytest
 from mpi4py import MPI
 
 from su_n_fields import haar_links
-from lqcdflow.io import blocks, gauge_files, ildg, openqcd
+from lqcdflow.io import blocks, gauge_files, ildg
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.theories.sun import SUN

@@ -35,8 +35,8 @@ Only +, -, *, / and sqrt are used, so these are the same bits on NumPy and CuPy.
 
 import math
 
-from lqcdflow.groups.matrices import identity_deviation, join, mul, mul_parts, parts, \
-    re_trace_mul_adjoint
+from lqcdflow.groups.matrices import from_parts, identity_deviation, join, mul, mul_parts, \
+    parts, re_trace_mul_adjoint
 
 C1_SERIES = 1e-10  # below this c_1 = tr X^2 / 2, exp(iX) of SU(3) by its Taylor series
 SINC_SERIES = 1e-3  # below this angle, sin(x)/x = 1 - x^2/6 (1 - x^2/20 (1 - x^2/42))
@@ -152,17 +152,15 @@ class SU:
         return join(re, s * x.real, xp)
 
     def _exp_su3(self, x, xp):
-        xr, xi = parts(x)
+        xr, xi = parts(x, xp)
         x2r, x2i = mul_parts(xr, xi, xr, xi)
-        x2 = join(x2r, x2i, xp)
         c1 = 0.5 * re_trace_mul_adjoint(x, x)
-        c0 = re_trace_mul_adjoint(x2, x) / 3.0
+        c0 = re_trace_mul_adjoint(from_parts(x2r, x2i, xp), x) / 3.0
         f = self._su3_coefficients(c0, c1, xp)
         series = c1 < C1_SERIES
         for j, taylor in enumerate(self._su3_series(c0, c1)):
             f[j] = tuple(xp.where(series, t, v) for t, v in zip(taylor, f[j]))
-        (f0r, f0i), (f1r, f1i), (f2r, f2i) = ((r[..., None, None], i[..., None, None])
-                                              for r, i in f)
+        (f0r, f0i), (f1r, f1i), (f2r, f2i) = f  # per site: broadcast over the leading (i, j)
         re = f1r * xr
         re -= f1i * xi
         re += f2r * x2r
@@ -172,9 +170,9 @@ class SU:
         im += f2r * x2i
         im += f2i * x2r
         for d in range(3):
-            re[..., d, d] += f0r[..., 0, 0]
-            im[..., d, d] += f0i[..., 0, 0]
-        return join(re, im, xp)
+            re[d, d] += f0r
+            im[d, d] += f0i
+        return from_parts(re, im, xp)
 
     @staticmethod
     def _su3_coefficients(c0, c1, xp):

@@ -16,6 +16,24 @@ import numpy as np
 from mpi4py import MPI
 
 
+def on_root(comm, read, error, path):
+    """``read()`` on rank 0 of ``comm``, its result broadcast to every rank. An OSError
+    (reported as "PATH: unreadable (...)") or an ``error`` there is raised as ``error`` on
+    every rank alike, so that no rank waits for the others in vain."""
+    result, problem = None, None
+    if comm.Get_rank() == 0:
+        try:
+            result = read()
+        except OSError as e:
+            problem = f"{path}: unreadable ({e.strerror or e})"
+        except error as e:
+            problem = str(e)
+    result, problem = comm.bcast((result, problem), root=0)
+    if problem:
+        raise error(problem)
+    return result
+
+
 def runs(global_shape, local_shape, start, site_bytes):
     """(byte offsets of the runs, bytes per run) of the box ``local_shape`` at ``start`` of a
     C-ordered array of ``global_shape`` sites, offsets relative to the array's first byte and

@@ -274,20 +274,15 @@ def read(path, lattice, dtype):
     """(this rank's links, site shape (4, 3, 3) of ``dtype``, lqcdflow's axes; whether a SciDAC
     checksum was verified) of the ILDG file ``path`` (collective). ILDGError (on every rank)
     for a file that is not one on this lattice or whose checksum does not hold."""
-    info, problem = None, None
-    if lattice.rank == 0:
-        try:
-            info = header(path)
-            if info["shape"] != lattice.shape:
-                problem = (f"{path}: an ILDG configuration of a {'x'.join(map(str, info['shape']))}"
-                           f" lattice (t x y z), the run's is {'x'.join(map(str, lattice.shape))}")
-        except OSError as e:
-            problem = f"{path}: unreadable ({e.strerror or e})"
-        except ILDGError as e:
-            problem = str(e)
-    info, problem = lattice.comm.bcast((info, problem), root=0)
-    if problem:
-        raise ILDGError(problem)
+    def checked_header():
+        info = header(path)
+        if info["shape"] != lattice.shape:
+            raise ILDGError(f"{path}: an ILDG configuration of a "
+                            f"{'x'.join(map(str, info['shape']))} lattice (t x y z), the "
+                            f"run's is {'x'.join(map(str, lattice.shape))}")
+        return info
+
+    info = blocks.on_root(lattice.comm, checked_header, ILDGError, path)
     precision = info["precision"]
     shape, start, local = _file_order(lattice)
     site = np.dtype((f">c{precision // 4}", (4, 3, 3)))

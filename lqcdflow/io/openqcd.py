@@ -100,22 +100,16 @@ def header(path):
 def read(path, lattice, dtype):
     """(this rank's links, site shape (4, 3, 3) of ``dtype``; the stored mean Re tr U_P) of
     the openQCD file ``path``, on any process grid (collective)."""
-    found, problem = None, None
-    if lattice.rank == 0:
-        try:
-            found = header(path)
-            _check_even(found[0], path)
-            if found[0] != lattice.shape:
-                problem = (f"{path}: an openQCD configuration of a "
-                           f"{'x'.join(map(str, found[0]))} lattice, the run's is "
-                           f"{'x'.join(map(str, lattice.shape))}")
-        except OSError as e:
-            problem = f"{path}: unreadable ({e.strerror or e})"
-        except OpenQCDError as e:
-            problem = str(e)
-    found, problem = lattice.comm.bcast((found, problem), root=0)
-    if problem:
-        raise OpenQCDError(problem)
+    def checked_header():
+        found = header(path)
+        _check_even(found[0], path)
+        if found[0] != lattice.shape:
+            raise OpenQCDError(f"{path}: an openQCD configuration of a "
+                               f"{'x'.join(map(str, found[0]))} lattice, the run's is "
+                               f"{'x'.join(map(str, lattice.shape))}")
+        return found
+
+    found = blocks.on_root(lattice.comm, checked_header, OpenQCDError, path)
     n3 = lattice.shape[3]
     box = list(lattice.local_shape[:3]) + [n3 // 2]
     data = blocks.read_block(lattice.comm, path, HEADER.size,

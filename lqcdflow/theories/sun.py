@@ -133,11 +133,16 @@ class SUN(Theory):
         return self.group.haar(normals, lat.xp).astype(self.field.dtype(lat.backend.dtype))
 
     def normalize(self, field):
-        """The links projected back onto SU(N); records the deviation this removed."""
-        lat = self.lattice
-        deviation = lat.max(self.group.unitarity_deviation(field, lat.xp))
-        self.largest_deviation = max(self.largest_deviation, deviation)
-        return self.group.project(field, lat.xp)
+        """The links projected back onto SU(N), in place, one direction at a time (bounded
+        temporaries); records the deviation this removed."""
+        lat, xp = self.lattice, self.lattice.xp
+        deviation = 0.0
+        for mu in range(lat.ndim):
+            links = field[..., mu, :, :]
+            deviation = max(deviation, float(self.group.unitarity_deviation(links, xp).max()))
+            field[..., mu, :, :] = self.group.project(links, xp)
+        self.largest_deviation = max(self.largest_deviation, lat.max(np.array(deviation)))
+        return field
 
     # ------------------------------------------------------------------ plaquettes, staples
     def links(self, field):
@@ -218,10 +223,12 @@ class SUN(Theory):
         return out
 
     def update_field(self, field, pi, eps):
-        """U <- exp(i eps P) U, P = sum_a p_a T_a, in place."""
-        xp = self.lattice.xp
-        step = self.group.exp_i(self.group.algebra_matrix(xp.multiply(pi, eps), xp), xp)
-        field[...] = mul(step, field, xp)
+        """U <- exp(i eps P) U, P = sum_a p_a T_a, in place, one direction at a time (the
+        exponential's temporaries for one direction only)."""
+        xp, group = self.lattice.xp, self.group
+        for mu in range(self.lattice.ndim):
+            step = group.exp_i(group.algebra_matrix(xp.multiply(pi[..., mu, :], eps), xp), xp)
+            field[..., mu, :, :] = mul(step, field[..., mu, :, :], xp)
 
     # ------------------------------------------------------------------ measurements
     def measure(self, field):

@@ -107,9 +107,8 @@ def test_round_trips_on_every_grid(fmt, comm, shared_tmp_path):
     links = comm.bcast(haar_links(SHAPE, 3, 5))
     path = str(shared_tmp_path / f"u.{fmt}")
     grids = valid_grids(SHAPE, comm.Get_size())
-    for write_grid in grids:
-        if fmt == "openqcd" and write_grid[3] != 1:
-            continue
+    writers = [g for g in grids if fmt == "ildg" or g[3] == 1]
+    for write_grid in (writers[0], writers[-1]):  # every reader grid reads each
         writer = SUN(Lattice(SHAPE, comm=comm, grid=write_grid), 3, 1.0)
         gauge_files.write(path, fmt, writer, writer.lattice.scatter(links))
         for read_grid in grids:

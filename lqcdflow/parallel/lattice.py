@@ -217,7 +217,7 @@ class Lattice:
 
     def max(self, field):
         """The largest entry of ``field`` over all ranks (a float, the same on every rank)."""
-        local = float(self.xp.max(field)) if field.size else -math.inf
+        local = float(field.max()) if field.size else -math.inf
         return self.comm.allreduce(local, op=MPI.MAX)
 
     def _line_comm(self, mu):

@@ -62,7 +62,7 @@ def mul(a, b, xp, adjoint_a=False, adjoint_b=False):
 
     >>> import numpy as np
     >>> a = np.array([[1, 2j], [0, 1]]); b = np.array([[1, 0], [1j, 1]])
-    >>> mul(a, b, np).tolist(), mul(a, a, np, adjoint_b=True)[0, 0]
+    >>> mul(a, b, np).tolist(), complex(mul(a, a, np, adjoint_b=True)[0, 0])
     ([[(-1+0j), 2j], [1j, (1+0j)]], (5+0j))
     """
     return from_parts(*mul_parts(*parts(a, xp, adjoint_a), *parts(b, xp, adjoint_b)), xp)

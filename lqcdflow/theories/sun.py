@@ -112,7 +112,9 @@ class SUN(Theory):
         self.observables = tuple(observables)
 
     def describe(self):
-        return f"SU({self.n}) Wilson gauge theory: beta = {self.beta:g}"
+        flow = (f"; Wilson flow of every measurement to t = {self.flow_steps * self.flow_epsilon:g}"
+                f" in steps of {self.flow_epsilon:g}" if self.flow_steps else "")
+        return f"SU({self.n}) Wilson gauge theory: beta = {self.beta:g}" + flow
 
     def health(self):
         return f"|UU^+-1| {self.largest_deviation:.1e}"

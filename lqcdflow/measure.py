@@ -15,6 +15,7 @@ from lqcdflow import build, theories
 from lqcdflow.config import ConfigError
 from lqcdflow.io.configurations import ConfigurationReader
 from lqcdflow.io.ensemble import EnsembleWriter, run_attributes
+from lqcdflow.io.locks import WriterLock
 
 COMMIT_EVERY = 10  # configurations measured between commits of the output
 
@@ -47,7 +48,8 @@ def measure_configurations(config, run_file_text, comm, output, overwrite=False,
         raise ConfigError(f"the measurements cannot go to {output}: it is the run's own "
                           "ensemble or configurations file")
     theory = build.make_theory(config, build.make_lattice(config, comm))
-    with ConfigurationReader(source, theory) as reader:
+    with WriterLock(theory.lattice.comm, [(output, "output file")]), \
+            ConfigurationReader(source, theory) as reader:
         _check_same_ensemble(config, reader.attrs)
         attrs = {**run_attributes(config, theory, run_file_text), "measured_from": source}
         writer = EnsembleWriter(output, attrs, theory.observables, comm, overwrite=overwrite)

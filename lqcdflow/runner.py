@@ -22,6 +22,7 @@ from lqcdflow.config import ConfigError
 from lqcdflow.io import checkpoint
 from lqcdflow.io.configurations import ConfigurationWriter
 from lqcdflow.io.ensemble import EnsembleWriter, run_attributes
+from lqcdflow.io.locks import WriterLock
 from lqcdflow.mc.driver import Measure, Progress, run_chain
 from lqcdflow.mc.hmc import ChainState
 from lqcdflow.mc.stop import EXIT_RESUBMIT
@@ -173,6 +174,9 @@ def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
 def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
     """Generate (or continue) the ensemble of ``sampler``'s chain; returns (exit code, state).
 
+    The output, configurations and checkpoints are locked for the run (one writer per chain:
+    a second process on any of them is refused with LockError, see lqcdflow.io.locks).
+
     Parameters
     ----------
     config : lqcdflow.config.Settings
@@ -198,6 +202,15 @@ def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
         0 when n_trajectories are reached, EXIT_RESUBMIT when stopped early with a
         checkpoint; and the chain's final state.
     """
+    out, ck = config.output, config.checkpoint
+    with WriterLock(theory.lattice.comm, [(out.file, "output file"),
+                                          (out.configurations, "configuration file"),
+                                          (ck.directory, "checkpoint directory")]):
+        return _run_sampler(config, run_file_text, theory, sampler, stop_rule, say)
+
+
+def _run_sampler(config, run_file_text, theory, sampler, stop_rule, say):
+    """:func:`run_sampler` with its locks held."""
     lattice = theory.lattice
     out, ck, chain = config.output, config.checkpoint, config.sampler
     stop_rule.walltime, stop_rule.margin = ck.walltime, ck.margin

@@ -29,6 +29,7 @@ from lqcdflow.flows.state import load_state, save_state
 from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.files import replaced_atomically
+from lqcdflow.io.locks import WriterLock
 from lqcdflow.mc.stop import EXIT_RESUBMIT
 from lqcdflow.runner import run_sampler, warn
 
@@ -129,8 +130,14 @@ def run_training(config, comm, stop_rule, say=None):
     by ``stop_rule``, with the state saved. A state file of another dtype than [run] dtype is
     a ConfigError: training continues only in the precision it started in. ``say`` (rank 0)
     prints what happens and a progress line every ``progress_every`` steps
-    (:class:`_TrainingProgress`).
+    (:class:`_TrainingProgress`). The state file is locked while training (one writer).
     """
+    with WriterLock(comm, [(config.flow.state, "flow state")]):
+        return _run_training(config, comm, stop_rule, say)
+
+
+def _run_training(config, comm, stop_rule, say):
+    """:func:`run_training` with its lock held."""
     fl, theory, ck = config.flow, config.theory, config.checkpoint
     path, steps = fl.state, fl.steps
     stop_rule.walltime, stop_rule.margin = ck.walltime, ck.margin

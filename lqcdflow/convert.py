@@ -55,7 +55,7 @@ def convert(source, target, to, comm, index=-1, overwrite=False, say=None):
     attrs = {"theory.name": "su3", "lattice.shape": np.asarray(shape),
              "converted_from": os.path.abspath(source)}
     gauge_files.write(target, to, theory, field, attrs)
-    plaquette = gauge_files.mean_re_trace(theory, field) / 3  # collective: on every rank
+    plaquette = theory.mean_re_trace(field) / 3  # collective: on every rank
     if say:
         say(f"{what} -> {to} {target}: {'x'.join(map(str, shape))} (t x y z), plaquette "
             f"{plaquette:.15f}")

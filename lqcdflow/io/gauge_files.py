@@ -87,19 +87,12 @@ def read(path, theory, index=-1):
         field, stored = openqcd.read(path, lattice, dtype)
     except (ildg.ILDGError, openqcd.OpenQCDError) as e:
         raise GaugeFileError(str(e)) from None
-    computed = mean_re_trace(theory, field)
+    computed = theory.mean_re_trace(field)
     if not abs(computed - stored) <= 1e-10 * abs(stored):
         raise GaugeFileError(f"{path}: the links' plaquette {computed:.16g} is not the "
                              f"header's {stored:.16g} (data corrupt, or not an openQCD "
                              "configuration)")
     return field, f"openQCD configuration {path} (plaquette {stored:.12g} verified)"
-
-
-def mean_re_trace(theory, field):
-    """sum_P Re tr U_P / (number of plaquettes) of an SU(N) field (openQCD's plaquette)."""
-    lattice = theory.lattice
-    traces = theory.plaquette_traces(field)
-    return sum(lattice.sum(t) for t in traces.values()) / (lattice.volume * len(traces))
 
 
 def write(path, fmt, theory, field, attrs=None, trajectory=0):
@@ -121,6 +114,6 @@ def write(path, fmt, theory, field, attrs=None, trajectory=0):
         if fmt == "ildg":
             ildg.write(path, lattice, field, precision=8 * np.dtype(field.dtype).itemsize // 2)
         else:
-            openqcd.write(path, lattice, field, mean_re_trace(theory, field))
+            openqcd.write(path, lattice, field, theory.mean_re_trace(field))
     except (ildg.ILDGError, openqcd.OpenQCDError) as e:
         raise GaugeFileError(str(e)) from None

@@ -176,6 +176,12 @@ class SUN(Theory):
             traces[(mu, nu)] = re_trace_mul_adjoint(left, right)
         return traces
 
+    def mean_re_trace(self, field):
+        """sum_P Re tr U_P / (number of plaquettes): N times the plaquette (openQCD's)."""
+        traces = self.plaquette_traces(field)
+        return sum(self.lattice.sum(t) for t in traces.values()) / (self.lattice.volume
+                                                                    * len(traces))
+
     def staples(self, links):
         """[A_mu for every mu] (module docstring), the planes added in a fixed order.
 

@@ -30,7 +30,7 @@ measured points by interpolation.
 import math
 from dataclasses import dataclass
 
-from lqcdflow.groups.matrices import join, mul, re_trace_mul_adjoint
+from lqcdflow.groups.matrices import join, mul, re_trace, re_trace_mul_adjoint
 
 REFERENCE = 0.3  # t^2 E(t0) = W(w0^2) = 0.3
 
@@ -64,9 +64,7 @@ def flow_step(theory, field, eps):
 
 def energy_density_plaquette(theory, field):
     """E = 2 sum_{mu<nu} Re tr(1 - U_{mu nu}), averaged over the lattice."""
-    lat = theory.lattice
-    total = sum(lat.sum(re_tr) for re_tr in theory.plaquette_traces(field).values())
-    return 2.0 * (theory.n * len(theory.planes) - total / lat.volume)
+    return 2.0 * len(theory.planes) * (theory.n - theory.mean_re_trace(field))
 
 
 def clover_fields(theory, field):
@@ -85,9 +83,7 @@ def clover_fields(theory, field):
             + transported(upper_left, nu)
         anti = clover - clover.conj().swapaxes(-1, -2)  # 2i Im part: F = anti / (8i)
         re, im = anti.imag / 8.0, -anti.real / 8.0
-        tr_re = re[..., 0, 0].copy()
-        for i in range(1, n):
-            tr_re += re[..., i, i]
+        tr_re = re_trace(re)
         for i in range(n):
             re[..., i, i] -= tr_re / n
         strengths[(mu, nu)] = join(re, im, xp)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from lqcdflow.io import gauge_files
+from lqcdflow.io import blocks, gauge_files
 from lqcdflow.io.gauge_files import GaugeFileError
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import GridError, halo_sites, valid_grids
@@ -32,20 +32,15 @@ def _grid(shape, ranks, whole_direction_3):
 def convert(source, target, to, comm, index=-1, overwrite=False, say=None):
     """Convert configuration ``index`` of ``source`` into ``target`` in format ``to``
     (collective); returns the exit code (0)."""
-    found = None
-    if comm.Get_rank() == 0:
-        try:
-            found = gauge_files.shape_of(source)
-        except GaugeFileError as e:
-            found = str(e)
-        if not isinstance(found, str) and os.path.exists(target) and not overwrite:
-            found = f"{target} exists; use --overwrite to replace it"
-        if not isinstance(found, str) and os.path.realpath(target) == os.path.realpath(source):
-            found = f"{target} is the source; write to another file"
-    found = comm.bcast(found, root=0)
-    if isinstance(found, str):
-        raise GaugeFileError(found)
-    fmt, shape = found
+    def checked_source():
+        found = gauge_files.shape_of(source)
+        if os.path.exists(target) and not overwrite:
+            raise GaugeFileError(f"{target} exists; use --overwrite to replace it")
+        if os.path.realpath(target) == os.path.realpath(source):
+            raise GaugeFileError(f"{target} is the source; write to another file")
+        return found
+
+    fmt, shape = blocks.on_root(comm, checked_source, GaugeFileError, source)
     if len(shape) != 4:
         raise GaugeFileError(f"{source}: a {len(shape)}D lattice; SU(3) configurations for "
                              "conversion are 4D")

@@ -22,14 +22,15 @@ from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.command import add_arguments as add_analyze_arguments
 from lqcdflow.backend import BackendError
 from lqcdflow.config import ConfigError, parse
-from lqcdflow.exitcodes import EXIT_CORRUPT, EXIT_RESUBMIT, EXIT_USAGE
+from lqcdflow.exitcodes import EXIT_CORRUPT, EXIT_RESUBMIT, EXIT_USAGE, error_line
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.ensemble import OutputError
 from lqcdflow.io.info import InfoError
+from lqcdflow.mc.driver import DivergenceError
 from lqcdflow.parallel.grid import GridError
 
 USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError,
-               CheckpointError, InfoError)
+               CheckpointError, InfoError, DivergenceError)
 
 
 def read_run_file(path, comm=None):
@@ -38,17 +39,40 @@ def read_run_file(path, comm=None):
     text, error = None, None
     if comm is None or comm.Get_rank() == 0:
         try:
-            with open(path, "rb") as f:
-                text = f.read().decode("utf-8")
+            text = _run_file_text(path)
         except FileNotFoundError:
             error = f"run file {path} not found"
-        except (OSError, UnicodeDecodeError) as e:
-            error = f"cannot read run file {path}: {e}"
+        except IsADirectoryError:
+            error = f"run file {path} is a directory"
+        except OSError as e:
+            error = f"cannot read run file {path}: {e.strerror or e}"
+        except ValueError as e:
+            error = f"run file {path} {e}"
     if comm is not None:
         text, error = comm.bcast((text, error), root=0)
     if error:
         raise ConfigError(error)
     return parse(text, path), text
+
+
+RUN_FILE_LIMIT = 1 << 20  # bytes: a run file is a page of TOML, never a data file
+
+
+def _run_file_text(path):
+    """The text of a run file; ValueError (completing "run file PATH ...") if it is not one.
+
+    A UTF-8 byte-order mark, which some editors write, is dropped.
+    """
+    with open(path, "rb") as f:
+        data = f.read(RUN_FILE_LIMIT + 1)
+    if data.startswith(b"\x89HDF"):
+        raise ValueError("is an HDF5 file, not a TOML run file")
+    if len(data) > RUN_FILE_LIMIT:
+        raise ValueError(f"is larger than {RUN_FILE_LIMIT} bytes: not a run file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"is not UTF-8 text (byte {e.start})") from None
 
 
 def walltime_seconds(text):
@@ -74,6 +98,7 @@ def _start(args, comm, algorithms):
         other = "lqcdflow run" if algorithm == "hmc" else "lqcdflow train, then lqcdflow sample"
         raise ConfigError(f"lqcdflow {args.command} does not run [sampler] algorithm = "
                           f"'{algorithm}'; use {other}")
+    _check_paths(args, config, comm)
     if args.restart is not None:
         config = config.replace("checkpoint", restart=args.restart)
     if args.walltime is not None:
@@ -84,6 +109,25 @@ def _start(args, comm, algorithms):
         say(f"lqcdflow {lqcdflow.__version__} on {comm.Get_size()} rank(s): "
             f"theory {config.sections()['theory']}, lattice {config.sections()['lattice']}")
     return config, text, say
+
+
+def _check_paths(args, config, comm):
+    """The paths ``lqcdflow run|train|sample`` will write, checked before anything is
+    (lqcdflow.io.paths)."""
+    from lqcdflow.io import paths
+
+    out = config.output
+    reads = [(args.run_file, "run file"),
+             (getattr(config.run, "start_file", ""), "start configuration")]
+    if args.command == "train":
+        writes = [(config.flow.state, "flow state", "file")]
+    else:
+        writes = [(out.file, "output file", "file"),
+                  (out.configurations, "configuration file", "file"),
+                  (config.checkpoint.directory, "checkpoint directory", "directory")]
+        if config.flow:
+            reads.append((config.flow.state, "flow state"))
+    paths.check(comm, writes, reads)
 
 
 def _print_table(config, comm):
@@ -143,9 +187,15 @@ def cmd_sample(args, comm):
 def cmd_measure(args, comm):
     """Measure the observables of the run's stored configurations into another file."""
     from lqcdflow.analysis.summary import format_table, summarize
+    from lqcdflow.io import paths
     from lqcdflow.measure import measure_configurations
 
     config, text = read_run_file(args.run_file, comm)
+    paths.check(comm, [(args.output, "output file", "file")],
+                [(args.run_file, "run file"),
+                 (config.output.configurations, "configuration file of the run"),
+                 (config.output.file, "output file of the run"),
+                 (config.checkpoint.directory, "checkpoint directory of the run")])
     say = partial(print, flush=True) if comm.Get_rank() == 0 and not args.quiet else None
     code = measure_configurations(config, text, comm, args.output, args.overwrite, say)
     if comm.Get_rank() == 0:
@@ -169,16 +219,12 @@ def cmd_convert(args, comm):
 
 def _training_status(config):
     """(line, complete) of the flow training: the step of the state file of ``steps``."""
-    import h5py
+    from lqcdflow.io.flow_states import trained_step
 
     path, steps = config.flow.state, config.flow.steps
-    try:
-        with h5py.File(path, "r") as f:
-            done = int(f.attrs["step"])
-    except FileNotFoundError:
+    done = trained_step(path)
+    if done is None:
         return f"training step 0 of {steps} (no flow state {path})", False
-    except (OSError, KeyError) as e:
-        raise ConfigError(f"cannot read flow state {path}: {str(e).splitlines()[0]}") from None
     return f"training step {done} of {steps} ({path})", done >= steps
 
 
@@ -228,8 +274,16 @@ def cmd_analyze(args):
     return run(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in lqcdflow's one-line format (``lqcdflow: error: ...``),
+    exit code EXIT_USAGE; subcommands' parsers are of this class too."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, error_line(f"{message}; see {self.prog} --help") + "\n")
+
+
 def make_parser():
-    parser = argparse.ArgumentParser(prog="lqcdflow", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="lqcdflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=lqcdflow.__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="generate an ensemble with HMC from a TOML run file")
@@ -287,7 +341,7 @@ def main(argv=None):
             try:
                 return args.func(args)
             except USER_ERRORS as e:
-                print(f"lqcdflow: error: {e}", file=sys.stderr)
+                print(error_line(e), file=sys.stderr)
                 return EXIT_USAGE
         from mpi4py import MPI  # initialises MPI: only for the commands that run on ranks
 

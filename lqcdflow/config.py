@@ -176,7 +176,8 @@ def validate(raw):
         raise ConfigError("run file must be a TOML table")
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}]; allowed: "
+        shown = unknown[0] if unknown[0].isprintable() else repr(unknown[0])
+        raise ConfigError(f"unknown section [{shown}]; allowed: "
                           + ", ".join(f"[{s}]" for s in SECTIONS))
     config = {}
     for section in SECTIONS:
@@ -189,7 +190,7 @@ def validate(raw):
         try:
             config[section] = validate_section(section, keys, given)
         except ConfigError as e:
-            if section == "theory" and "name" not in given and "unknown key" in str(e):
+            if section == "theory" and "unknown key" in str(e) and "name" not in given:
                 raise ConfigError(f"{e} (theory '{theories.DEFAULT}': [theory] name is not "
                                   "given)") from None
             raise
@@ -279,4 +280,7 @@ def parse(text, source):
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"run file {source} is not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        raise ConfigError(f"run file {source} nests arrays or tables too deeply to be a run "
+                          "file") from None
     return validate(raw)

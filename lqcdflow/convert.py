@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from lqcdflow.io import blocks, gauge_files
+from lqcdflow.io import blocks, gauge_files, paths
 from lqcdflow.io.gauge_files import GaugeFileError
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import GridError, halo_sites, valid_grids
@@ -36,10 +36,9 @@ def convert(source, target, to, comm, index=-1, overwrite=False, say=None):
         found = gauge_files.shape_of(source)
         if os.path.exists(target) and not overwrite:
             raise GaugeFileError(f"{target} exists; use --overwrite to replace it")
-        if os.path.realpath(target) == os.path.realpath(source):
-            raise GaugeFileError(f"{target} is the source; write to another file")
         return found
 
+    paths.check(comm, [(target, "target", "file")], [(source, "source")])
     fmt, shape = blocks.on_root(comm, checked_source, GaugeFileError, source)
     if len(shape) != 4:
         raise GaugeFileError(f"{source}: a {len(shape)}D lattice; SU(3) configurations for "

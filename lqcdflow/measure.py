@@ -9,13 +9,13 @@ differ from the run's in what is only measured (the theory module's ``MEASUREMEN
 e.g. the flow time), not in what defines the ensemble.
 """
 
-import os
-
 from lqcdflow import build, theories
 from lqcdflow.config import ConfigError
 from lqcdflow.io.configurations import ConfigurationReader
 from lqcdflow.io.ensemble import EnsembleWriter, run_attributes
 from lqcdflow.io.locks import WriterLock
+from lqcdflow.mc.hmc import memory_needed
+from lqcdflow.parallel import memory
 
 COMMIT_EVERY = 10  # configurations measured between commits of the output
 
@@ -44,10 +44,10 @@ def measure_configurations(config, run_file_text, comm, output, overwrite=False,
     if not source:
         raise ConfigError("[output] configurations is not set: the run stored no "
                           "configurations to measure")
-    if os.path.realpath(output) in {os.path.realpath(p) for p in (source, config.output.file)}:
-        raise ConfigError(f"the measurements cannot go to {output}: it is the run's own "
-                          "ensemble or configurations file")
-    theory = build.make_theory(config, build.make_lattice(config, comm))
+    lattice = build.make_lattice(config, comm)
+    theory = build.make_theory(config, lattice)
+    memory.check(comm, memory_needed(theory), f"measuring {config.theory.name} on "
+                 f"{memory.lattice_words(lattice)}", lattice.backend.on_gpu)
     with WriterLock(theory.lattice.comm, [(output, "output file")]), \
             ConfigurationReader(source, theory) as reader:
         _check_same_ensemble(config, reader.attrs)

@@ -24,7 +24,8 @@ from lqcdflow.io.configurations import ConfigurationWriter
 from lqcdflow.io.ensemble import EnsembleWriter, run_attributes
 from lqcdflow.io.locks import WriterLock
 from lqcdflow.mc.driver import Measure, Progress, run_chain
-from lqcdflow.mc.hmc import ChainState
+from lqcdflow.mc.hmc import ChainState, memory_needed
+from lqcdflow.parallel import memory
 from lqcdflow.mc.stop import EXIT_RESUBMIT
 
 
@@ -165,7 +166,10 @@ def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
     ``stop_rule`` (a StopRule whose signal handlers are installed) decides when to stop early.
     0: n_trajectories reached; EXIT_RESUBMIT: stopped early with a checkpoint.
     """
-    theory = build.make_theory(config, build.make_lattice(config, comm))
+    lattice = build.make_lattice(config, comm)
+    theory = build.make_theory(config, lattice)
+    memory.check(comm, memory_needed(theory), f"HMC of {config.theory.name} on "
+                 f"{memory.lattice_words(lattice)}", lattice.backend.on_gpu)
     code, _ = run_sampler(config, run_file_text, theory, HMCSampler(config, theory),
                           stop_rule, say)
     return code
@@ -231,6 +235,7 @@ def _run_sampler(config, run_file_text, theory, sampler, stop_rule, say):
                   "configurations": int(ck_attrs["output.configurations"])}
         if say:
             say(f"continuing from checkpoint at trajectory {state.trajectory}")
+    stop_rule.setup_ends()  # files are written from here on
     writer = EnsembleWriter(out.file, attrs, theory.observables, lattice.comm,
                             overwrite=out.overwrite, resume=resume["mc"])
     configurations = None
@@ -259,8 +264,8 @@ def _run_sampler(config, run_file_text, theory, sampler, stop_rule, say):
         warn(lattice.comm, f"not one of the {state.trajectory} trajectories was accepted: the "
              "ensemble repeats its start configuration; lower the step size (more n_steps)")
     if stop_rule.why:
-        if say:
-            say(f"stopped at trajectory {state.trajectory} ({stop_rule.why}); checkpoint "
-                f"written, exit code {EXIT_RESUBMIT}: resubmit to continue")
+        stop_rule.report(f"stopped at trajectory {state.trajectory} ({stop_rule.why}); "
+                         f"checkpoint written, exit code {EXIT_RESUBMIT}: resubmit to continue",
+                         say)
         return EXIT_RESUBMIT, state
     return 0, state

@@ -84,7 +84,7 @@ def validate_section(section, keys, given):
         raise ConfigError(f"[{section}] must be a table")
     extra = sorted(set(given) - set(keys))
     if extra:
-        raise ConfigError(f"[{section}] unknown key '{extra[0]}'; allowed: " + ", ".join(keys))
+        raise ConfigError(f"[{section}] unknown key {extra[0]!r}; allowed: " + ", ".join(keys))
     values = {}
     for name, key in keys.items():
         if name not in given:

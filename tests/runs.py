@@ -66,6 +66,43 @@ seed = 11
 start = "hot"
 """
 
+FLOW_RUN_FILE = """
+[lattice]
+shape = [4, 4]
+
+[theory]
+form = "standard"
+m2 = -4.0
+lambda = 8.0
+
+[sampler]
+algorithm = "nmcmc"
+n_trajectories = {n_trajectories}
+n_thermalization = 5
+batch = 7
+
+[flow]
+coupling = "affine"
+n_layers = 2
+hidden = [4]
+batch = 8
+steps = 20
+learning_rate = 0.01
+progress_every = 5
+save_every = 10
+
+[output]
+file = "{out}"
+progress_every = 10
+
+[checkpoint]
+directory = "{checkpoints}"
+every = {every}
+
+[run]
+seed = 11
+"""
+
 SERIES = ("mc/trajectory", "mc/accepted", "mc/delta_H", "observables/trajectory",
           "observables/action", "observables/m", "observables/abs_m", "observables/m2",
           "observables/m4", "observables/W", "observables/correlator")
@@ -89,6 +126,11 @@ def write_run_file(path, n_trajectories=30, every=10, text=RUN_FILE, **replace):
         text = text.replace(old, new)
     path.write_text(text)
     return path
+
+
+def flow_run(path, n_trajectories=40, every=20, **replace):
+    """A flow run file (algorithm = "nmcmc") at ``path``, as :func:`write_run_file`."""
+    return write_run_file(path, n_trajectories, every, text=FLOW_RUN_FILE, **replace)
 
 
 def series(path):

@@ -93,7 +93,9 @@ def test_unwritable_output_directory(tmp_path):
     run_file.write_text(run_file.read_text().replace(str(tmp_path / "x.h5"),
                                                      str(tmp_path / "no" / "such" / "x.h5")))
     result = lqcdflow(["run", str(run_file)], ranks=2)
-    assert result.returncode == 2 and "cannot create output file" in result.stderr
+    assert result.returncode == 2 and "no/such of output file" in result.stderr
+    assert "does not exist" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.toml"]  # checked before locking
 
 
 def test_an_exception_on_one_rank_aborts_the_whole_job(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flow_helpers import LAM, M2, setup, spec_for
 from mpi4py import MPI
-from runs import (RUN_FILE, SERIES, interrupted, lqcdflow, one_line_error, series,
+from runs import (RUN_FILE, SERIES, flow_run, interrupted, lqcdflow, one_line_error, series,
                   write_run_file)
 
 from lqcdflow import build
@@ -26,42 +26,6 @@ from lqcdflow.mc.stop import EXIT_RESUBMIT
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 
-FLOW_RUN_FILE = """
-[lattice]
-shape = [4, 4]
-
-[theory]
-form = "standard"
-m2 = -4.0
-lambda = 8.0
-
-[sampler]
-algorithm = "nmcmc"
-n_trajectories = {n_trajectories}
-n_thermalization = 5
-batch = 7
-
-[flow]
-coupling = "affine"
-n_layers = 2
-hidden = [4]
-batch = 8
-steps = 20
-learning_rate = 0.01
-progress_every = 5
-save_every = 10
-
-[output]
-file = "{out}"
-progress_every = 10
-
-[checkpoint]
-directory = "{checkpoints}"
-every = {every}
-
-[run]
-seed = 11
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,10 +48,6 @@ def cli(capsys):
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out, err)
     return run
-
-
-def flow_run(path, n_trajectories=40, every=20, **replace):
-    return write_run_file(path, n_trajectories, every, text=FLOW_RUN_FILE, **replace)
 
 
 def shared_state(path):
@@ -255,8 +215,9 @@ def test_state_dtype_training_refused_sampling_converted(tmp_path, trained, cli)
         shutil.copyfile(trained[0], state)
         with h5py.File(state, "a") as f:
             assert f.attrs["dtype"] == "float64"
-            if not recorded:
-                del f.attrs["dtype"]
+            if not recorded:  # as written before the dtype, format and hash were
+                for key in ("dtype", "format", "state_sha256"):
+                    del f.attrs[key]
         before = state.read_bytes()
         run = flow_run(tmp_path / "d.toml", n_trajectories=20, every=10, **float32,
                        **{"steps = 20": "steps = 30"})
@@ -341,7 +302,8 @@ def test_missing_foreign_and_unfitting_flow_states_are_one_line_errors(tmp_path,
     assert cli(["train", "-q", str(longer)]).returncode == 0
     one_line_error(cli(["sample", str(longer)]), "belongs to another run: nmcmc.flow_sha256")
     state.write_bytes(b"not hdf5")
-    one_line_error(cli(["train", str(longer)]), f"cannot read flow state {state}")
+    one_line_error(cli(["train", str(longer)]),
+                   f"flow state {state} is unreadable (not an HDF5 file)")
     fresh = flow_run(tmp_path / "f.toml", **{'[checkpoint]': '[checkpoint]\nrestart = "never"'})
     one_line_error(cli(["train", str(fresh)]), "exists; use [checkpoint] restart")
     four_d = flow_run(tmp_path / "d.toml", **{"shape = [4, 4]": "shape = [2, 2, 2, 2]"})

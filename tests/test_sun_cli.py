@@ -125,7 +125,8 @@ def test_measure_flows_stored_configurations_on_any_rank_count(tmp_path):
                    "the configurations were made with theory.beta = 5.7, the run file says 5.8")
     one_line_error(lqcdflow(["measure", str(flow), str(one)]), "exists")
     one_line_error(lqcdflow(["measure", str(flow), str(tmp_path / "a.h5")]),
-                   "it is the run's own ensemble or configurations file")
+                   f"output file {tmp_path / 'a.h5'} is also the output file of the run; give "
+                   "each its own path")
 
 
 def ildg_payload(path):

@@ -22,12 +22,11 @@ import argparse
 import json
 import resource
 import sys
-import tracemalloc
 
 from mpi4py import MPI
 
 from bench_md import THEORIES
-from lqcdflow.mc.hmc import HMC, ChainState
+from lqcdflow.mc.hmc import HMC, ChainState, trajectory_peak
 from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
@@ -53,12 +52,7 @@ def measure(args):
     state = ChainState(theory.hot_start(rng))
     field_bytes = state.field.nbytes
     momentum_bytes = theory.momenta(rng, 1).nbytes
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    tracemalloc.reset_peak()
-    hmc.step(state)
-    peak = tracemalloc.get_traced_memory()[1] - before
-    tracemalloc.stop()
+    peak = trajectory_peak(hmc, state)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     v = lattice.local_volume
     worst = comm.allreduce(peak, op=MPI.MAX)

@@ -3,7 +3,8 @@
 # when what it installs is already there.
 #   - compilers, MPICH, parallel HDF5 (mpich flavour), pkg-config, shellcheck from Debian;
 #   - a virtual environment ($LQCDFLOW_VENV, default ~/.venvs/lqcdflow) with mpi4py built
-#     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi, scipy;
+#     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi, scipy,
+#     hypothesis;
 #   - lqcdflow itself, installed editable from this checkout;
 #   - a second virtual environment ($LQCDFLOW_INTEROP_VENV, default ~/.venvs/lqcdflow-interop)
 #     with lyncs-io, the independent ILDG/openQCD reader of the interoperability tests.
@@ -57,10 +58,11 @@ if ! have "import torch"; then
     log "pip install torch==2.13.0 (CPU)"
     pip install torch==2.13.0
 fi
-# scipy: the tests' independent references (expm for the SU(3) exponential, Bessel functions)
-if ! have "import pyerrors, pytest, pytest_mpi, matplotlib, scipy.linalg"; then
-    log "pip install pyerrors pytest pytest-mpi matplotlib scipy"
-    pip install pyerrors pytest pytest-mpi matplotlib scipy
+# scipy: the tests' independent references (expm for the SU(3) exponential, Bessel functions);
+# hypothesis: the robustness suite's generated bad inputs (tests/test_robustness.py)
+if ! have "import pyerrors, pytest, pytest_mpi, matplotlib, scipy.linalg, hypothesis"; then
+    log "pip install pyerrors pytest pytest-mpi matplotlib scipy hypothesis"
+    pip install pyerrors pytest pytest-mpi matplotlib scipy hypothesis
 fi
 # A second environment for the interoperability tests: lyncs-io, an independent reader of ILDG
 # and openQCD files, needs numpy < 2 (and lyncs_cppyy for openQCD's layout).

@@ -30,6 +30,8 @@ from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.series import Ensemble, Replica
 from lqcdflow.io.ensemble import (FORMAT, FORMAT_VERSION, DamagedError, last_commit,
                                   series_checksum)
+from lqcdflow.io import probe
+from lqcdflow.io.files import READ_ERRORS, reason
 
 MC = ("accepted", "delta_H")
 READ_ATTEMPTS = 5
@@ -149,15 +151,25 @@ def read_segment(path):
         raise AnalysisError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
         raise AnalysisError(f"{path}: not an HDF5 file")
+    try:
+        return probe.isolated(_read_segment, path)
+    except probe.LibraryCrash as e:
+        raise AnalysisError(f"{path}: cannot read it ({e})") from None
+
+
+def _read_segment(path):
+    """:func:`read_segment` in the process that reads (a child: lqcdflow.io.probe)."""
     for attempt in range(READ_ATTEMPTS):
         try:
             with h5py.File(path, "r", locking=False) as f:
                 return _segment(path, f)
+        except AnalysisError:
+            raise
         # caught the writer in the middle of a flush or a resume, or damage (fails again)
-        except (OSError, KeyError, DamagedError) as e:
+        except READ_ERRORS as e:
             error = e
             time.sleep(RETRY_SECONDS * (attempt + 1))
-    raise AnalysisError(f"{path}: cannot read it ({error})")
+    raise AnalysisError(f"{path}: cannot read it ({reason(error)})")
 
 
 def _check_same_ensemble(segments):

@@ -68,9 +68,12 @@ def _reliability(rows):
 def analyze(ensemble, S=2.0):
     """Results of ``ensemble`` after its thermalisation cuts (Gamma-method parameter S)."""
     ensemble = ensemble.after_thermalization()
-    primary, derived, notes = observables.quantities(ensemble)
-    rows = [_result(q, "primary", S) for q in primary.values()]
-    rows += [_result(q, "derived", S) for q in derived]
+    # a ratio of zero-variance means (a chain that never moved) is NaN in the table, and its
+    # notes say why, instead of NumPy's warnings from inside pyerrors
+    with np.errstate(divide="ignore", invalid="ignore"):
+        primary, derived, notes = observables.quantities(ensemble)
+        rows = [_result(q, "primary", S) for q in primary.values()]
+        rows += [_result(q, "derived", S) for q in derived]
     points = []
     if ensemble.has("correlator"):
         xi = correlator.second_moment_xi(ensemble)

@@ -28,9 +28,10 @@ from lqcdflow.flows.sampler import IndependenceMetropolis
 from lqcdflow.flows.state import load_state, save_state
 from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
 from lqcdflow.io.checkpoint import CheckpointError
-from lqcdflow.io.files import replaced_atomically
+from lqcdflow.io.files import reason, replaced_atomically
 from lqcdflow.io.locks import WriterLock
 from lqcdflow.mc.stop import EXIT_RESUBMIT
+from lqcdflow.parallel import memory
 from lqcdflow.runner import run_sampler, warn
 
 
@@ -93,7 +94,7 @@ def save_flow_state(path, flow, optimizer, step, spec, comm):
             with replaced_atomically(path) as temporary:
                 save_state(temporary, flow, optimizer, step, spec, MPI.COMM_SELF)
         except OSError as e:
-            problem = f"cannot write flow state {path}: {str(e).splitlines()[0]}"
+            problem = f"cannot write flow state {path}: {reason(e)}"
     problem = comm.bcast(problem, root=0)
     if problem:
         raise CheckpointError(problem)
@@ -123,6 +124,16 @@ class _TrainingProgress:
                       f"{seconds:8.4f} s/step  ETA {seconds * (self.steps - step):8.0f} s")
 
 
+def _check_memory(config, lattice, batch, what):
+    """ConfigError unless ``what`` ("training" or "sampling") fits in memory (see
+    lqcdflow.parallel.memory and FlowSpec.memory_needed)."""
+    needed = build.make_flow_spec(config).memory_needed(
+        lattice.local_volume, batch, np.dtype(config.run.dtype).itemsize,
+        training=what == "training")
+    memory.check(lattice.comm, needed, f"flow {what} with a batch of {batch} on "
+                 f"{memory.lattice_words(lattice)}", lattice.backend.on_gpu)
+
+
 def run_training(config, comm, stop_rule, say=None):
     """Train (or continue training) the run file's flow; returns the exit code.
 
@@ -142,6 +153,7 @@ def _run_training(config, comm, stop_rule, say):
     path, steps = fl.state, fl.steps
     stop_rule.walltime, stop_rule.margin = ck.walltime, ck.margin
     lattice = build.make_lattice(config, comm)
+    _check_memory(config, lattice, fl.batch, "training")
     spec, flow, optimizer = build.make_flow(config, lattice)
     exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0)
     step, saved = 0, None
@@ -178,9 +190,8 @@ def _run_training(config, comm, stop_rule, say):
     if saved != step:
         _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule)
     if stop_rule.why:
-        if say:
-            say(f"stopped at step {step} of {steps} ({stop_rule.why}); state saved to {path}, "
-                f"exit code {EXIT_RESUBMIT}: resubmit to continue")
+        stop_rule.report(f"stopped at step {step} of {steps} ({stop_rule.why}); state saved to "
+                         f"{path}, exit code {EXIT_RESUBMIT}: resubmit to continue", say)
         return EXIT_RESUBMIT
     if say:
         say(f"training complete: step {step} of {steps}, state in {path}")
@@ -206,6 +217,7 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     path = fl.state
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
+    _check_memory(config, lattice, config.sampler.batch, "sampling")
     spec, flow, optimizer = build.make_flow(config, lattice)
     if not lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0):
         raise ConfigError(f"flow state {path} not found; train the flow first: "

@@ -4,8 +4,10 @@ The parameters (and the optimiser state) are replicated on every rank, so rank 0
 lattice communicator writes them with plain h5py (no pickle, no torch.save), and a file written
 on any number of ranks loads on any other number. Layout::
 
-    /                       attrs: step, dtype ("float64" or "float32") and the FlowSpec
-                            (shape, n_layers, hidden, ...)
+    /                       attrs: format ("lqcdflow-flow-state"), step, dtype ("float64"
+                            or "float32"), the FlowSpec (shape, n_layers, hidden, ...) and
+                            state_sha256, the SHA-256 of everything else in the file
+                            (checked on load: a flipped byte anywhere is refused)
     /parameters/<name>      one dataset per entry of flow.state_dict()
     /optimizer              attrs: lr, betas, eps, weight_decay, amsgrad
     /optimizer/<i>/<key>    Adam state of parameter i (in flow.parameters() order):
@@ -29,6 +31,8 @@ from lqcdflow.flows.layers import affine_couplings
 from lqcdflow.flows.model import Flow
 from lqcdflow.flows.prior import GaussianPrior
 from lqcdflow.flows.spline import spline_couplings
+from lqcdflow.io import flow_states
+from lqcdflow.io.files import READ_ERRORS, reason
 
 COUPLINGS = ("affine", "spline")
 _ADAM_HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
@@ -76,6 +80,19 @@ class FlowSpec:
             raise ValueError(f"coupling must be one of {', '.join(COUPLINGS)}, "
                              f"got {self.coupling!r}")
 
+    def memory_needed(self, local_volume, batch, itemsize, training):
+        """Bytes per rank a batch of ``batch`` through the flow needs at least, with
+        ``local_volume`` sites per rank and ``itemsize`` bytes per number.
+
+        Every hidden channel of every site is a number per configuration: training keeps
+        those of all layers for the backward pass, n_layers sum(hidden); sampling only holds
+        the widest convolution's input and output, 2 max(hidden). Plus the batch's fields
+        (2 per site: phi and the layer's output).
+        """
+        channels = (self.n_layers * sum(self.hidden) if training
+                    else 2 * max(self.hidden)) + 2
+        return batch * local_volume * itemsize * channels
+
     def layers(self, lattice):
         """The coupling layers on ``lattice`` (torch's default initialisation)."""
         if self.coupling == "affine":
@@ -119,6 +136,7 @@ def save_state(path, flow, optimizer, step, spec, comm):
         group = _single_group(optimizer)
         params = list(flow.parameters())
         with h5py.File(path, "w") as f:
+            f.attrs["format"] = flow_states.FORMAT
             f.attrs["step"] = int(step)
             f.attrs["dtype"] = dtype_name(flow.prior.dtype)
             for key, value in spec.attrs().items():
@@ -133,6 +151,7 @@ def save_state(path, flow, optimizer, step, spec, comm):
                 entry = opt.create_group(str(i))
                 for key, value in optimizer.state.get(p, {}).items():
                     entry[key] = torch.as_tensor(value).detach().cpu().numpy()
+            flow_states.seal(f)
     comm.Barrier()
 
 
@@ -153,6 +172,9 @@ def _read(path, spec):
     """(step, dtype name, parameters, hyperparameters, per-parameter state) from ``path``,
     after checking the spec."""
     with h5py.File(path, "r") as f:
+        if not flow_states.intact(f):
+            raise ValueError(f"flow state {path} is damaged (checksum mismatch); lqcdflow info "
+                             "tells more")
         stored = {key: f.attrs[key] for key in spec.attrs()}
         wrong = [f"{key}: file {np.asarray(stored[key]).tolist()}, "
                  f"expected {np.asarray(value).tolist()}"
@@ -185,8 +207,10 @@ def load_state(path, flow, optimizer, spec, comm, convert_dtype=False):
     if comm.Get_rank() == 0:
         try:
             payload = _read(path, spec)
-        except (ValueError, KeyError, OSError) as err:
+        except ValueError as err:
             payload = err
+        except READ_ERRORS as err:
+            payload = ValueError(f"flow state {path} is unreadable ({reason(err)})")
     payload = comm.bcast(payload, root=0)
     if isinstance(payload, Exception):
         raise ValueError(str(payload)) from payload

@@ -26,6 +26,7 @@ import torch
 
 from lqcdflow.flows.action import phi4_action
 from lqcdflow.flows.reduce import allreduce_gradients
+from lqcdflow.mc.driver import DivergenceError
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,22 @@ def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
     loss = (logq + action).mean()
     loss.backward()
     allreduce_gradients(flow, lattice.comm)
+    _check_finite(flow, loss.item(), step)
     optimizer.step()
     log_weights = -(action + logq).detach().to(device="cpu", dtype=torch.float64)
     return TrainMetrics(step, loss.item(), ess_fraction(log_weights), lr, log_weights)
+
+
+def _check_finite(flow, loss, step):
+    """DivergenceError unless the loss and every gradient are finite: one Adam step with NaN
+    would make every parameter NaN. Both are the same on every rank (all-reduced)."""
+    grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in flow.parameters()
+                       if p.grad is not None)
+    if not (math.isfinite(loss) and grads_finite):
+        what = f"loss = {loss}" if not math.isfinite(loss) else "a gradient is not finite"
+        raise DivergenceError(f"training step {step}: {what}: the flow diverged (lower the "
+                              "learning rate); its parameters were not updated, and the state "
+                              "file keeps the last saved step")
 
 
 def train(flow, optimizer, lattice, m2, lam, batch, steps, lr_schedule, start=0):

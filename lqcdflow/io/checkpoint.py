@@ -7,7 +7,9 @@ One HDF5 file per checkpoint, ``DIR/checkpoint_<trajectory:08d>.h5``:
                       (lattice.shape, every theory.* key, run.seed, run.dtype), the field's
                       name (``field``), the committed lengths
                       of the output (output.mc, output.observables, output.configurations),
-                      and ``state_sha256``, a SHA-256 of all of these
+                      ``state_sha256``, a SHA-256 of all of these, and
+                      ``attributes_sha256``, the hash of every attribute in the file
+                      (lqcdflow.io.checksum.seal_attributes; absent in older files)
     /fields/<name>    the theory's field (``phi`` for phi^4, ``theta`` for U(1)) in global
                       lexicographic layout, site shape last, attributes ``checksum``
                       (decomposition-independent, see lqcdflow.io.checksum) and
@@ -35,7 +37,8 @@ import numpy as np
 
 import lqcdflow
 from lqcdflow.io import checksum as checksums
-from lqcdflow.io.files import free_space_problem, fsync
+from lqcdflow.io import probe
+from lqcdflow.io.files import READ_ERRORS, free_space_problem, fsync, reason
 from lqcdflow.io.h5 import FieldFile
 from lqcdflow.theories.base import FieldSpec
 
@@ -69,7 +72,8 @@ def _state_hash(attrs):
     """SHA-256 over the checkpoint's scalar state (canonical JSON of sorted attributes)."""
     canonical = {k: (v.tolist() if isinstance(v, np.ndarray) else
                      v.item() if isinstance(v, np.generic) else v)
-                 for k, v in sorted(attrs.items()) if k != "state_sha256"}
+                 for k, v in sorted(attrs.items())
+                 if k not in ("state_sha256", checksums.ATTRIBUTES_HASH)}
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
@@ -141,7 +145,7 @@ def save(directory, lattice, spec, state, config, extra, keep):
     except OSError as e:
         if lattice.size > 1:
             raise  # other ranks may wait inside collective MPI-IO: abort the job (comm.guarded)
-        problem = f"cannot write checkpoint {final}: {e}"
+        problem = f"cannot write checkpoint {final}: {reason(e)}"
     # The field goes to disk (fsync releases the GIL) while every rank checksums its block;
     # the checksum attribute is added afterwards, before the final fsync and rename.
     syncing, sync_errors = None, []
@@ -157,6 +161,7 @@ def save(directory, lattice, spec, state, config, extra, keep):
             with h5py.File(temporary, "r+") as f:
                 f[dataset].attrs["checksum"] = np.uint64(checksum)
                 f[dataset].attrs["checksum_version"] = checksums.VERSION
+                checksums.seal_attributes(f)
             fsync(temporary)
             os.replace(temporary, final)
             fsync(directory)
@@ -166,7 +171,7 @@ def save(directory, lattice, spec, state, config, extra, keep):
             for stale in glob.glob(os.path.join(glob.escape(directory), ".checkpoint_*.h5.tmp")):
                 os.remove(stale)
         except OSError as e:
-            problem = f"cannot commit checkpoint {final}: {e}"
+            problem = f"cannot commit checkpoint {final}: {reason(e)}"
     if lattice.rank == 0 and problem and os.path.exists(temporary):
         os.remove(temporary)
     _agreed(lattice.comm, problem)
@@ -185,8 +190,8 @@ def load(path, lattice, spec):
     try:
         f = FieldFile(path, "r", lattice)
         problem = None
-    except OSError as e:
-        f, problem = None, f"{path}: unreadable ({str(e).splitlines()[0]})"
+    except READ_ERRORS as e:
+        f, problem = None, f"{path}: unreadable ({reason(e)})"
     _agreed(lattice.comm, problem)
     with f:
         header = _header(f.file, path, spec, lattice.shape) if lattice.rank == 0 else None
@@ -223,6 +228,8 @@ def _header(file, path, spec, shape):
         problem = _attributes_problem(attrs, path)
         if problem:
             return problem
+        if not checksums.attributes_intact(file):
+            return f"{path}: attributes do not match their hash (attributes corrupt)"
         if dataset not in file:
             return (f"{path}: holds no field {spec.name!r} of this theory "
                     f"(fields: {', '.join(file['fields'])})")
@@ -235,8 +242,8 @@ def _header(file, path, spec, shape):
             return (f"{path}: field checksum of version {version}, written by a newer "
                     "lqcdflow; update lqcdflow")
         return attrs, int(stored["checksum"]), version
-    except (OSError, KeyError) as e:
-        return f"{path}: incomplete ({e})"
+    except READ_ERRORS as e:
+        return f"{path}: incomplete ({reason(e)})"
 
 
 def verified_attributes(path):
@@ -245,7 +252,7 @@ def verified_attributes(path):
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-    except OSError:
+    except READ_ERRORS:
         return None
     return None if _attributes_problem(attrs, path) else attrs
 
@@ -259,14 +266,17 @@ def verify(path):
             name = str(f.attrs.get("field", VERSION_1_FIELD))
             shape = tuple(int(n) for n in f.attrs["lattice.shape"])
             field = f.get(f"fields/{name}")
+            field = field if isinstance(field, h5py.Dataset) else None
             spec = FieldSpec(name, () if field is None else field.shape[len(shape):])
             header = _header(f, path, spec, shape)
             if isinstance(header, str):
                 raise CheckpointError(header)
             attrs, stored, version = header
             data = field[()]
-    except (OSError, KeyError) as e:
-        raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    except CheckpointError:
+        raise
+    except READ_ERRORS as e:
+        raise CheckpointError(f"{path}: unreadable ({reason(e)})") from None
     if checksums.global_checksum(data, version) != stored:
         raise CheckpointError(f"{path}: field checksum mismatch (data corrupt)")
     return attrs
@@ -275,13 +285,25 @@ def verify(path):
 def newest_trajectory(directory):
     """(trajectory, path) of the newest checkpoint whose attributes read, or (0, None).
 
-    A quick look for job scripts (no field verification; a restart verifies).
+    A quick look for job scripts (no field verification; a restart verifies), serial: each
+    file is read in a child (lqcdflow.io.probe), and one that crashes it is passed over.
     """
     for path in list_checkpoints(directory):
         try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("format") == FORMAT:
-                    return int(f.attrs["trajectory"]), path
-        except (OSError, KeyError):
+            trajectory = probe.isolated(_trajectory_of, path)
+        except probe.LibraryCrash:
             continue
+        if trajectory is not None:
+            return trajectory, path
     return 0, None
+
+
+def _trajectory_of(path):
+    """The trajectory of the checkpoint at ``path`` if its attributes read and are intact."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") == FORMAT and checksums.attributes_intact(f):
+                return int(f.attrs["trajectory"])
+    except READ_ERRORS:
+        pass
+    return None

@@ -92,3 +92,43 @@ def array_sha256(array):
     digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+ATTRIBUTES_HASH = "attributes_sha256"
+
+
+def hdf5_sha256(file, skip, datasets=True):
+    """SHA-256 (hex) of what an open HDF5 file holds: every attribute of every object but the
+    root's ``skip`` (the one that stores this hash) and, with ``datasets``, every dataset's
+    values, by name in sorted order (for small files, or the attributes of any file)."""
+    digest = hashlib.sha256()
+
+    def add_attributes(name, node):
+        for key in sorted(node.attrs):
+            if not (node is file and key == skip):
+                value = np.asarray(node.attrs[key])
+                digest.update(f"{name}@{key}={value.dtype.str}{value.shape}"
+                              f"{value.tolist()!r};".encode())
+
+    add_attributes("/", file)
+    names = []
+    file.visit(names.append)
+    for name in sorted(names):
+        node = file[name]
+        add_attributes(name, node)
+        if datasets and hasattr(node, "shape"):
+            digest.update(f"{name}:{array_sha256(node[()])};".encode())
+    return digest.hexdigest()
+
+
+def seal_attributes(file):
+    """Store the hash of all attributes of the open ``file`` (once all are written): the run
+    metadata the analysis and restarts rely on, which the data checksums do not cover."""
+    file.attrs[ATTRIBUTES_HASH] = hdf5_sha256(file, ATTRIBUTES_HASH, datasets=False)
+
+
+def attributes_intact(file):
+    """Whether the attributes of the open ``file`` match their hash (files written before
+    attributes were sealed have none and pass)."""
+    stored = file.attrs.get(ATTRIBUTES_HASH)
+    return stored is None or stored == hdf5_sha256(file, ATTRIBUTES_HASH, datasets=False)

@@ -18,11 +18,12 @@ configurations it covers, and a restart truncates the file back to that count.
 
 import os
 
+import h5py
 import numpy as np
 
 from lqcdflow.io import checksum as checksums
 from lqcdflow.io.ensemble import DamagedError, OutputError
-from lqcdflow.io.files import free_space_problem
+from lqcdflow.io.files import READ_ERRORS, free_space_problem, reason
 from lqcdflow.io.h5 import FieldFile
 
 FORMAT = "lqcdflow-configurations"
@@ -41,6 +42,9 @@ def _stored(file, path, spec, shape):
     if file.attrs.get("format") != FORMAT or any(
             f"configurations/{name}" not in file for name in _datasets(spec)):
         return f"{path} is not an lqcdflow configuration file of the field {spec.name}"
+    if not checksums.attributes_intact(file):
+        return (f"configuration file {path} is damaged: its attributes do not match their "
+                "hash; lqcdflow info tells more")
     stored_shape = file[f"configurations/{spec.name}"].shape[1:]
     expected = tuple(shape) + spec.site_shape
     if stored_shape != expected:
@@ -51,6 +55,17 @@ def _stored(file, path, spec, shape):
         return (f"configuration file {path} has checksums of version {version}, "
                 "written by a newer lqcdflow; update lqcdflow")
     return file["configurations/trajectory"].shape[0], version
+
+
+def _holds_configurations(path, spec, shape):
+    """False only for a configuration file of this field that holds none yet (left by a run
+    that stopped before its first; replacing it loses nothing)."""
+    try:
+        with h5py.File(path, "r") as f:
+            stored = _stored(f, path, spec, shape)
+    except READ_ERRORS:
+        return True
+    return isinstance(stored, str) or stored[0] != 0
 
 
 class ConfigurationReader:
@@ -80,19 +95,22 @@ class ConfigurationReader:
         try:
             self.file = FieldFile(path, "r", lattice)
             header = None
-        except OSError as e:
+        except READ_ERRORS as e:
             self.file, header = None, f"configuration file {path}: unreadable " \
-                f"({str(e).splitlines()[0]})"
+                f"({reason(e)})"
         header = lattice.comm.allgather(header)
         if any(header):
             raise OutputError(next(h for h in header if h))
         header = None
         if lattice.rank == 0:
-            header = _stored(self.file.file, path, self.spec, lattice.shape)
-            if not isinstance(header, str):
-                header = (*header, dict(self.file.file.attrs),
-                          self.file.file["configurations/trajectory"][()],
-                          self.file.file["configurations/checksum"][()])
+            try:
+                header = _stored(self.file.file, path, self.spec, lattice.shape)
+                if not isinstance(header, str):
+                    header = (*header, dict(self.file.file.attrs),
+                              self.file.file["configurations/trajectory"][()],
+                              self.file.file["configurations/checksum"][()])
+            except READ_ERRORS as e:
+                header = f"configuration file {path}: unreadable ({reason(e)})"
         header = lattice.comm.bcast(header, root=0)
         if isinstance(header, str):
             self.file.__exit__()
@@ -138,7 +156,9 @@ class ConfigurationWriter:
         lattice = theory.lattice
         self.path, self.lattice, self.spec, self.every = path, lattice, theory.field, every
         exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None)
-        if resume is None and exists and not overwrite:
+        if resume is None and exists and not overwrite and lattice.comm.bcast(
+                _holds_configurations(path, self.spec, lattice.shape)
+                if lattice.rank == 0 else None):
             raise OutputError(f"configuration file {path} exists; set [output] overwrite = "
                               "true or choose another file")
         if resume is not None and not exists:
@@ -152,7 +172,7 @@ class ConfigurationWriter:
                 self._truncate(resume)
         except OSError as e:
             raise OutputError(f"cannot write configuration file {path}: "
-                              f"{str(e).splitlines()[0]}") from None
+                              f"{reason(e)}") from None
 
     def _create(self, attrs):
         with FieldFile(self.path, "w", self.lattice) as f:
@@ -171,6 +191,7 @@ class ConfigurationWriter:
                 f.file.attrs["field"] = self.spec.name
                 f.file[f"configurations/{self.spec.name}"].attrs["description"] = \
                     self.spec.description
+                checksums.seal_attributes(f.file)
 
     def _truncate(self, count):
         with FieldFile(self.path, "a", self.lattice) as f:

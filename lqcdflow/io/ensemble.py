@@ -4,8 +4,11 @@ Layout (format "lqcdflow-ensemble", version 3; readable with plain h5py or h5dum
 
     /                         attributes: format, format_version, code_version, created (UTC),
                               host, ranks, grid, volume, run_file (the TOML text) and every
-                              run-file key as "section.key" (e.g. "theory.kappa"), and the
-                              theory's field ("field", "field.site_shape")
+                              run-file key as "section.key" (e.g. "theory.kappa"), the
+                              theory's field ("field", "field.site_shape"), and
+                              attributes_sha256, the hash of all attributes in the file
+                              (lqcdflow.io.checksum.seal_attributes; files written before it
+                              have none)
     /mc/trajectory   (C,)     int64, trajectory number 1, 2, ... (thermalisation included)
     /mc/accepted     (C,)     int8, Metropolis decision
     /mc/delta_H      (C,)     float64, H(end) - H(start)
@@ -69,8 +72,8 @@ import numpy as np
 from h5py import h5d, h5p
 
 import lqcdflow
-from lqcdflow.io.checksum import array_sha256, mix
-from lqcdflow.io.files import replaced_atomically
+from lqcdflow.io.checksum import array_sha256, attributes_intact, mix, seal_attributes
+from lqcdflow.io.files import READ_ERRORS, reason, replaced_atomically
 
 FORMAT = "lqcdflow-ensemble"
 FORMAT_VERSION = 3
@@ -195,9 +198,12 @@ def last_commit(f):
     """The last Commit of the open ensemble file ``f``, or None for versions 1 and 2 (no
     /committed: every row of every series is a record).
 
-    Raises DamagedError if neither head slot holds its checksum or the log row the head
-    names does not.
+    Raises DamagedError if the file's attributes (the run's metadata) do not match their
+    hash, if neither head slot holds its checksum or the log row the head names does not:
+    every reader of an ensemble asks for its last commit first.
     """
+    if not attributes_intact(f):
+        raise DamagedError("attributes do not match their hash (attributes_sha256)")
     if "committed" not in f:
         return None
     slots = f["committed/head"][()]
@@ -237,6 +243,17 @@ def _lengths(f, commit):
         return dict(commit.lengths)
     return {group: min((f[group][name].shape[0] for name in f[group]), default=0)
             if group in f else 0 for group in GROUPS}
+
+
+def _holds_records(path):
+    """False only for an lqcdflow ensemble file that committed no record yet (a run that
+    stopped before its first commit left it; replacing it loses nothing); True for anything
+    else, including files that cannot be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") != FORMAT or any(_lengths(f, last_commit(f)).values())
+    except READ_ERRORS:
+        return True
 
 
 # --- creating and rebuilding files ------------------------------------------------------------
@@ -387,6 +404,7 @@ def _rebuild(path, lengths, capacities, attrs=None):
                 if log_rows[-1, :2].tolist() != last:
                     new["committed/log"][len(log_rows)] = _sealed([last + checksums + [0]])[0]
                     new["committed/head"][1] = _sealed([[1, len(log_rows), 0]])[0]
+                seal_attributes(new)
 
 
 # --- appending ------------------------------------------------------------------------------
@@ -403,11 +421,28 @@ class _Storage:
     commit: Commit
 
 
+def _check_layout(f, names):
+    """DamagedError unless every dataset ``names`` of the open file has exactly the storage
+    its shape says, inside the file, and every series of a group the group's capacity: commits
+    write raw bytes at these offsets, so a damaged shape must not send them past the end of a
+    dataset into another one."""
+    size = os.fstat(f.id.get_vfd_handle()).st_size
+    for name in names:
+        dataset = f[name]
+        offset, nbytes = dataset.id.get_offset(), dataset.id.get_storage_size()
+        capacity = f[f"{name.split('/')[0]}/trajectory"].shape[0] \
+            if name.split("/")[0] in GROUPS else dataset.shape[0]
+        if (nbytes != dataset.size * dataset.dtype.itemsize or offset + nbytes > size
+                or dataset.shape[0] != capacity):
+            raise DamagedError(f"the layout of /{name} does not match its storage")
+
+
 def _storage(path):
     """The _Storage of the version-3 file at ``path`` as this package made it (contiguous
-    series whose storage is allocated)."""
+    series whose storage is allocated); DamagedError if its layout is not (_check_layout)."""
     with h5py.File(path, "r") as f:
         commit = last_commit(f)
+        _check_layout(f, list(commit.checksums) + ["committed/log", "committed/head"])
         series = {name: (f[name].id.get_offset(), f[name].dtype.newbyteorder("<"),
                          f[name].shape[1:], f[name].dtype.itemsize * math.prod(f[name].shape[1:]))
                   for name in commit.checksums}
@@ -509,12 +544,12 @@ class EnsembleWriter:
             return f"output file {self.path} is damaged ({e}); lqcdflow info tells more"
         except OutputError as e:
             return str(e)
-        except (OSError, KeyError) as e:
-            return f"cannot write output file {self.path}: {e}"
+        except READ_ERRORS as e:
+            return f"output file {self.path} is unreadable ({reason(e)})"
         return None
 
     def _create(self, attrs, specs, planned, overwrite):
-        if os.path.exists(self.path) and not overwrite:
+        if os.path.exists(self.path) and not overwrite and _holds_records(self.path):
             return (f"output file {self.path} exists; set [output] overwrite = true or choose "
                     "another file")
         capacities = _capacities(specs, planned, dict.fromkeys(GROUPS, 0))
@@ -524,11 +559,12 @@ class EnsembleWriter:
                 with h5py.File(temporary, "w") as f:
                     f.attrs.update(attrs)
                     _write_layout(f, specs, capacities, np.zeros((1, 3 + len(specs))))
+                    seal_attributes(f)
             self._storage = _storage(self.path)
         except OutputError as e:
             return str(e)
         except OSError as e:
-            return f"cannot create output file {self.path}: {e}"
+            return f"cannot create output file {self.path}: {reason(e)}"
         return None
 
     def _resume(self, lengths, specs, planned, attrs):

@@ -11,6 +11,7 @@ import numpy as np
 from lqcdflow.io import ildg, openqcd
 from lqcdflow.io.configurations import ConfigurationReader, ConfigurationWriter
 from lqcdflow.io.ensemble import OutputError
+from lqcdflow.io.files import READ_ERRORS, reason
 
 FORMATS = ("lqcdflow", "ildg", "openqcd")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -27,7 +28,7 @@ def detect(path):
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError as e:
-        raise GaugeFileError(f"configuration {path}: unreadable ({e.strerror or e})") from None
+        raise GaugeFileError(f"configuration {path}: unreadable ({reason(e)})") from None
     if head == HDF5_SIGNATURE:
         return "lqcdflow"
     if ildg.is_lime(path):
@@ -58,8 +59,10 @@ def shape_of(path):
             return fmt, tuple(int(n) for n in f.attrs["lattice.shape"])
     except (ildg.ILDGError, openqcd.OpenQCDError) as e:
         raise GaugeFileError(str(e)) from None
-    except (OSError, KeyError) as e:
-        raise GaugeFileError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    except GaugeFileError:
+        raise
+    except READ_ERRORS as e:
+        raise GaugeFileError(f"{path}: unreadable ({reason(e)})") from None
 
 
 def read(path, theory, index=-1):

@@ -1,16 +1,18 @@
 """``lqcdflow info FILE.h5``: what a file holds, and whether its checksums hold.
 
-Knows the three lqcdflow formats: ensemble (format version 3: the committed records against the
+Knows the four lqcdflow formats: ensemble (format version 3: the committed records against the
 checksums of the last commit and every commit record; versions 1 and 2: a SHA-256 per
-dataset), checkpoint (state hash and field checksum) and configurations (one field checksum per
-configuration). Serial: no lattice and no MPI are needed.
+dataset), checkpoint (state hash and field checksum), configurations (one field checksum per
+configuration) and flow state (one SHA-256 of all it holds). Serial: no lattice, no MPI and
+no torch are needed.
 """
 
 import h5py
 import numpy as np
 
-from lqcdflow.io import checkpoint, configurations, ensemble
-from lqcdflow.io.checksum import VERSIONS, array_sha256, global_checksum
+from lqcdflow.io import checkpoint, configurations, ensemble, flow_states, probe
+from lqcdflow.io.checksum import VERSIONS, array_sha256, attributes_intact, global_checksum
+from lqcdflow.io.files import READ_ERRORS, reason
 
 
 class InfoError(RuntimeError):
@@ -77,6 +79,8 @@ def _checkpoint(path):
 
 
 def _configurations(f):
+    if not attributes_intact(f):
+        return ["ATTRIBUTES DAMAGED: they do not match attributes_sha256"], ["attributes"]
     trajectories = f["configurations/trajectory"][()]
     stored = f["configurations/checksum"]
     version = int(stored.attrs.get("checksum_version", 1))
@@ -95,8 +99,24 @@ def _configurations(f):
     return lines, bad
 
 
+def _flow_state(f):
+    line = f"flow state at training step {f.attrs.get('step')}"
+    if flow_states.intact(f):
+        return [f"{line}: checksum ok"], []
+    return [f"{line}: CHECKSUM MISMATCH"], ["flow state"]
+
+
 def inspect(path):
-    """(report lines, list of corrupt items) for the lqcdflow file at ``path``."""
+    """(report lines, list of corrupt items) for the lqcdflow file at ``path``, read in a
+    child process (lqcdflow.io.probe): a file that crashes the HDF5 library is reported
+    corrupt."""
+    try:
+        return probe.isolated(_inspect, path)
+    except probe.LibraryCrash as e:
+        return [f"{path}: HDF5 METADATA DAMAGED ({e})"], [path]
+
+
+def _inspect(path):
     try:
         with h5py.File(path, "r") as f:
             kind = f.attrs.get("format")
@@ -106,10 +126,14 @@ def inspect(path):
                 lines, bad = _ensemble(f)
             elif kind == configurations.FORMAT:
                 lines, bad = _configurations(f)
+            elif kind == flow_states.FORMAT:
+                lines, bad = _flow_state(f)
             elif kind != checkpoint.FORMAT:
                 raise InfoError(f"{path} is not an lqcdflow file (format {kind!r})")
-    except (OSError, KeyError) as e:
-        raise InfoError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    except InfoError:
+        raise
+    except READ_ERRORS as e:
+        raise InfoError(f"cannot read {path}: {reason(e)}") from None
     if kind == checkpoint.FORMAT:
         lines, bad = _checkpoint(path)
     return header + lines, bad

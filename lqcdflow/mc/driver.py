@@ -1,6 +1,13 @@
 """The Monte Carlo loop: a sampler advances the chain, hooks measure, record and report."""
 
+import math
 import time
+
+import numpy as np
+
+
+class DivergenceError(ArithmeticError):
+    """A chain (or a training) produced NaN: its numbers mean nothing from here on (one line)."""
 
 
 def run_chain(sampler, state, n_trajectories, hooks=(), stop=None):
@@ -9,9 +16,22 @@ def run_chain(sampler, state, n_trajectories, hooks=(), stop=None):
     Each hook is called as ``hook(state, info)`` after every trajectory. ``stop()`` (optional,
     collective) is asked before every trajectory; a non-None answer ends the loop early.
     Returns the final state.
+
+    A trajectory whose Delta H is not finite raises DivergenceError before any hook records
+    it (Delta H is a global sum, so every rank raises alike): an energy beyond the float range
+    means the update has diverged (HMC: the molecular dynamics blew up; flows: a proposal of
+    infinite action), and a chain that silently rejected it would go on as if nothing were
+    wrong. Large finite Delta H (spikes) are ordinary rejections.
     """
     while state.trajectory < n_trajectories and not (stop and stop()):
-        state, info = sampler.step(state)
+        # overflow on the way to a non-finite Delta H is reported below, in one line
+        with np.errstate(over="ignore", invalid="ignore"):
+            state, info = sampler.step(state)
+        if not math.isfinite(info.delta_H):
+            raise DivergenceError(
+                f"trajectory {info.trajectory}: Delta H = {info.delta_H}: the update diverged "
+                "(for HMC, lower the step size trajectory_length / n_steps); nothing of it "
+                "was recorded, and a rerun continues from the last checkpoint, if any")
         for hook in hooks:
             hook(state, info)
     return state

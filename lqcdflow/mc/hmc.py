@@ -14,7 +14,10 @@ The sampler holds only settings; the chain state is a separate object it takes a
 """
 
 import math
+import tracemalloc
 from dataclasses import dataclass
+
+import numpy as np
 
 from lqcdflow.mc.integrators import describe_levels, integrate, levels_of
 from lqcdflow.rng import STREAM_ACCEPT, CounterRNG
@@ -55,6 +58,36 @@ def initial_state(theory, rng: CounterRNG, start="cold"):
     if start == "hot":
         return ChainState(theory.hot_start(rng))
     raise ValueError(f"start must be 'cold' or 'hot', got {start!r}")
+
+
+# Peak bytes per site of one trajectory above the chain's field, measured with
+# tools/memory_md.py (float64, omelyan2, 16^4): phi^4 127, U(1) 541, SU(3) 4326; each is above
+# 5 (f + m), f and m the field and momentum bytes per site: the lower bound used here.
+_TRAJECTORY_WORK = 5
+
+
+def memory_needed(theory):
+    """Bytes per rank an HMC chain of ``theory`` needs at least: the chain's field and one
+    trajectory's arrays, V_loc (f + 5 (f + m)) with f and m the bytes per site of the field
+    and the momenta, V_loc the sites of the rank."""
+    lat = theory.lattice
+    real = np.dtype(lat.backend.dtype)
+    f = theory.field.dtype(real).itemsize * math.prod(theory.field.site_shape)
+    m = real.itemsize * math.prod(theory.momentum_shape)
+    return lat.local_volume * (f + _TRAJECTORY_WORK * (f + m))
+
+
+def trajectory_peak(hmc, state):
+    """Bytes one trajectory of ``hmc`` from ``state`` allocates at its peak on this rank, above
+    what existed before it (NumPy arrays, seen by ``tracemalloc``): what memory_needed bounds
+    besides the field (measured by tools/memory_md.py and the tests)."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    hmc.step(state)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    return peak
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,18 @@ whichever ranks received the signal.
 """
 
 import signal
+import sys
 import time
 
 from lqcdflow.exitcodes import EXIT_RESUBMIT  # noqa: F401  (part of this module's interface)
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
+class SetupInterrupted(BaseException):
+    """A stop signal arrived while the run was still setting up (reading files, building the
+    model): nothing needs saving, so the run ends at once (lqcdflow.parallel.comm.guarded).
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
 
 
 class StopRule:
@@ -31,6 +38,11 @@ class StopRule:
 
     The stop condition with a walltime is elapsed + reserve() + longest trajectory > walltime:
     there is no time for one more trajectory and its checkpoint.
+
+    Until :meth:`setup_ends` (or :meth:`loop_starts`), a stop signal raises SetupInterrupted
+    at once: set-up (reading a large start configuration or checkpoint, building a model) can
+    take minutes, and nothing of it needs saving. The run must end set-up before it writes
+    anything that a half-done operation could leave inconsistent.
     """
 
     def __init__(self, comm, walltime=0.0, margin=0.0, clock=time.monotonic):
@@ -42,6 +54,7 @@ class StopRule:
         self.longest_checkpoint = 0.0
         self._last = self.start
         self._previous = {}
+        self._in_setup = True
 
     def __enter__(self):
         for sig in STOP_SIGNALS:
@@ -54,9 +67,16 @@ class StopRule:
 
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
+        if self._in_setup:
+            raise SetupInterrupted(self.received)
+
+    def setup_ends(self):
+        """From now on a signal only marks the run to stop after its current trajectory."""
+        self._in_setup = False
 
     def loop_starts(self):
-        """Start timing trajectories (start-up time is not a trajectory's)."""
+        """Start timing trajectories (start-up time is not a trajectory's); set-up ends."""
+        self.setup_ends()
         self._last = self.clock()
 
     def trajectory_done(self, state, info):
@@ -88,3 +108,13 @@ class StopRule:
                            f"{self.reserve():.0f} s reserved")
         self.why = self.comm.bcast(why, root=0)
         return self.why
+
+    def report(self, text, say=None):
+        """Say why the run stopped (rank 0): ``text`` through ``say``, or on stderr when the
+        run is quiet (``say`` None), so that a batch log always tells why a job ended early."""
+        if self.comm.Get_rank() != 0:
+            return
+        if say:
+            say(text)
+        else:
+            print(f"lqcdflow: {text}", file=sys.stderr, flush=True)

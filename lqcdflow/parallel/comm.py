@@ -5,7 +5,8 @@ import traceback
 
 from mpi4py import MPI
 
-from lqcdflow.exitcodes import EXIT_USAGE
+from lqcdflow.exitcodes import EXIT_RESUBMIT, EXIT_USAGE, error_line
+from lqcdflow.mc.stop import SetupInterrupted
 
 
 def abort_on_error(exc: BaseException, comm) -> None:
@@ -24,6 +25,8 @@ def guarded(work, comm=None, user_errors=()):
 
     - An exception of a type in ``user_errors`` (raised on every rank alike, e.g. a bad run
       file) prints ``lqcdflow: error: <message>`` once (rank 0) and returns exit code 2.
+    - A stop signal during set-up (SetupInterrupted) prints one line and returns
+      EXIT_RESUBMIT, or aborts all ranks with that code when there are several.
     - Any other exception on any rank prints its traceback and aborts all ranks (MPI_Abort);
       on a single rank it propagates as usual.
 
@@ -34,8 +37,15 @@ def guarded(work, comm=None, user_errors=()):
         return work()
     except user_errors as e:
         if comm.Get_rank() == 0:
-            print(f"lqcdflow: error: {e}", file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
         return EXIT_USAGE
+    except SetupInterrupted as e:
+        where = f" (rank {comm.Get_rank()} of {comm.Get_size()})" if comm.Get_size() > 1 else ""
+        print(f"lqcdflow: stopped by {e} during set-up{where}, before anything was written; "
+              f"resubmit to run (exit code {EXIT_RESUBMIT})", file=sys.stderr, flush=True)
+        if comm.Get_size() > 1:
+            comm.Abort(EXIT_RESUBMIT)  # the other ranks may wait in a collective call
+        return EXIT_RESUBMIT
     except BaseException as e:
         if comm.Get_size() > 1 and not isinstance(e, SystemExit):
             abort_on_error(e, comm)

@@ -317,6 +317,6 @@ def test_flipped_run_metadata_is_found(tmp_path):
         f.attrs["theory.kappa"] = np.float64(0.25)  # what a flipped bit of 0.2 could read
     one_line_error(lqcdflow(["analyze", str(out)]), "attributes do not match their hash")
     result = lqcdflow(["info", str(out)])
-    assert result.returncode == 1 and "COMMIT RECORD DAMAGED: attributes" in result.stdout
+    assert result.returncode == 1 and "ATTRIBUTES DAMAGED" in result.stdout
     write_run_file(run, n_trajectories=30)
     one_line_error(lqcdflow(["run", str(run)]), f"output file {out} is damaged")

@@ -15,6 +15,9 @@ from lqcdflow.io.checksum import VERSIONS, array_sha256, attributes_intact, glob
 from lqcdflow.io.files import READ_ERRORS, reason
 
 
+ATTRIBUTES_DAMAGED = "ATTRIBUTES DAMAGED: they do not match attributes_sha256"
+
+
 class InfoError(RuntimeError):
     """The file cannot be inspected (missing, not HDF5, not an lqcdflow file)."""
 
@@ -33,6 +36,8 @@ def _ensemble(f):
     """(report lines, corrupt items) of an open ensemble file: its records and whether their
     checksums hold (format version 3: the committed records against the last commit's
     checksums, and every commit record; versions 1 and 2: each dataset's SHA-256 attribute)."""
+    if not attributes_intact(f):
+        return [ATTRIBUTES_DAMAGED], ["attributes"]
     try:
         commit = ensemble.last_commit(f)
     except ensemble.DamagedError as e:
@@ -80,7 +85,7 @@ def _checkpoint(path):
 
 def _configurations(f):
     if not attributes_intact(f):
-        return ["ATTRIBUTES DAMAGED: they do not match attributes_sha256"], ["attributes"]
+        return [ATTRIBUTES_DAMAGED], ["attributes"]
     trajectories = f["configurations/trajectory"][()]
     stored = f["configurations/checksum"]
     version = int(stored.attrs.get("checksum_version", 1))
@@ -113,7 +118,7 @@ def inspect(path):
     try:
         return probe.isolated(_inspect, path)
     except probe.LibraryCrash as e:
-        return [f"{path}: HDF5 METADATA DAMAGED ({e})"], [path]
+        return [f"{path}: DAMAGED: {e}"], [f"{path} (its HDF5 metadata)"]
 
 
 def _inspect(path):

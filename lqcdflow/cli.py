@@ -345,10 +345,16 @@ def main(argv=None):
                 return EXIT_USAGE
         from mpi4py import MPI  # initialises MPI: only for the commands that run on ranks
 
+        from lqcdflow.parallel import launch
         from lqcdflow.parallel.comm import guarded
 
         comm = MPI.COMM_WORLD
-        return guarded(lambda: args.func(args, comm), comm, USER_ERRORS)
+
+        def work():
+            launch.check(comm)  # before any copy of a duplicated launch touches a file
+            return args.func(args, comm)
+
+        return guarded(work, comm, USER_ERRORS)
     except BrokenPipeError:  # output piped into a reader that closed early (e.g. head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -320,3 +320,23 @@ def test_flipped_run_metadata_is_found(tmp_path):
     assert result.returncode == 1 and "ATTRIBUTES DAMAGED" in result.stdout
     write_run_file(run, n_trajectories=30)
     one_line_error(lqcdflow(["run", str(run)]), f"output file {out} is damaged")
+
+
+# --------------------------------------------------------------------------- launchers
+@pytest.mark.parametrize("ranks, tasks, refused", [
+    (None, "2", True),   # srun --mpi=none -n 2: two one-rank copies
+    (2, "4", True),
+    (2, "2", False),     # srun --mpi=pmi2 -n 2
+    (2, "1", False),     # mpiexec under Slurm: one task (Hydra's proxy) starts both ranks
+])
+def test_a_launch_that_duplicates_ranks_is_refused(tmp_path, monkeypatch, ranks, tasks,
+                                                   refused):
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", tasks)
+    run = write_run_file(tmp_path / "l.toml", n_trajectories=10)
+    result = lqcdflow(["run", "-q", str(run)], ranks=ranks)
+    if refused:
+        one_line_error(result, f"Slurm started {tasks} tasks (SLURM_STEP_NUM_TASKS) but this "
+                               "MPI job has")
+        assert listing(tmp_path) == ["l.toml"]
+    else:
+        assert result.returncode == 0, result.stderr

@@ -422,6 +422,20 @@ def job_venv():
     return sys.prefix if sys.prefix != sys.base_prefix else ""
 
 
+def test_srun_without_mpi_starts_copies_that_are_refused(local_slurm, tmp_path):
+    """``srun --mpi=none -n 2`` starts two one-rank copies: each refuses in one line before it
+    writes anything (a real Slurm step sets SLURM_STEP_NUM_TASKS)."""
+    write_run_file(tmp_path / "run.toml", n_trajectories=10, **JOB_RUN)
+    result = subprocess.run(["srun", "--mpi=none", "-n", "2", sys.executable, "-m", "lqcdflow",
+                             "run", "-q", "run.toml"], cwd=tmp_path, env=local_slurm,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    refusals = [line for line in result.stderr.splitlines()
+                if line.startswith("lqcdflow: error: Slurm started 2 tasks")]
+    assert len(refusals) == 2, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]
+
+
 @pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
 def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
         local_slurm, reference_chain, launcher, tmp_path):

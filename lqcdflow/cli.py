@@ -115,16 +115,14 @@ def _check_paths(args, config, comm):
     """The paths ``lqcdflow run|train|sample`` will write, checked before anything is
     (lqcdflow.io.paths)."""
     from lqcdflow.io import paths
+    from lqcdflow.runner import outputs
 
-    out = config.output
     reads = [(args.run_file, "run file"),
              (getattr(config.run, "start_file", ""), "start configuration")]
     if args.command == "train":
         writes = [(config.flow.state, "flow state", "file")]
     else:
-        writes = [(out.file, "output file", "file"),
-                  (out.configurations, "configuration file", "file"),
-                  (config.checkpoint.directory, "checkpoint directory", "directory")]
+        writes = outputs(config)
         if config.flow:
             reads.append((config.flow.state, "flow state"))
     paths.check(comm, writes, reads)

@@ -46,8 +46,7 @@ def measure_configurations(config, run_file_text, comm, output, overwrite=False,
                           "configurations to measure")
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
-    memory.check(comm, memory_needed(theory), f"measuring {config.theory.name} on "
-                 f"{memory.lattice_words(lattice)}", lattice.backend.on_gpu)
+    memory.check(lattice, memory_needed(theory), f"measuring {config.theory.name}")
     with WriterLock(theory.lattice.comm, [(output, "output file")]), \
             ConfigurationReader(source, theory) as reader:
         _check_same_ensemble(config, reader.attrs)

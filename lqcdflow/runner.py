@@ -69,6 +69,16 @@ class HMCSampler:
         return f"HMC of {self.theory.describe()}; {self.hmc.describe()}"
 
 
+def outputs(config):
+    """[(path, what, kind)] a chain of ``config`` writes: its output file, its configuration
+    file ("" when none) and its checkpoint directory (kind "file" or "directory"): what the
+    command checks before the run (lqcdflow.io.paths) and the run locks."""
+    out = config.output
+    return [(out.file, "output file", "file"),
+            (out.configurations, "configuration file", "file"),
+            (config.checkpoint.directory, "checkpoint directory", "directory")]
+
+
 def _chain_identity(config, sampler):
     """What a checkpoint must agree with beyond checkpoint.identity: algorithm and sampler."""
     return {"sampler.algorithm": config.sampler.algorithm, **sampler.identity()}
@@ -168,8 +178,7 @@ def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
     """
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
-    memory.check(comm, memory_needed(theory), f"HMC of {config.theory.name} on "
-                 f"{memory.lattice_words(lattice)}", lattice.backend.on_gpu)
+    memory.check(lattice, memory_needed(theory), f"HMC of {config.theory.name}")
     code, _ = run_sampler(config, run_file_text, theory, HMCSampler(config, theory),
                           stop_rule, say)
     return code
@@ -206,10 +215,7 @@ def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
         0 when n_trajectories are reached, EXIT_RESUBMIT when stopped early with a
         checkpoint; and the chain's final state.
     """
-    out, ck = config.output, config.checkpoint
-    with WriterLock(theory.lattice.comm, [(out.file, "output file"),
-                                          (out.configurations, "configuration file"),
-                                          (ck.directory, "checkpoint directory")]):
+    with WriterLock(theory.lattice.comm, [(path, what) for path, what, _ in outputs(config)]):
         return _run_sampler(config, run_file_text, theory, sampler, stop_rule, say)
 
 

@@ -148,11 +148,12 @@ def test_the_hmc_memory_estimate_is_a_lower_bound(make, shape):
 
 
 def test_memory_check_refuses_with_the_numbers():
-    comm = MPI.COMM_SELF
-    memory.check(comm, 2**30, "x", available=2**31)
-    with pytest.raises(ConfigError, match=r"^x needs at least 2 GiB per rank, 1 GiB are "
-                                          r"available on its node, shared by 1 rank\(s\)"):
-        memory.check(comm, 2**31, "x", available=2**30)
+    lattice = Lattice((4, 4), comm=MPI.COMM_SELF)
+    memory.check(lattice, 2**30, "x", available=2**31)
+    with pytest.raises(ConfigError, match=r"^x on a 4x4 lattice over 1 rank\(s\) needs at "
+                                          r"least 2 GiB per rank, 1 GiB are available on its "
+                                          r"node, shared by 1 rank\(s\)"):
+        memory.check(lattice, 2**31, "x", available=2**30)
 
 
 @pytest.mark.parametrize("ranks", [None, 2])

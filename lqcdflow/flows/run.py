@@ -130,8 +130,7 @@ def _check_memory(config, lattice, batch, what):
     needed = build.make_flow_spec(config).memory_needed(
         lattice.local_volume, batch, np.dtype(config.run.dtype).itemsize,
         training=what == "training")
-    memory.check(lattice.comm, needed, f"flow {what} with a batch of {batch} on "
-                 f"{memory.lattice_words(lattice)}", lattice.backend.on_gpu)
+    memory.check(lattice, needed, f"flow {what} with a batch of {batch}")
 
 
 def run_training(config, comm, stop_rule, say=None):

@@ -63,20 +63,17 @@ def device_available_bytes():
     return cupy.cuda.runtime.memGetInfo()[0]
 
 
-def lattice_words(lattice):
-    """"a 16x16 lattice over 2 rank(s)", for messages."""
-    return f"a {'x'.join(map(str, lattice.shape))} lattice over {lattice.size} rank(s)"
-
-
-def check(comm, needed, what, on_gpu=False, available=None):
-    """Raise ConfigError on every rank of ``comm`` if ``needed`` bytes per rank do not fit.
+def check(lattice, needed, what, available=None):
+    """Raise ConfigError on every rank of ``lattice`` if ``needed`` bytes per rank do not fit.
 
     Collective. On CPUs the ranks of one node share its memory: they need ``needed`` times
-    their number. ``what`` says what needs the bytes, e.g. "HMC of SU(3) on 16^4 / 2 ranks";
-    ``available`` (bytes per node or device) replaces the measurement, for tests.
+    their number; on GPUs (the lattice's backend) each rank has its device. ``what`` says what
+    needs the bytes ("HMC of su3"; the message adds the lattice and the ranks); ``available``
+    (bytes per node or device) replaces the measurement, for tests.
     """
     from mpi4py import MPI
 
+    comm, on_gpu = lattice.comm, lattice.backend.on_gpu
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     sharing = 1 if on_gpu else node.Get_size()
     node.Free()
@@ -86,7 +83,8 @@ def check(comm, needed, what, on_gpu=False, available=None):
     if available is not None and needed * sharing > available:
         where = ("free on its GPU" if on_gpu
                  else f"available on its node, shared by {sharing} rank(s)")
-        problem = (f"{what} needs at least {needed / _GIB:.3g} GiB per rank, "
+        problem = (f"{what} on a {'x'.join(map(str, lattice.shape))} lattice over "
+                   f"{lattice.size} rank(s) needs at least {needed / _GIB:.3g} GiB per rank, "
                    f"{available / _GIB:.3g} GiB are {where}; use more nodes (ranks) or a "
                    "smaller lattice")
     problem = next((p for p in comm.allgather(problem) if p), None)

@@ -1,13 +1,13 @@
-"""Command line: ``lqcdflow run|train|sample|measure|convert|status|info|analyze``.
+"""Command line: ``lqcdflow run|train|sample|measure|convert|status|stop|info|analyze``.
 
 This layer only reads arguments, builds objects and calls the library. ``run``, ``train``,
 ``sample``, ``measure`` and ``convert`` run on the ranks of MPI_COMM_WORLD; ``status``,
-``info`` and ``analyze`` are serial tools that never initialise MPI (run them without mpiexec,
-e.g. on a login node). Exit codes:
+``stop``, ``info`` and ``analyze`` are serial tools that never initialise MPI (run them without
+mpiexec, e.g. on a login node). Exit codes:
 0 done; 1 ``info`` found a checksum mismatch (or an MPI abort); 2 the input cannot be used
 (run file, process grid, output file, checkpoints: one line on stderr, every rank exits);
-3 a run (or training) stopped early on a signal or the walltime, with a checkpoint (or the
-flow state) written: resubmit it.
+3 a run (or training) stopped early on a signal, a stop request or the walltime, with a
+checkpoint (or the flow state) written: resubmit it.
 Any other exception on any rank aborts the whole MPI job with its traceback.
 """
 
@@ -27,6 +27,7 @@ from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.ensemble import OutputError
 from lqcdflow.io.info import InfoError
 from lqcdflow.mc.driver import DivergenceError
+from lqcdflow.mc.stop import SetupInterrupted, StopSignals, setup_interrupted_line
 from lqcdflow.parallel.grid import GridError
 
 USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError,
@@ -144,40 +145,41 @@ def _print_table(config, comm):
                            f"{sampler.n_thermalization}"))
 
 
-def cmd_run(args, comm):
+def _stop_rule(args, comm, signals):
+    """The stop rule of ``lqcdflow run|train|sample``: the signals, and the stop request file
+    of the run file (``lqcdflow stop``)."""
+    from lqcdflow.mc.stop import StopRule, request_path
+
+    return StopRule(comm, signals, request_path(args.run_file))
+
+
+def cmd_run(args, comm, signals):
     """Generate or continue an HMC ensemble as the run file says."""
-    from lqcdflow.mc.stop import StopRule
     from lqcdflow.runner import run_ensemble
 
-    # Signal handlers first: a signal during start-up must stop the run cleanly, not kill it;
-    # the walltime clock starts here too.
-    with StopRule(comm) as stop_rule:
-        config, text, say = _start(args, comm, ("hmc",))
-        code = run_ensemble(config, text, comm, stop_rule, say)
+    stop_rule = _stop_rule(args, comm, signals)  # the walltime clock starts here
+    config, text, say = _start(args, comm, ("hmc",))
+    code = run_ensemble(config, text, comm, stop_rule, say)
     _print_table(config, comm)
     return code
 
 
-def cmd_train(args, comm):
+def cmd_train(args, comm, signals):
     """Train or continue training the run file's flow (algorithm = "nmcmc")."""
-    from lqcdflow.mc.stop import StopRule
+    stop_rule = _stop_rule(args, comm, signals)
+    config, _, say = _start(args, comm, ("nmcmc",))
+    from lqcdflow.flows.run import run_training  # torch: imported only for flows
 
-    with StopRule(comm) as stop_rule:
-        config, _, say = _start(args, comm, ("nmcmc",))
-        from lqcdflow.flows.run import run_training  # torch: imported only for flows
-
-        return run_training(config, comm, stop_rule, say)
+    return run_training(config, comm, stop_rule, say)
 
 
-def cmd_sample(args, comm):
+def cmd_sample(args, comm, signals):
     """Generate or continue the ensemble of the trained flow's chain (algorithm = "nmcmc")."""
-    from lqcdflow.mc.stop import StopRule
+    stop_rule = _stop_rule(args, comm, signals)
+    config, text, say = _start(args, comm, ("nmcmc",))
+    from lqcdflow.flows.run import run_sampling
 
-    with StopRule(comm) as stop_rule:
-        config, text, say = _start(args, comm, ("nmcmc",))
-        from lqcdflow.flows.run import run_sampling
-
-        code = run_sampling(config, text, comm, stop_rule, say)
+    code = run_sampling(config, text, comm, stop_rule, say)
     _print_table(config, comm)
     return code
 
@@ -247,7 +249,41 @@ def cmd_status(args):
     target = config.sampler.n_trajectories
     done, path = newest_trajectory(config.checkpoint.directory)
     print(f"trajectory {done} of {target}" + (f" ({path})" if path else " (no checkpoint)"))
+    _print_stop_request(args.run_file)
     return 0 if done >= target else EXIT_RESUBMIT
+
+
+def _print_stop_request(run_file):
+    """The line of ``lqcdflow status`` on a stop request of the chain, if there is one."""
+    from lqcdflow.mc.stop import request_path
+
+    path = request_path(run_file)
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read(1000).strip()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        text = f"unreadable: {e.strerror or e}"
+    print(f"{path}: {text or 'stop requested'}")
+
+
+def cmd_stop(args):
+    """Ask the run file's chain to stop for good (serial): see lqcdflow.mc.stop."""
+    from lqcdflow.mc.stop import request_stop
+
+    read_run_file(args.run_file)  # a typo in the name must not pass for a stop
+    try:
+        path = request_stop(args.run_file)
+    except OSError as e:
+        raise OutputError(f"cannot write the stop request next to {args.run_file}: "
+                          f"{e.strerror or e}") from None
+    print(f"stop requested ({path}): a running lqcdflow run, train or sample of "
+          f"{args.run_file} stops after its current trajectory or training step, with a "
+          "checkpoint (exit 3), and the chain's batch jobs do not resubmit themselves. To "
+          "resume, submit the job script again (a new chain withdraws the request) or start "
+          "lqcdflow by hand; to withdraw the request, remove the file.")
+    return 0
 
 
 def cmd_info(args):
@@ -320,6 +356,10 @@ def make_parser():
     status.add_argument("--train", action="store_true",
                         help="is the flow training complete? (algorithm = 'nmcmc')")
     status.set_defaults(func=cmd_status)
+    stop = sub.add_parser("stop", help="stop the run file's chain: the running command "
+                          "checkpoints and its batch job does not resubmit itself")
+    stop.add_argument("run_file")
+    stop.set_defaults(func=cmd_stop)
     info = sub.add_parser("info", help="show metadata of lqcdflow files, verify checksums")
     info.add_argument("files", nargs="+", metavar="FILE.h5")
     info.set_defaults(func=cmd_info)
@@ -329,7 +369,8 @@ def make_parser():
     return parser
 
 
-SERIAL_COMMANDS = (cmd_status, cmd_info, cmd_analyze)
+SERIAL_COMMANDS = (cmd_status, cmd_stop, cmd_info, cmd_analyze)
+STOPPABLE_COMMANDS = (cmd_run, cmd_train, cmd_sample)  # they checkpoint on a stop signal
 
 
 def main(argv=None):
@@ -341,18 +382,31 @@ def main(argv=None):
             except USER_ERRORS as e:
                 print(error_line(e), file=sys.stderr)
                 return EXIT_USAGE
-        from mpi4py import MPI  # initialises MPI: only for the commands that run on ranks
-
-        from lqcdflow.parallel import launch
-        from lqcdflow.parallel.comm import guarded
-
-        comm = MPI.COMM_WORLD
-
-        def work():
-            launch.check(comm)  # before any copy of a duplicated launch touches a file
-            return args.func(args, comm)
-
-        return guarded(work, comm, USER_ERRORS)
+        if args.func in STOPPABLE_COMMANDS:
+            # The handlers come first and stay to the end: a signal while MPI starts, while
+            # the run sets up, runs or prints its table must not kill it.
+            with StopSignals() as signals:
+                return _on_ranks(args, signals)
+        return _on_ranks(args)
+    except SetupInterrupted as e:  # before MPI was initialised
+        print(setup_interrupted_line(e), file=sys.stderr, flush=True)
+        return EXIT_RESUBMIT
     except BrokenPipeError:  # output piped into a reader that closed early (e.g. head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _on_ranks(args, *signals):
+    """Run ``args.func`` on the ranks of MPI_COMM_WORLD (initialising MPI), guarded."""
+    from mpi4py import MPI
+
+    from lqcdflow.parallel import launch
+    from lqcdflow.parallel.comm import guarded
+
+    comm = MPI.COMM_WORLD
+
+    def work():
+        launch.check(comm)  # before any copy of a duplicated launch touches a file
+        return args.func(args, comm, *signals)
+
+    return guarded(work, comm, USER_ERRORS)

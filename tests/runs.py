@@ -152,14 +152,17 @@ def one_line_error(result, message):
 
 
 def interrupted(args, sig, ranks=None, progress="traj", timeout=TIMEOUT):
-    """Run ``lqcdflow ARGS``, send it ``sig`` once its first progress line (starting with
-    ``progress``) is out, and return the finished CompletedProcess-like (returncode, stdout,
-    stderr)."""
+    """Run ``lqcdflow ARGS``, send it ``sig`` (or call ``sig()`` if it is a function) once
+    its first progress line (starting with ``progress``) is out, and return the finished
+    CompletedProcess-like (returncode, stdout, stderr)."""
     process = subprocess.Popen(command(args, ranks), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith(progress):
             break
-    process.send_signal(sig)
+    if callable(sig):
+        sig()
+    else:
+        process.send_signal(sig)
     out, err = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)

@@ -125,12 +125,12 @@ def test_version_and_help():
     assert np.all([word in lqcdflow(["run", "--help"]).stdout for word in ("run_file",)])
 
 
-SERIAL_COMMANDS = [["status", "{run}"], ["info", "{out}"], ["analyze", "{out}"]]
+SERIAL_COMMANDS = [["status", "{run}"], ["stop", "{run}"], ["info", "{out}"], ["analyze", "{out}"]]
 
 
 @pytest.mark.parametrize("args", SERIAL_COMMANDS)
 def test_serial_commands_never_import_mpi(tmp_path, args):
-    """status, info and analyze work where MPI cannot even be imported (a login node): an
+    """status, stop, info and analyze work where MPI cannot even be imported (a login node): an
     import of mpi4py (which initialises MPI) would fail here."""
     run_file = write_run_file(tmp_path / "a.toml", n_trajectories=400, every=100)
     assert lqcdflow(["run", "-q", str(run_file)]).returncode == 0

@@ -18,7 +18,7 @@ from lqcdflow.config import ConfigError
 from lqcdflow.mc.driver import DivergenceError, run_chain
 from lqcdflow.mc.hmc import HMC, ChainState, TrajectoryInfo, memory_needed, trajectory_peak
 from lqcdflow.mc.integrators import SCHEMES
-from lqcdflow.mc.stop import SetupInterrupted, StopRule
+from lqcdflow.mc.stop import SetupInterrupted, StopRule, StopSignals
 from lqcdflow.parallel import Lattice, memory
 from lqcdflow.parallel.comm import guarded
 from lqcdflow.rng import CounterRNG
@@ -247,14 +247,15 @@ def test_a_quiet_run_still_says_why_it_stopped(tmp_path):
 
 
 def test_a_signal_during_set_up_ends_it_at_once():
-    with StopRule(MPI.COMM_SELF):
+    with StopSignals():
         with pytest.raises(SetupInterrupted, match="SIGTERM"):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises long before
-    with StopRule(MPI.COMM_SELF) as rule:
+    with StopSignals() as signals:
+        rule = StopRule(MPI.COMM_SELF, signals)
         rule.setup_ends()
         os.kill(os.getpid(), signal.SIGTERM)
-        assert rule.received == "SIGTERM"
+        assert signals.received == "SIGTERM" and rule.reason() == "signal SIGTERM"
 
 
 def test_setup_interrupted_is_exit_3_with_one_line(capsys):

@@ -7,6 +7,7 @@ trains, which resubmit themselves, complete and must equal the uninterrupted run
 Every subprocess and every wait is bounded by a timeout."""
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -22,7 +23,8 @@ from runs import series, write_run_file
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = {"slurm": REPO / "jobs" / "slurm" / "lqcdflow.sbatch",
            "pbs": REPO / "jobs" / "pbs" / "lqcdflow.pbs"}
-SHELL_FILES = [REPO / "jobs" / "common.sh", *SCRIPTS.values(), REPO / "tools" / "slurm_local.sh"]
+HELPERS = REPO / "lqcdflow" / "jobs" / "common.sh"
+SHELL_FILES = [HELPERS, *SCRIPTS.values(), REPO / "tools" / "slurm_local.sh"]
 # Variables of a surrounding batch job or of the job scripts must not leak into the tests.
 FOREIGN_ENV = ("SLURM_", "SBATCH_", "PBS_", "LQCDFLOW_")
 
@@ -54,23 +56,33 @@ def test_bash_syntax(path):
     ("10:08:09", "36489"), ("UNLIMITED", ""), ("NOT_SET", ""), ("", "")])
 def test_duration_seconds(text, seconds):
     result = subprocess.run(["bash", "-c", 'source "$1"; duration_seconds "$2"', "-",
-                             str(REPO / "jobs" / "common.sh"), text],
+                             str(HELPERS), text],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.strip() == seconds, result.stderr
 
 
 # -------------------------------------------------------------------------------- stand-ins
-# lqcdflow: takes the next action of a launched command from $STANDIN/plan: an exit code, or
-# "signal:CODE" = wait for SIGUSR1, then exit CODE; `lqcdflow status --train` answers 0 once a
-# `train` exited 0 unsignalled, `lqcdflow status` once a `run` or `sample` did. The launcher
-# records its command line and execs the rest, so a signal forwarded to it reaches the
-# stand-in lqcdflow. sbatch/qsub queue the job with its
-# environment for the test's scheduler (run_jobs), which runs the queue in order like a batch
-# system: a copy of the script in a spool directory, with the batch system's variables set.
+# lqcdflow: takes the next action of a launched command from $STANDIN/plan: an exit code N
+# (after making progress), "stall:N" (exit N without progress), "signal:N" (wait for SIGUSR1,
+# then exit N), "die:SIG" (die of signal SIG), "complete-die:SIG" (complete, then die of SIG),
+# "request:N" (as `lqcdflow stop` was run meanwhile: write the stop request, exit N).
+# `lqcdflow status` prints the progress so far (a counter) and answers `--train` 0 once a
+# `train` exited 0 unsignalled, and without it 0 once a `run` or `sample` did. The launcher
+# records its command line and execs the rest, so a signal forwarded to it reaches the stand-in
+# lqcdflow. sbatch/qsub queue the job with its environment for the test's scheduler
+# (run_jobs), which runs the queue in order like a batch system: a copy of the script in a
+# spool directory, with the batch system's variables set.
 
 STANDIN_LQCDFLOW = r"""#!/bin/bash
 set -eu
+progress=$STANDIN/progress
 if [ "$1" = status ]; then  # complete once the command has exited 0 without being signalled
+    echo x >>"$STANDIN/status-calls"
+    if [ "$(wc -l <"$STANDIN/status-calls")" = "${STANDIN_SLOW_STATUS:-}" ]; then
+        touch "$STANDIN/in-status"
+        sleep 1
+    fi
+    echo "progress $(cat "$progress" 2>/dev/null || echo 0)"
     if [ "$2" = --train ]; then set -- train; else set -- run sample; fi
     for command; do [ -e "$STANDIN/complete-$command" ] && exit 0; done
     exit 3
@@ -78,10 +90,18 @@ fi
 action=$(head -n 1 "$STANDIN/plan")
 sed -i 1d "$STANDIN/plan"
 case $action in
+    stall:* | die:* | complete-die:*) ;;
+    *) echo $(( $(cat "$progress" 2>/dev/null || echo 0) + 1 )) >"$progress" ;;
+esac
+case $action in
     signal:*)
         trap 'echo "lqcdflow got USR1" >>"$STANDIN/calls"; exit "${action#signal:}"' USR1
         touch "$STANDIN/running"
         while :; do sleep 0.05 & wait $!; done ;;
+    stall:*) exit "${action#stall:}" ;;
+    complete-die:*) touch "$STANDIN/complete-$1"; kill -s "${action#*:}" $$ ;;
+    die:*) kill -s "${action#die:}" $$ ;;
+    request:*) echo "stop requested by lqcdflow stop" >"$2.stop"; exit "${action#request:}" ;;
     0) touch "$STANDIN/complete-$1"; exit 0 ;;
     *) exit "$action" ;;
 esac
@@ -100,7 +120,8 @@ env -0 >"$STANDIN/queue/$id.env"
 if [ "$(basename "$0")" = qsub ]; then echo "$id.standin"; else echo "$id"; fi
 """
 STANDIN_SQUEUE = 'echo "$STANDIN_TIMELEFT"\n'
-STANDIN_SCONTROL = 'printf "JobId=%s JobName=lqcdflow\\n   Command=%s\\n" "$3" "$STANDIN_SCRIPT"\n'
+STANDIN_SCONTROL = ('printf "JobId=%s JobName=lqcdflow\\n   JobState=%s Reason=%s Dependency=(null)'
+                    '\\n   Command=%s\\n" "$3" "$STANDIN_STATE" "$STANDIN_REASON" "$STANDIN_SCRIPT"\n')
 STANDIN_QSTAT = 'echo "    Resource_List.walltime = 00:10:00"\n'
 
 
@@ -123,14 +144,19 @@ def standin(tmp_path):
     return root
 
 
-def first_env(kind, standin, **extra):
-    """The environment of the first submission, as a user would have it."""
-    env = clean_environ(PATH=f"{standin / 'bin'}:{os.environ['PATH']}", STANDIN=str(standin),
-                        STANDIN_SCRIPT=str(SCRIPTS[kind]), STANDIN_TIMELEFT="1-02:03:04",
-                        HOME=str(standin.parent / "home"), LQCDFLOW_VENV="",
-                        LQCDFLOW_LAUNCHER="standin-launch", LQCDFLOW_RUN_FILE="run.toml")
+def first_env(kind, standin, script=None, **extra):
+    """The environment of the first submission of ``script`` (default: the repository's), as
+    a user would have it: this Python's environment (which finds lqcdflow's job helpers)
+    after the stand-ins on the PATH."""
+    script = str(script or SCRIPTS[kind])
+    path = f"{standin / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = clean_environ(PATH=path, STANDIN=str(standin), STANDIN_SCRIPT=script,
+                        STANDIN_TIMELEFT="1-02:03:04", STANDIN_STATE="RUNNING",
+                        STANDIN_REASON="None", HOME=str(standin.parent / "home"),
+                        LQCDFLOW_VENV="", LQCDFLOW_LAUNCHER="standin-launch",
+                        LQCDFLOW_RUN_FILE="run.toml")
     if kind == "pbs":  # qsub -v LQCDFLOW_JOB_SCRIPT=...
-        env["LQCDFLOW_JOB_SCRIPT"] = str(SCRIPTS[kind])
+        env["LQCDFLOW_JOB_SCRIPT"] = script
     env.update(extra)
     return env
 
@@ -140,11 +166,12 @@ def read_env(path):
     return dict(item.decode().split("=", 1) for item in items if b"=" in item)
 
 
-def run_jobs(kind, standin, env, plan, signals=None, max_jobs=6):
+def run_jobs(kind, standin, env, plan, signals=None, max_jobs=6, when="running"):
     """Run the first job and every job it resubmits, in order; returns their exit statuses.
 
     plan: the stand-in lqcdflow's actions, one per run; signals: {job index: signal name} to
-    send to that job's batch shell once the stand-in lqcdflow runs.
+    send to that job's batch shell once the stand-in lqcdflow runs (or, ``when="in-status"``,
+    once a slow `lqcdflow status` runs).
     """
     (standin / "plan").write_text("".join(f"{a}\n" for a in plan))
     work = standin.parent / "work"
@@ -156,7 +183,7 @@ def run_jobs(kind, standin, env, plan, signals=None, max_jobs=6):
         spool = standin.parent / "spool" / str(index)
         spool.mkdir(parents=True, exist_ok=True)
         script = spool / "script"  # batch systems run a copy of the script
-        shutil.copy(SCRIPTS[kind], script)
+        shutil.copy(job["STANDIN_SCRIPT"], script)
         if kind == "slurm":
             job.update(SLURM_JOB_ID=str(index), SLURM_NTASKS="2", SLURM_SUBMIT_DIR=str(work))
             cwd, log = work, open(work / "lqcdflow.log", "a")  # --open-mode=append
@@ -171,8 +198,8 @@ def run_jobs(kind, standin, env, plan, signals=None, max_jobs=6):
                                        stderr=subprocess.STDOUT)
             try:
                 if signals and index in signals:
-                    wait_for(lambda: (standin / "running").exists(), 20, "stand-in lqcdflow")
-                    (standin / "running").unlink()
+                    wait_for(lambda: (standin / when).exists(), 20, "stand-in lqcdflow")
+                    (standin / when).unlink()
                     process.send_signal(getattr(signal, "SIG" + signals[index]))
                 statuses.append(process.wait(timeout=30))
             finally:
@@ -204,8 +231,12 @@ def submissions(standin):
             sorted((standin / "queue").glob("*.args"), key=lambda p: int(p.stem))]
 
 
-def log_text(standin):
-    return (standin.parent / "work" / "lqcdflow.log").read_text()
+def log_text(standin, kind=None):
+    """The chain's log; with ``kind`` "slurm" or "pbs": its jobs' output, wherever it went."""
+    text = (standin.parent / "work" / "lqcdflow.log").read_text()
+    if kind == "pbs":
+        text += "".join(p.read_text() for p in (standin.parent / "spool").glob("*/pbs.out"))
+    return text
 
 
 # ------------------------------------------------------------------------ stand-in tests
@@ -226,16 +257,25 @@ def test_resubmits_until_complete(kind, standin):
     submitter = {"slurm": "sbatch", "pbs": "qsub"}[kind]
     for args in submissions(standin):
         assert args[0] == submitter and args[-1] == str(SCRIPTS[kind])
-    queued = [read_env(p) for p in sorted((standin / "queue").glob("*.env.done"))]
+    queued = queued_envs(standin)
     assert [e["LQCDFLOW_RESUBMIT_COUNT"] for e in queued] == ["1", "2"]
+    assert [e["LQCDFLOW_FAILURES"] for e in queued] == ["0", "0"]
     assert {e["LQCDFLOW_JOB_SCRIPT"] for e in queued} == {str(SCRIPTS[kind])}
     log = log_text(standin)  # one log, appended to by every job
     assert log.count("] segment ") == 3
-    assert "resubmitted as job 2" in log and "resubmitted as job 3" in log
+    for job in (2, 3):
+        assert re.search(rf"resubmitted as job {job}(\.standin)? \(segment {job}\)", log), log
+    assert log.count("lqcdflow run stopped early with a checkpoint (exit 3; a launcher's "
+                     '"Exited with exit code 3" is this planned stop)') == 2
     assert log.count("chain complete") == 1
 
 
-@pytest.mark.parametrize("kind, code", [("slurm", 2), ("pbs", 2), ("slurm", 1), ("pbs", 134)])
+def queued_envs(standin):
+    return [read_env(p) for p in sorted((standin / "queue").glob("*.env.done"),
+                                        key=lambda p: int(p.name.split(".")[0]))]
+
+
+@pytest.mark.parametrize("kind, code", [("slurm", 2), ("pbs", 2), ("slurm", 1), ("pbs", 1)])
 def test_bad_input_or_failure_stops_the_chain(kind, standin, code):
     statuses = run_jobs(kind, standin, first_env(kind, standin), plan=[3, code])
     assert statuses == [0, code]
@@ -283,11 +323,15 @@ def test_launcher_exit_0_of_an_unfinished_training_is_resubmitted(standin):
 
 
 @pytest.mark.parametrize("kind", ["slurm", "pbs"])
-def test_resubmission_limit(kind, standin):
-    env = first_env(kind, standin, LQCDFLOW_MAX_RESUBMITS="1")
-    assert run_jobs(kind, standin, env, plan=[3, 3]) == [0, 3]
-    assert len(submissions(standin)) == 1
-    assert "limit of 1 resubmissions is reached" in log_text(standin)
+def test_failure_limit_counts_segments_without_progress(kind, standin):
+    """Progress resets the count: stall, progress, stall, stall reaches a limit of 2."""
+    env = first_env(kind, standin, LQCDFLOW_MAX_FAILURES="2")
+    assert run_jobs(kind, standin, env, plan=["stall:3", 3, "stall:3", "stall:3"]) \
+        == [0, 0, 0, 3]
+    assert [e["LQCDFLOW_FAILURES"] for e in queued_envs(standin)] == ["1", "0", "1"]
+    log = log_text(standin)
+    assert log.count("no progress in this segment (1 of at most 2 in a row)") == 2
+    assert "no progress in 2 segments in a row (LQCDFLOW_MAX_FAILURES): not resubmitted" in log
 
 
 @pytest.mark.parametrize("kind, sig, exit_code", [
@@ -302,6 +346,94 @@ def test_signal_is_forwarded_as_usr1_and_the_job_resubmits(kind, sig, exit_code,
     assert f"received SIG{sig}" in log and "resubmitted as job 2" in log
     assert ("lqcdflow status says run is not complete" in log) == (exit_code == 0)
     assert log.count("chain complete") == 1
+
+
+@pytest.mark.parametrize("call", [1, 2])
+def test_a_signal_while_status_runs_is_logged_and_stops_the_segment(call, standin):
+    """Job 1 is signalled during its first `lqcdflow status` (the progress before the run)
+    or its second (`lqcdflow status >/dev/null`: the trap runs with the shell's output
+    redirected): the line still reaches the log, and lqcdflow is not launched."""
+    env = first_env("slurm", standin, STANDIN_SLOW_STATUS=str(call))
+    assert run_jobs("slurm", standin, env, plan=[0], signals={1: "USR1"}, when="in-status") \
+        == [0, 0]
+    log = log_text(standin)
+    assert log.count("received SIGUSR1: asking lqcdflow to checkpoint and stop") == 1
+    assert len(calls(standin)) == 1 and "resubmitted as job 2" in log
+    assert log.count("chain complete") == 1
+
+
+@pytest.mark.parametrize("kind, sig", [("slurm", "USR1"), ("pbs", "SEGV"), ("slurm", "KILL")])
+def test_ranks_ended_by_a_signal_continue_from_the_checkpoint(kind, sig, standin):
+    """A signal that ends the ranks before their handlers are set (or a crash, or the OOM
+    killer): the newest checkpoint decides, and the chain goes on."""
+    assert run_jobs(kind, standin, first_env(kind, standin), plan=[f"die:{sig}", 0]) == [0, 0]
+    log = log_text(standin)
+    code = 128 + getattr(signal, "SIG" + sig)
+    assert f"lqcdflow run was ended by a signal (exit {code}): continuing from its newest " \
+        "checkpoint" in log
+    assert "no progress in this segment (1 of at most 3 in a row)" in log
+    assert log.count("chain complete") == 1
+
+
+def test_a_signal_after_the_chain_completed_changes_nothing(standin):
+    env = first_env("slurm", standin, LQCDFLOW_COMMANDS="train sample")
+    assert run_jobs("slurm", standin, env, plan=["complete-die:USR1", 0]) == [0]
+    log = log_text(standin)
+    assert "the launcher exited 138, but lqcdflow train is complete (lqcdflow status)" in log
+    assert "chain complete" in log and submissions(standin) == []
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_a_stop_request_ends_the_chain(kind, standin):
+    """`lqcdflow stop` while job 1 runs: no resubmission; a resubmitted job that finds the
+    request does not launch; a new submission withdraws it and runs."""
+    work = standin.parent / "work"
+    assert run_jobs(kind, standin, first_env(kind, standin), plan=["request:3"]) == [0]
+    assert submissions(standin) == []
+    assert "stopped by request (run.toml.stop: stop requested by lqcdflow stop" in \
+        log_text(standin)
+    resubmitted = first_env(kind, standin, LQCDFLOW_RESUBMIT_COUNT="4")
+    assert run_jobs(kind, standin, resubmitted, plan=[0]) == [0]
+    assert len(calls(standin)) == 1 and (work / "run.toml.stop").exists()
+    assert "not launched, not resubmitted; to resume, submit this script again" in \
+        log_text(standin)
+    assert run_jobs(kind, standin, first_env(kind, standin), plan=[0]) == [0]
+    assert len(calls(standin)) == 2 and not (work / "run.toml.stop").exists()
+    log = log_text(standin)
+    assert "a new chain: the stop request run.toml.stop is withdrawn" in log
+    assert log.count("chain complete") == 1
+
+
+@pytest.mark.parametrize("reason, resubmitted", [("None", False), ("TimeLimit", True)])
+def test_slurm_cancel_is_not_resubmitted(reason, resubmitted, standin):
+    """scancel and the time limit both send SIGTERM; Slurm's Reason tells them apart."""
+    env = first_env("slurm", standin, STANDIN_STATE="COMPLETING", STANDIN_REASON=reason)
+    statuses = run_jobs("slurm", standin, env, plan=["signal:3", 0], signals={1: "TERM"})
+    assert statuses == ([0, 0] if resubmitted else [0])
+    log = log_text(standin)
+    assert ("cancelled: the checkpoint is written, not resubmitted" in log) != resubmitted
+    assert ("resubmitted as job 2" in log) == resubmitted
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_a_copied_and_edited_script_works_from_another_directory(kind, standin, tmp_path):
+    copy = tmp_path / "elsewhere" / f"my-{kind}.job"
+    copy.parent.mkdir()
+    copy.write_text(SCRIPTS[kind].read_text().replace("--ntasks=2", "--ntasks=1")
+                    .replace("walltime=01:00:00", "walltime=00:20:00"))
+    env = first_env(kind, standin, script=copy)
+    assert run_jobs(kind, standin, env, plan=[3, 0]) == [0, 0]
+    assert submissions(standin)[0][-1] == str(copy)
+    assert log_text(standin).count("chain complete") == 1
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_no_lqcdflow_in_the_environment_is_one_line(kind, standin):
+    env = first_env(kind, standin, PATH=f"{standin / 'bin'}:/usr/bin:/bin")
+    assert run_jobs(kind, standin, env, plan=[0]) == [2]
+    assert f"lqcdflow.{'sbatch' if kind == 'slurm' else 'pbs'}: python3 cannot import " \
+        "lqcdflow (LQCDFLOW_VENV=): set LQCDFLOW_VENV" in log_text(standin, kind)
+    assert calls(standin) == []
 
 
 def test_slurm_walltime_fallback_when_squeue_cannot_tell(standin):
@@ -362,11 +494,10 @@ def local_slurm(tmp_path_factory):
         subprocess.run(["bash", tool, "stop"], env=env, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def reference_chain(tmp_path_factory):
-    """The uninterrupted chain: one `lqcdflow run` on 2 ranks."""
-    work = tmp_path_factory.mktemp("reference")
-    write_run_file(work / "ref.toml", n_trajectories=N_TRAJECTORIES, every=10, **JOB_RUN)
+def uninterrupted_chain(work, n_trajectories):
+    """The series of the uninterrupted chain: one `lqcdflow run` on 2 ranks in ``work``."""
+    work.mkdir(exist_ok=True)
+    write_run_file(work / "ref.toml", n_trajectories=n_trajectories, every=10, **JOB_RUN)
     result = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "lqcdflow", "run",
                              "-q", "ref.toml", "--restart", "never"], cwd=work,
                             capture_output=True, text=True, timeout=REFERENCE_TIMEOUT)
@@ -374,16 +505,27 @@ def reference_chain(tmp_path_factory):
     return series(work / "ref.h5")
 
 
-class SlurmChain:
-    """A chain submitted with the sbatch script from ``work`` with ``env``, given ``timeout``
-    seconds in all: its log, its jobs, and the waits of a test."""
+@pytest.fixture(scope="module")
+def reference_chain(tmp_path_factory):
+    return uninterrupted_chain(tmp_path_factory.mktemp("reference"), N_TRAJECTORIES)
 
-    def __init__(self, env, work, timeout):
-        self.env, self.log = env, work / "lqcdflow.log"
+
+class SlurmChain:
+    """A chain submitted with ``script`` (default: the repository's sbatch script) from
+    ``work`` with ``env``, given ``timeout`` seconds in all: its log (``log`` in ``work``),
+    its jobs, and the waits of a test."""
+
+    def __init__(self, env, work, timeout, script=SCRIPTS["slurm"], log="lqcdflow.log"):
+        self.env, self.work, self.script, self.log = env, work, script, work / log
         self.deadline = time.monotonic() + timeout
-        submit = subprocess.run(["sbatch", "--parsable", str(SCRIPTS["slurm"])], cwd=work,
-                                env=env, capture_output=True, text=True, timeout=30)
+        self.submit()
+
+    def submit(self):
+        """Submit the script (again: a user resuming the chain by hand); the job's id."""
+        submit = subprocess.run(["sbatch", "--parsable", str(self.script)], cwd=self.work,
+                                env=self.env, capture_output=True, text=True, timeout=30)
         assert submit.returncode == 0, submit.stderr
+        return submit.stdout.strip()
 
     def text(self):
         return self.log.read_text() if self.log.exists() else ""
@@ -396,21 +538,39 @@ class SlurmChain:
         return subprocess.run(["squeue", "-h", "-o", "%i %T %r"], env=self.env,
                               capture_output=True, text=True, timeout=30).stdout.strip()
 
+    def running(self):
+        """The ids of the running jobs."""
+        return [line.split()[0] for line in self.squeue().splitlines()
+                if line.split()[1] == "RUNNING"]
+
     def wait(self, predicate, what):
         return wait_for(predicate, self.deadline - time.monotonic(), what,
                         lambda: f"squeue: {self.squeue()}\nlog:\n{self.text()}")
 
-    def cut(self, index, ready):
-        """Once segment ``index`` (0: the first job's) satisfies ``ready(its log)``, send
-        SIGUSR1 to that job's batch shell, and wait until the job has resubmitted itself."""
+    def job_of(self, index, ready):
+        """The id of the job of segment ``index`` (0: the first), once its log satisfies
+        ``ready``."""
         segment = self.wait(lambda: len(self.segments()) == index + 1
                             and ready(self.segments()[index]) and self.segments()[index],
                             f"progress in segment {index + 1}")
-        job = re.match(r"\[lqcdflow-job [^]]* job (\d+)\]", segment).group(1)
-        subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=self.env, check=True,
-                       timeout=30)
+        return re.match(r"\[lqcdflow-job [^]]* job (\d+)\]", segment).group(1)
+
+    def cut(self, index, ready):
+        """Once segment ``index`` satisfies ``ready(its log)``, send SIGUSR1 to that job's
+        batch shell, and wait until the job has resubmitted itself."""
+        job = self.job_of(index, ready)
+        self.scancel("--batch", "--signal=USR1", job)
         self.wait(lambda: "resubmitted as job" in self.segments()[index],
                   f"job {job} to stop and resubmit")
+
+    def scancel(self, *args, check=True):
+        subprocess.run(["scancel", *args], env=self.env, check=check, timeout=30)
+
+    def ended(self, index, outcome):
+        """Wait until segment ``index`` logged ``outcome`` and no job runs or waits."""
+        self.wait(lambda: len(self.segments()) > index and outcome in self.segments()[index],
+                  f"segment {index + 1} to log {outcome!r}")
+        self.wait(lambda: self.squeue() == "", "the job to end")
 
     def finish(self):
         """Wait until the chain is complete and its last job has ended."""
@@ -460,6 +620,124 @@ def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
     for name in result:
         assert result[name] == reference_chain[name], f"{name} differs from the uninterrupted chain"
     print(f"{launcher}: chain cut at trajectories {stops}, completed in {elapsed:.1f} s")
+
+
+# Ten signals, each at a random instant of a job's life: from the moment the job is seen
+# running (the batch shell starting) to SIGNAL_SPAN s later, past the start-up of lqcdflow
+# (about 1 s), into its trajectories and checkpoints (the whole chain takes about 7 s),
+# and after the chain ended (table, exit, resubmission). Half go to the batch shell (Slurm's warning), half to every process of the
+# job (as at the time limit). The seed fixes the instants' draws, not where they land.
+N_SIGNALS, SIGNAL_SPAN, SIGNALS_TIMEOUT = 10, 3.0, 150
+SIGNALLED_TRAJECTORIES = 3000
+
+
+def test_slurm_chain_signalled_at_random_instants_equals_uninterrupted_chain(
+        local_slurm, tmp_path):
+    rng = random.Random(15)
+    reference = uninterrupted_chain(tmp_path / "reference", SIGNALLED_TRAJECTORIES)
+    write_run_file(tmp_path / "run.toml", n_trajectories=SIGNALLED_TRAJECTORIES, every=10,
+                   **JOB_RUN)
+    env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=job_venv(),
+               LQCDFLOW_MAX_FAILURES="100")  # a signal during start-up is no failure here
+    chain = SlurmChain(env, tmp_path, SIGNALS_TIMEOUT)
+    seen, instants = set(), []
+    while len(instants) < N_SIGNALS:
+        job = chain.wait(lambda: "chain complete" in chain.text() or next(
+            (j for j in chain.running() if j not in seen), None), "the next job to run")
+        if job is True:
+            break
+        seen.add(job)
+        delay, whom = rng.uniform(0, SIGNAL_SPAN), rng.choice(["--batch", "--full"])
+        time.sleep(delay)
+        chain.scancel(whom, "--signal=USR1", job, check=False)  # the job may have ended
+        instants.append(f"{delay:.1f} s {whom[2:]}")
+    chain.finish()
+
+    final = chain.text()
+    for word in ("failed", "bad input", "Traceback", "not resubmitted"):
+        assert word not in final, final
+    result = series(tmp_path / "run.h5")
+    for name in result:
+        assert result[name] == reference[name], f"{name} differs from the uninterrupted chain"
+    outcomes = [[line.split("] ", 1)[1] for line in segment.splitlines()[1:]
+                 if line.startswith("[lqcdflow-job ") and "lqcdflow run: srun" not in line]
+                for segment in chain.segments()]
+    print(f"signals at {instants}; segments: {outcomes}")
+
+
+def test_slurm_chain_stopped_cancelled_and_resumed_with_a_copied_script(
+        local_slurm, reference_chain, tmp_path):
+    """A user's copy of the sbatch script, edited, in another directory: `lqcdflow stop` ends
+    the chain (no resubmission); submitted again it runs until `scancel` ends it (no
+    resubmission); submitted again it completes, equal to the uninterrupted chain."""
+    scripts, work = tmp_path / "my-scripts", tmp_path / "work"
+    scripts.mkdir()
+    work.mkdir()
+    copy = scripts / "hmc.sbatch"
+    copy.write_text(SCRIPTS["slurm"].read_text().replace("--job-name=lqcdflow",
+                                                         "--job-name=hmc"))
+    write_run_file(work / "run.toml", n_trajectories=N_TRAJECTORIES, every=10, **JOB_RUN)
+    env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=job_venv())
+    chain = SlurmChain(env, work, STOP_TIMEOUT, script=copy, log="hmc.log")
+
+    chain.job_of(0, lambda segment: "\ntraj " in segment)
+    stop = subprocess.run([sys.executable, "-m", "lqcdflow", "stop", "run.toml"], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    chain.ended(0, "stopped by request (run.toml.stop: stop requested by lqcdflow stop")
+    assert re.search(r"stopped at trajectory \d+ \(stop requested in run.toml.stop\)",
+                     chain.segments()[0])
+
+    chain.submit()
+    job = chain.job_of(1, lambda segment: "\ntraj " in segment)
+    assert "the stop request run.toml.stop is withdrawn" in chain.segments()[1]
+    chain.scancel(job)
+    chain.ended(1, "cancelled: the checkpoint is written, not resubmitted")
+    assert re.search(r"stopped at trajectory \d+ \(signal SIGTERM\)", chain.segments()[1])
+
+    chain.submit()
+    chain.finish()
+    assert len(chain.segments()) == 3
+    assert chain.text().count("continuing from checkpoint") == 2
+    result = series(work / "run.h5")
+    for name in result:
+        assert result[name] == reference_chain[name], f"{name} differs from the uninterrupted chain"
+
+
+STOP_TIMEOUT = 90
+# A chain of about 70 s of trajectories (3 ms each) on one rank, under a time limit of one minute set with
+# SBATCH_TIMELIMIT (which the resubmissions inherit): each job stops by itself before the limit,
+# and two complete it. The uninterrupted chain runs meanwhile, on the other core.
+SHORT_RUN = {"shape = [8, 4]": "shape = [32, 32]", "n_steps = 4": "n_steps = 16",
+             "progress_every = 10": "progress_every = 1000"}
+SHORT_TRAJECTORIES, SHORT_TIMEOUT = 22000, 240
+
+
+def test_slurm_chain_under_a_one_minute_limit_completes(local_slurm, tmp_path):
+    reference, work = tmp_path / "reference", tmp_path / "work"
+    for directory in (reference, work):
+        directory.mkdir()
+        write_run_file(directory / "run.toml", n_trajectories=SHORT_TRAJECTORIES, every=500,
+                       **SHORT_RUN)
+    uninterrupted = subprocess.Popen([sys.executable, "-m", "lqcdflow", "run", "-q",
+                                      "run.toml"], cwd=reference, stderr=subprocess.PIPE,
+                                     text=True)
+    try:
+        env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=job_venv(),
+                   LQCDFLOW_RANKS="1", SBATCH_TIMELIMIT="1", OMP_NUM_THREADS="1")
+        chain = SlurmChain(env, work, SHORT_TIMEOUT)
+        chain.finish()
+        assert uninterrupted.wait(timeout=SHORT_TIMEOUT) == 0, uninterrupted.stderr.read()
+    finally:
+        uninterrupted.kill()
+    final = chain.text()
+    assert "DUE TO TIME LIMIT" not in final and "received SIG" not in final, final
+    stops = re.findall(r"stopped at trajectory (\d+) \(walltime: (\d+) s of (\d+) s used", final)
+    assert len(stops) == len(chain.segments()) - 1 >= 1, final
+    assert all(int(total) <= 60 for _, _, total in stops), stops
+    result = series(work / "run.h5")
+    assert result == series(reference / "run.h5")
+    print(f"one-minute limit: {len(chain.segments())} jobs, stops {stops}")
 
 
 # A 4x4 flow of 2 small layers: 300 training steps of about 10 ms, then 100 proposals.

@@ -16,4 +16,4 @@ export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
 echo "== all tests and doctests; mpi-marked ones also under mpiexec -n 2 and -n 4"
 timeout 2400 python -m pytest -q -rs -p no:cacheprovider --doctest-modules lqcdflow tests "$@"
 echo "== shellcheck"
-shellcheck -x tools/*.sh .ci/run jobs/common.sh jobs/slurm/lqcdflow.sbatch jobs/pbs/lqcdflow.pbs
+shellcheck -x tools/*.sh .ci/run lqcdflow/jobs/common.sh jobs/slurm/lqcdflow.sbatch jobs/pbs/lqcdflow.pbs

@@ -1,17 +1,21 @@
-"""When to stop a run early: on a signal or before the batch job's walltime runs out.
+"""When to stop a run early: on a signal, on a stop request, or before the walltime runs out.
 
 Batch systems warn a job before killing it: Slurm with ``--signal=USR1@T`` (or SIGTERM at the
-end), PBS with SIGTERM, a user with Ctrl-C (SIGINT). On any of these, or when the time left
-is less than the safety margin, the run finishes its current trajectory, checkpoints and exits
-with EXIT_RESUBMIT. Rank 0 decides and broadcasts, so every rank stops at the same trajectory
-whichever ranks received the signal.
+end), PBS with SIGTERM, a user with Ctrl-C (SIGINT). A user stops a chain for good with
+``lqcdflow stop RUN.toml``, which writes the stop request file ``RUN.toml.stop``. On any of
+these, or when the time left is less than the safety margin, the run finishes its current
+trajectory, checkpoints and exits with EXIT_RESUBMIT. Rank 0 decides and broadcasts, so every
+rank stops at the same trajectory whichever ranks received the signal.
 """
 
+import getpass
+import os
 import signal
+import socket
 import sys
 import time
 
-from lqcdflow.exitcodes import EXIT_RESUBMIT  # noqa: F401  (part of this module's interface)
+from lqcdflow.exitcodes import EXIT_RESUBMIT
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
@@ -22,12 +26,98 @@ class SetupInterrupted(BaseException):
     A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
 
 
+def setup_interrupted_line(exc, where=""):
+    """The line that says a run ended on SetupInterrupted ``exc`` (``where``: which rank)."""
+    return (f"lqcdflow: stopped by {exc} during set-up{where}, before anything was written; "
+            f"resubmit to run (exit code {EXIT_RESUBMIT})")
+
+
+class StopSignals:
+    """The stop signals' handlers for the whole life of a command that can stop early.
+
+    Installed (as a context manager) before MPI starts and kept until the command returns, so
+    that a signal at any instant (start-up, set-up, a trajectory, a checkpoint, the closing
+    table) leaves a consistent chain instead of killing the process:
+
+    - during set-up (until :meth:`setup_ends`) a signal raises SetupInterrupted at once:
+      set-up (starting MPI, reading a large start configuration or checkpoint, building a
+      model) can take minutes, interrupts blocking system calls, and writes nothing;
+    - afterwards it only sets ``received`` (the StopRule stops after the current trajectory),
+      and interrupted system calls are restarted, so that no write of HDF5 or MPI-IO in
+      progress sees EINTR;
+    - once the chain has ended, ``received`` is no longer asked: the signal changes nothing.
+    """
+
+    def __init__(self):
+        self.received = None
+        self._in_setup = True
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        if self._in_setup:
+            raise SetupInterrupted(self.received)
+
+    def setup_ends(self):
+        """From now on a signal only marks the run to stop after its current trajectory."""
+        self._in_setup = False
+        for sig in self._previous:
+            signal.siginterrupt(sig, False)
+
+
+def request_path(run_file):
+    """The stop request file of the chain of ``run_file``: ``RUN_FILE.stop``, next to it.
+
+    The batch job helpers (lqcdflow/jobs/common.sh) use the same name.
+    """
+    return f"{run_file}.stop"
+
+
+def request_stop(run_file):
+    """Write the stop request of ``run_file``'s chain (atomically: a new file replaces an
+    older request, so that a run that started after the older one sees the new one).
+    Returns its path."""
+    path = request_path(run_file)
+    text = (f"stop requested by lqcdflow stop at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} "
+            f"({getpass.getuser()}@{socket.gethostname()})\n")
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
+    return path
+
+
+def request_identity(path):
+    """(inode, modification time) of the stop request file ``path``, or None without one."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
 class StopRule:
     """Collective stop decision with walltime bookkeeping.
 
     Parameters
     ----------
     comm : mpi4py communicator
+    signals : StopSignals, optional
+        The installed handlers (None: signals are not watched, e.g. in a library call).
+    request : str, optional
+        The stop request file (:func:`request_path`); a request written after this rule was
+        made stops the run. One that was there already is an old one: a stopped chain that
+        is started again runs.
     walltime : float
         Seconds this job may run, counted from the rule's creation (0: no limit).
     margin : float
@@ -38,41 +128,25 @@ class StopRule:
 
     The stop condition with a walltime is elapsed + reserve() + longest trajectory > walltime:
     there is no time for one more trajectory and its checkpoint.
-
-    Until :meth:`setup_ends` (or :meth:`loop_starts`), a stop signal raises SetupInterrupted
-    at once: set-up (reading a large start configuration or checkpoint, building a model) can
-    take minutes, and nothing of it needs saving. The run must end set-up before it writes
-    anything that a half-done operation could leave inconsistent.
     """
 
-    def __init__(self, comm, walltime=0.0, margin=0.0, clock=time.monotonic):
+    def __init__(self, comm, signals=None, request=None, walltime=0.0, margin=0.0,
+                 clock=time.monotonic):
         self.comm, self.walltime, self.margin, self.clock = comm, walltime, margin, clock
+        self.signals = signals if signals is not None else StopSignals()
+        self.request = request
+        self._old_request = None
+        if request and comm.Get_rank() == 0:
+            self._old_request = request_identity(request)
         self.start = clock()
-        self.received = None
         self.why = None
         self.longest_trajectory = 0.0
         self.longest_checkpoint = 0.0
         self._last = self.start
-        self._previous = {}
-        self._in_setup = True
-
-    def __enter__(self):
-        for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        self.received = signal.Signals(signum).name
-        if self._in_setup:
-            raise SetupInterrupted(self.received)
 
     def setup_ends(self):
         """From now on a signal only marks the run to stop after its current trajectory."""
-        self._in_setup = False
+        self.signals.setup_ends()
 
     def loop_starts(self):
         """Start timing trajectories (start-up time is not a trajectory's); set-up ends."""
@@ -99,8 +173,11 @@ class StopRule:
         """Why to stop now (rank 0's view, broadcast; also kept as ``why``), or None."""
         why = None
         if self.comm.Get_rank() == 0:
-            if self.received:
-                why = f"signal {self.received}"
+            if self.signals.received:
+                why = f"signal {self.signals.received}"
+            elif self.request and request_identity(self.request) not in (None,
+                                                                         self._old_request):
+                why = f"stop requested in {self.request}"
             elif self.walltime > 0:
                 elapsed = self.clock() - self.start
                 if elapsed + self.reserve() + self.longest_trajectory > self.walltime:

@@ -6,7 +6,7 @@ import traceback
 from mpi4py import MPI
 
 from lqcdflow.exitcodes import EXIT_RESUBMIT, EXIT_USAGE, error_line
-from lqcdflow.mc.stop import SetupInterrupted
+from lqcdflow.mc.stop import SetupInterrupted, setup_interrupted_line
 
 
 def abort_on_error(exc: BaseException, comm) -> None:
@@ -41,8 +41,7 @@ def guarded(work, comm=None, user_errors=()):
         return EXIT_USAGE
     except SetupInterrupted as e:
         where = f" (rank {comm.Get_rank()} of {comm.Get_size()})" if comm.Get_size() > 1 else ""
-        print(f"lqcdflow: stopped by {e} during set-up{where}, before anything was written; "
-              f"resubmit to run (exit code {EXIT_RESUBMIT})", file=sys.stderr, flush=True)
+        print(setup_interrupted_line(e, where), file=sys.stderr, flush=True)
         if comm.Get_size() > 1:
             comm.Abort(EXIT_RESUBMIT)  # the other ranks may wait in a collective call
         return EXIT_RESUBMIT

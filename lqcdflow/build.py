@@ -41,6 +41,19 @@ def make_hmc(config, theory):
         raise ConfigError(f"[sampler] n_steps = {sampler.n_steps}: {e}") from None
 
 
+def make_update(config, theory):
+    """The Markov chain update of [sampler] algorithm: HMC (:func:`make_hmc`) or checkerboard
+    sweeps of local updates (lqcdflow.mc.local)."""
+    sampler = config.sampler
+    if sampler.algorithm == "hmc":
+        return make_hmc(config, theory)
+    from lqcdflow.mc.local import LocalSampler
+
+    metropolis = {"hits": sampler.hits, "width": sampler.width} \
+        if sampler.algorithm == "metropolis" else {}
+    return LocalSampler(theory, sampler.algorithm, config.run.seed, **metropolis)
+
+
 def make_initial_state(config, theory):
     """The chain's state at trajectory 0: the theory's cold or hot start, or (start = "file")
     the configuration of [run] start_file in any format lqcdflow reads."""

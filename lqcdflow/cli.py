@@ -14,6 +14,7 @@ Any other exception on any rank aborts the whole MPI job with its traceback.
 import argparse
 import math
 import os
+import signal
 import sys
 from functools import partial
 
@@ -27,7 +28,7 @@ from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.ensemble import OutputError
 from lqcdflow.io.info import InfoError
 from lqcdflow.mc.driver import DivergenceError
-from lqcdflow.mc.stop import SetupInterrupted, StopSignals, setup_interrupted_line
+from lqcdflow.mc.stop import STOP_SIGNALS, SetupInterrupted, StopSignals, setup_interrupted_line
 from lqcdflow.parallel.grid import GridError
 
 USER_ERRORS = (ConfigError, GridError, OutputError, BackendError, AnalysisError,
@@ -96,7 +97,8 @@ def _start(args, comm, algorithms):
     config, text = read_run_file(args.run_file, comm)
     algorithm = config.sampler.algorithm
     if algorithm not in algorithms:
-        other = "lqcdflow run" if algorithm == "hmc" else "lqcdflow train, then lqcdflow sample"
+        other = ("lqcdflow train, then lqcdflow sample" if algorithm == "nmcmc"
+                 else "lqcdflow run")
         raise ConfigError(f"lqcdflow {args.command} does not run [sampler] algorithm = "
                           f"'{algorithm}'; use {other}")
     _check_paths(args, config, comm)
@@ -154,11 +156,11 @@ def _stop_rule(args, comm, signals):
 
 
 def cmd_run(args, comm, signals):
-    """Generate or continue an HMC ensemble as the run file says."""
+    """Generate or continue an ensemble with HMC or local updates as the run file says."""
     from lqcdflow.runner import run_ensemble
 
     stop_rule = _stop_rule(args, comm, signals)  # the walltime clock starts here
-    config, text, say = _start(args, comm, ("hmc",))
+    config, text, say = _start(args, comm, ("hmc", "metropolis", "heatbath"))
     code = run_ensemble(config, text, comm, stop_rule, say)
     _print_table(config, comm)
     return code
@@ -373,8 +375,16 @@ SERIAL_COMMANDS = (cmd_status, cmd_stop, cmd_info, cmd_analyze)
 STOPPABLE_COMMANDS = (cmd_run, cmd_train, cmd_sample)  # they checkpoint on a stop signal
 
 
-def main(argv=None):
+def main(argv=None, early=None):
+    """The command line; returns the exit code.
+
+    ``early``: the stop signals that arrived before this was called (a list, possibly empty,
+    from the entry point lqcdflow.__main__, whose handlers noted them); None when called as a
+    library, which leaves the signal handlers alone.
+    """
     args = make_parser().parse_args(argv)
+    if early is not None and args.func not in STOPPABLE_COMMANDS:
+        _default_signal_handlers(early)
     try:
         if args.func in SERIAL_COMMANDS:
             try:
@@ -385,15 +395,35 @@ def main(argv=None):
         if args.func in STOPPABLE_COMMANDS:
             # The handlers come first and stay to the end: a signal while MPI starts, while
             # the run sets up, runs or prints its table must not kill it.
-            with StopSignals() as signals:
+            with StopSignals(early or ()) as signals:
                 return _on_ranks(args, signals)
         return _on_ranks(args)
-    except SetupInterrupted as e:  # before MPI was initialised
+    except SetupInterrupted as e:  # before MPI was initialised, or while it was
         print(setup_interrupted_line(e), file=sys.stderr, flush=True)
+        _abort_if_mpi_started(EXIT_RESUBMIT)
         return EXIT_RESUBMIT
     except BrokenPipeError:  # output piped into a reader that closed early (e.g. head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _default_signal_handlers(early):
+    """The usual handlers of the stop signals for the commands that do not stop in order, and
+    a signal that came before them acted on now."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
+                      else signal.SIG_DFL)
+    for sig in early:
+        signal.raise_signal(sig)
+
+
+def _abort_if_mpi_started(code):
+    """End every rank of an MPI job that has started (the others may wait in MPI_Init or a
+    collective call for this one)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if (mpi and mpi.Is_initialized() and not mpi.Is_finalized()
+            and mpi.COMM_WORLD.Get_size() > 1):
+        mpi.COMM_WORLD.Abort(code)
 
 
 def _on_ranks(args, *signals):

@@ -24,9 +24,10 @@ from lqcdflow.schema import REQUIRED, ConfigError, Key, describe, positive, vali
 
 __all__ = ["ConfigError", "Settings", "parse", "validate"]
 
-# [sampler] keys of each algorithm only; a run file giving one under the other is refused.
-HMC_ONLY = ("integrator", "xi", "trajectory_length", "n_steps")
-NMCMC_ONLY = ("batch",)
+# [sampler] keys of each algorithm only; a run file giving one under another is refused.
+ALGORITHM_KEYS = {"hmc": ("integrator", "xi", "trajectory_length", "n_steps"),
+                  "nmcmc": ("batch",), "metropolis": ("hits", "width")}
+LOCAL_ALGORITHMS = ("metropolis", "heatbath")  # checkerboard sweeps (lqcdflow.mc.local)
 # [flow] keys of one coupling or schedule only.
 FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
              "lr_min": ("schedule", "cosine")}
@@ -45,7 +46,7 @@ SCHEMA = {
     },
     # "theory": the keys of the theory named by [theory] name (lqcdflow.theories)
     "sampler": {
-        "algorithm": Key("choice", "hmc", choices=("hmc", "nmcmc")),
+        "algorithm": Key("choice", "hmc", choices=("hmc", "nmcmc") + LOCAL_ALGORITHMS),
         "integrator": Key("choice", "omelyan2", choices=tuple(SCHEMES)),
         "xi": Key("float", OMELYAN_XI, check=lambda v: 0 < v < 0.5,
                   allowed="a number in (0, 0.5) (omelyan2 only)"),
@@ -59,6 +60,10 @@ SCHEMA = {
         "measure_every": Key("int", 1, check=positive, allowed="an integer > 0"),
         "batch": Key("int", 64, check=positive,
                      allowed="an integer > 0 (proposals per flow evaluation)"),
+        "hits": Key("int", 1, check=positive,
+                    allowed="an integer > 0 (Metropolis updates per site and sweep)"),
+        "width": Key("float", 1.0, check=positive,
+                     allowed="a number > 0 (Metropolis proposals phi + width (2u - 1))"),
     },
     "flow": {
         "coupling": Key("choice", "spline", choices=("affine", "spline")),
@@ -215,6 +220,7 @@ def validate(raw):
         raise ConfigError("section [flow] is only used by [sampler] algorithm = 'nmcmc'")
     else:
         del config["flow"]
+    _check_algorithm(config)
     keys = {**SCHEMA, "theory": _theory_keys(raw.get("theory"))}
     return Settings(**{section: _section(section, keys[section], values)
                        for section, values in config.items()})
@@ -241,8 +247,8 @@ def _only_for(section, values, given, names, key, value):
 
 
 def _check_sampler(sampler, given):
-    _only_for("sampler", sampler, given, HMC_ONLY, "algorithm", "hmc")
-    _only_for("sampler", sampler, given, NMCMC_ONLY, "algorithm", "nmcmc")
+    for algorithm, names in ALGORITHM_KEYS.items():
+        _only_for("sampler", sampler, given, names, "algorithm", algorithm)
     if sampler["algorithm"] == "hmc":
         if sampler["n_steps"] is None:
             raise ConfigError(f"[sampler] missing key 'n_steps' "
@@ -251,6 +257,21 @@ def _check_sampler(sampler, given):
             raise ConfigError("[sampler] key 'xi' is only used by integrator = 'omelyan2'")
     if sampler["n_thermalization"] >= sampler["n_trajectories"]:
         raise ConfigError("[sampler] n_thermalization must be smaller than n_trajectories")
+
+
+def _check_algorithm(config):
+    """The theory is sampled by the algorithm; checkerboard sweeps need even extents."""
+    name, algorithm = config["theory"]["name"], config["sampler"]["algorithm"]
+    allowed = theories.module(name).ALGORITHMS
+    if algorithm not in allowed:
+        raise ConfigError(f"[theory] name = '{name}' cannot be used with algorithm = "
+                          f"'{algorithm}'; it is sampled with "
+                          + " or ".join(f"'{a}'" for a in allowed))
+    shape = config["lattice"]["shape"]
+    if algorithm in LOCAL_ALGORITHMS and any(n % 2 for n in shape):
+        raise ConfigError(f"[lattice] shape {shape} has an odd extent: algorithm = "
+                          f"'{algorithm}' updates the even, then the odd sites (a "
+                          "checkerboard), which needs even extents")
 
 
 def _check_flow(flow, given, theory):

@@ -7,8 +7,9 @@ stops early, with a checkpoint, on a signal or before the walltime (exit code EX
 
 :func:`run_sampler` does this for any sampler that, besides ``step(state) -> (state, info)``,
 says how its chain starts, what of its state a checkpoint must hold and which identity a
-checkpoint must agree with (see :class:`HMCSampler`; flow sampling:
-:class:`lqcdflow.flows.sampler.IndependenceMetropolis`). :func:`run_ensemble` runs HMC.
+checkpoint must agree with (see :class:`ChainSampler`; flow sampling:
+:class:`lqcdflow.flows.sampler.IndependenceMetropolis`). :func:`run_ensemble` runs HMC or
+local updates.
 """
 
 import os
@@ -39,19 +40,23 @@ def warn(comm, text):
 _ALGORITHM_OF_OLD_CHECKPOINTS = "hmc"
 
 
-class HMCSampler:
-    """HMC (lqcdflow.mc.hmc) with what :func:`run_sampler` needs to start and continue it.
+class ChainSampler:
+    """A Markov chain update (HMC, lqcdflow.mc.hmc, or sweeps of local updates,
+    lqcdflow.mc.local, as [sampler] algorithm says) with what :func:`run_sampler` needs to start
+    and continue it.
 
     A cold or hot start (``[run] start``) of the theory; a checkpoint holds (field,
     trajectory, accepted), the whole chain state, since the random numbers are counter-based.
+    ``record`` and ``updates_per_step`` are the update's.
     """
 
     def __init__(self, config, theory):
         self.config, self.theory = config, theory
-        self.hmc = build.make_hmc(config, theory)
+        self.update = build.make_update(config, theory)
+        self.record, self.updates_per_step = self.update.record, self.update.updates_per_step
 
     def step(self, state):
-        return self.hmc.step(state)
+        return self.update.step(state)
 
     def initial_state(self):
         return build.make_initial_state(self.config, self.theory)
@@ -66,7 +71,7 @@ class HMCSampler:
         return {}
 
     def describe(self):
-        return f"HMC of {self.theory.describe()}; {self.hmc.describe()}"
+        return f"{self.update.name} of {self.theory.describe()}; {self.update.describe()}"
 
 
 def outputs(config):
@@ -171,15 +176,17 @@ def _clear_old_checkpoints(config, lattice):
 
 
 def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
-    """Generate (or continue) the HMC ensemble the run file describes; returns the exit code.
+    """Generate (or continue) the ensemble of the run file's Markov chain (HMC or local
+    updates); returns the exit code.
 
     ``stop_rule`` (a StopRule whose signal handlers are installed) decides when to stop early.
     0: n_trajectories reached; EXIT_RESUBMIT: stopped early with a checkpoint.
     """
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
-    memory.check(lattice, memory_needed(theory), f"HMC of {config.theory.name}")
-    code, _ = run_sampler(config, run_file_text, theory, HMCSampler(config, theory),
+    if config.sampler.algorithm == "hmc":  # local sweeps need less than a trajectory of HMC
+        memory.check(lattice, memory_needed(theory), f"HMC of {config.theory.name}")
+    code, _ = run_sampler(config, run_file_text, theory, ChainSampler(config, theory),
                           stop_rule, say)
     return code
 
@@ -202,8 +209,10 @@ def run_sampler(config, run_file_text, theory, sampler, stop_rule, say=None):
         ``step(state) -> (state, info)``, ``initial_state()``, ``state_attrs(state)`` (scalar
         checkpoint attributes beyond the field, trajectory and accepted),
         ``restore(field, attrs)``
-        (the state of a checkpoint), ``identity()`` (attributes a checkpoint must match) and
-        ``describe()`` (a line for the log), e.g. :class:`HMCSampler`.
+        (the state of a checkpoint), ``identity()`` (attributes a checkpoint must match),
+        ``describe()`` (a line for the log), ``record`` (the /mc series of ``info``, see
+        lqcdflow.io.ensemble) and ``updates_per_step`` (accept/reject decisions per step),
+        e.g. :class:`ChainSampler`.
     stop_rule : StopRule
         With its signal handlers installed; decides when to stop early.
     say : callable or None
@@ -243,7 +252,7 @@ def _run_sampler(config, run_file_text, theory, sampler, stop_rule, say):
             say(f"continuing from checkpoint at trajectory {state.trajectory}")
     stop_rule.setup_ends()  # files are written from here on
     writer = EnsembleWriter(out.file, attrs, theory.observables, lattice.comm,
-                            overwrite=out.overwrite, resume=resume["mc"])
+                            overwrite=out.overwrite, resume=resume["mc"], record=sampler.record)
     configurations = None
     if out.configurations:
         configurations = ConfigurationWriter(out.configurations, theory, attrs, out.save_every,
@@ -258,7 +267,7 @@ def _run_sampler(config, run_file_text, theory, sampler, stop_rule, say):
         hooks.append(lambda s, info: configurations.save(s))
     hooks += [stop_rule.trajectory_done, checkpointer,
               Progress(writer, out.progress_every, state.trajectory, chain.n_trajectories,
-                       print_fn=say, health=theory.health)]
+                       print_fn=say, health=theory.health, updates=sampler.updates_per_step)]
     stop_rule.loop_starts()
     state = run_chain(sampler, state, chain.n_trajectories, hooks, stop=stop_rule.reason)
     checkpointer.write(state)

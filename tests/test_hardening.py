@@ -247,10 +247,12 @@ def test_a_quiet_run_still_says_why_it_stopped(tmp_path):
 
 
 def test_a_signal_during_set_up_ends_it_at_once():
-    with StopSignals():
+    with StopSignals() as signals:
         with pytest.raises(SetupInterrupted, match="SIGTERM"):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises long before
+        os.kill(os.getpid(), signal.SIGUSR1)  # a second one must not interrupt the way out
+        assert signals.received == "SIGUSR1"
     with StopSignals() as signals:
         rule = StopRule(MPI.COMM_SELF, signals)
         rule.setup_ends()

@@ -65,7 +65,8 @@ def test_duration_seconds(text, seconds):
 # lqcdflow: takes the next action of a launched command from $STANDIN/plan: an exit code N
 # (after making progress), "stall:N" (exit N without progress), "signal:N" (wait for SIGUSR1,
 # then exit N), "die:SIG" (die of signal SIG), "complete-die:SIG" (complete, then die of SIG),
-# "request:N" (as `lqcdflow stop` was run meanwhile: write the stop request, exit N).
+# "request:N" (as `lqcdflow stop` was run meanwhile: write the stop request, exit N), "hang"
+# (never exit unless killed).
 # `lqcdflow status` prints the progress so far (a counter) and answers `--train` 0 once a
 # `train` exited 0 unsignalled, and without it 0 once a `run` or `sample` did. The launcher
 # records its command line and execs the rest, so a signal forwarded to it reaches the stand-in
@@ -90,7 +91,7 @@ fi
 action=$(head -n 1 "$STANDIN/plan")
 sed -i 1d "$STANDIN/plan"
 case $action in
-    stall:* | die:* | complete-die:*) ;;
+    stall:* | die:* | complete-die:* | hang) ;;
     *) echo $(( $(cat "$progress" 2>/dev/null || echo 0) + 1 )) >"$progress" ;;
 esac
 case $action in
@@ -99,6 +100,10 @@ case $action in
         touch "$STANDIN/running"
         while :; do sleep 0.05 & wait $!; done ;;
     stall:*) exit "${action#stall:}" ;;
+    hang)  # ranks that never stop (one died, the others wait for it)
+        trap 'echo "lqcdflow got USR1" >>"$STANDIN/calls"' USR1
+        touch "$STANDIN/running"
+        while :; do sleep 0.05 & wait $! || true; done ;;
     complete-die:*) touch "$STANDIN/complete-$1"; kill -s "${action#*:}" $$ ;;
     die:*) kill -s "${action#die:}" $$ ;;
     request:*) echo "stop requested by lqcdflow stop" >"$2.stop"; exit "${action#request:}" ;;
@@ -375,6 +380,19 @@ def test_ranks_ended_by_a_signal_continue_from_the_checkpoint(kind, sig, standin
     assert log.count("chain complete") == 1
 
 
+def test_ranks_that_do_not_stop_after_a_signal_are_ended(standin):
+    """LQCDFLOW_STOP_GRACE after the forwarded signal, the launcher is ended (SIGTERM) and the
+    chain continues from its newest checkpoint."""
+    env = first_env("slurm", standin, LQCDFLOW_STOP_GRACE="2")
+    started = time.monotonic()
+    assert run_jobs("slurm", standin, env, plan=["hang", 0], signals={1: "USR1"}) == [0, 0]
+    assert time.monotonic() - started < 25
+    log = log_text(standin)
+    assert "lqcdflow has not stopped 2 s (LQCDFLOW_STOP_GRACE) after the signal" in log
+    assert "lqcdflow run was ended by a signal (exit 143)" in log
+    assert log.count("chain complete") == 1
+
+
 def test_a_signal_after_the_chain_completed_changes_nothing(standin):
     env = first_env("slurm", standin, LQCDFLOW_COMMANDS="train sample")
     assert run_jobs("slurm", standin, env, plan=["complete-die:USR1", 0]) == [0]
@@ -638,7 +656,8 @@ def test_slurm_chain_signalled_at_random_instants_equals_uninterrupted_chain(
     write_run_file(tmp_path / "run.toml", n_trajectories=SIGNALLED_TRAJECTORIES, every=10,
                    **JOB_RUN)
     env = dict(local_slurm, LQCDFLOW_RUN_FILE="run.toml", LQCDFLOW_VENV=job_venv(),
-               LQCDFLOW_MAX_FAILURES="100")  # a signal during start-up is no failure here
+               LQCDFLOW_MAX_FAILURES="100",  # a signal during start-up is no failure here
+               LQCDFLOW_STOP_GRACE="20")  # a stuck step (a rank lost at start-up) ends soon
     chain = SlurmChain(env, tmp_path, SIGNALS_TIMEOUT)
     seen, instants = set(), []
     while len(instants) < N_SIGNALS:

@@ -90,6 +90,35 @@ def test_a_signal_while_mpi_starts_ends_the_command_at_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]
 
 
+# The entry point (lqcdflow.__main__) with lqcdflow.cli.main replaced by one that is sent a
+# stop signal first: it arrives after the entry point's handlers, before the command's own.
+EARLY = """
+import os, signal, sys
+import lqcdflow.__main__ as entry
+import lqcdflow.cli as cli
+command = cli.main
+def signalled(argv, early):
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return command(argv, early)
+cli.main = signalled
+raise SystemExit(entry.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_before_the_command_started_is_noted(tmp_path):
+    """run: ends at once in order (exit 3, nothing written); status (no stop in order): the
+    signal's usual effect, as if it had come a moment later."""
+    run = write_run_file(tmp_path / "e.toml", n_trajectories=20)
+    result = subprocess.run([sys.executable, "-c", EARLY, "run", str(run)],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("lqcdflow: stopped by SIGUSR1 during set-up")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.toml"]
+    status = subprocess.run([sys.executable, "-c", EARLY, "status", str(run)],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert status.returncode == -signal.SIGUSR1
+
+
 def test_signal_module_is_left_as_it_was(tmp_path):
     """In-process commands restore the handlers they installed."""
     from lqcdflow.cli import main

@@ -36,16 +36,18 @@ def theory_module(ensemble):
 def quantities(ensemble):
     """(primary {name: Quantity}, derived [Quantity], notes) of the ensemble.
 
-    The theory's primary quantities, then the acceptance and <exp(-dH)> when every replica
-    recorded at least MIN_SAMPLES trajectories; the theory's derived quantities and notes.
+    The theory's primary quantities, then the acceptance (of trajectories, or of the site
+    updates of local sweeps) and <exp(-dH)> when every replica recorded at least MIN_SAMPLES
+    trajectories; the theory's derived quantities and notes.
     """
     primary, derived, notes = theory_module(ensemble).quantities(
         ensemble.theory, ensemble.shape, lambda f: measured(ensemble, f), ensemble.has)
     primary = [Quantity(*q) for q in primary]
     if all(len(r.mc_trajectory) >= MIN_SAMPLES for r in ensemble.replicas):
-        if ensemble.has("accepted"):
-            primary.append(Quantity("acceptance", "acceptance",
-                                    recorded(ensemble, lambda mc: mc["accepted"])))
+        for series in ("accepted", "acceptance"):  # HMC and flows; local sweeps
+            if ensemble.has(series):
+                primary.append(Quantity("acceptance", "acceptance",
+                                        recorded(ensemble, lambda mc, s=series: mc[s])))
         if ensemble.has("delta_H"):
             primary.append(Quantity("exp_minus_delta_H", "<exp(-dH)>",
                                     recorded(ensemble, lambda mc: np.exp(-mc["delta_H"]))))

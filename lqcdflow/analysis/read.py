@@ -33,7 +33,7 @@ from lqcdflow.io.ensemble import (FORMAT, FORMAT_VERSION, DamagedError, last_com
 from lqcdflow.io import probe
 from lqcdflow.io.files import READ_ERRORS, reason
 
-MC = ("accepted", "delta_H")
+MC = ("accepted", "delta_H", "acceptance", "delta_S")  # HMC and flows; local sweeps
 READ_ATTEMPTS = 5
 RETRY_SECONDS = 0.2
 
@@ -124,8 +124,8 @@ def _measurements(path, f, required, commit):
 
 
 def _record(path, f, commit):
-    """(trajectory, {accepted, delta_H: series}) of the complete Monte Carlo record, as far
-    as ``commit``."""
+    """(trajectory, {name: series} of the MC names recorded) of the complete Monte Carlo
+    record, as far as ``commit``."""
     if "mc/trajectory" not in f:
         return np.zeros(0, np.int64), {}
     mc = _complete(f["mc"], ["trajectory"] + [n for n in MC if f"mc/{n}" in f], commit)

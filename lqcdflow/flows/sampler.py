@@ -40,7 +40,7 @@ import torch
 from lqcdflow.flows.action import phi4_action
 from lqcdflow.flows.reduce import allreduce_sum
 from lqcdflow.io.checksum import array_sha256
-from lqcdflow.mc.hmc import TrajectoryInfo
+from lqcdflow.mc.hmc import HMC_RECORD, TrajectoryInfo
 from lqcdflow.rng import CounterRNG
 
 # Philox stream of the accept/reject uniforms; lqcdflow.rng uses 1-3, the flow prior 16.
@@ -122,6 +122,9 @@ class IndependenceMetropolis:
         instead of evaluating proposals nobody uses. The runner leaves it out, since a chain
         may be extended later and must then meet the blocks of the uninterrupted chain.
     """
+
+    record = HMC_RECORD  # the /mc series: the decision and Delta H = -log(w'/w)
+    updates_per_step = 1
 
     def __init__(self, flow, lattice, m2, lam, batch, seed, draw, last=None):
         self.flow, self.lattice, self.m2, self.lam = flow, lattice, m2, lam

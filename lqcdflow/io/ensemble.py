@@ -10,8 +10,12 @@ Layout (format "lqcdflow-ensemble", version 3; readable with plain h5py or h5dum
                               (lqcdflow.io.checksum.seal_attributes; files written before it
                               have none)
     /mc/trajectory   (C,)     int64, trajectory number 1, 2, ... (thermalisation included)
-    /mc/accepted     (C,)     int8, Metropolis decision
-    /mc/delta_H      (C,)     float64, H(end) - H(start)
+    /mc/<name>       (C,)     the sampler's record of each step (its ``record``): HMC and flow
+                              sampling (lqcdflow.mc.hmc.HMC_RECORD): accepted (int8, the Metropolis decision)
+                              and delta_H (float64, H(end) - H(start)); local updates
+                              (lqcdflow.mc.local): acceptance (float64, the fraction of site
+                              updates that changed the site) and delta_S (float64, the
+                              change of the action over the sweep)
     /observables/trajectory (D,)  int64, trajectory after which each measurement was taken
     /observables/<name> (D, *shape)  every observable the theory declares, float64 or
                               complex128, with its ``description`` as attribute (phi^4:
@@ -74,11 +78,11 @@ from h5py import h5d, h5p
 import lqcdflow
 from lqcdflow.io.checksum import array_sha256, attributes_intact, mix, seal_attributes
 from lqcdflow.io.files import READ_ERRORS, reason, replaced_atomically
+from lqcdflow.mc.hmc import HMC_RECORD
 
 FORMAT = "lqcdflow-ensemble"
 FORMAT_VERSION = 3
 GROUPS = ("mc", "observables")
-MC_SERIES = (("trajectory", "<i8"), ("accepted", "|i1"), ("delta_H", "<f8"))
 INITIAL_BYTES = 1 << 28  # preallocated per group at creation at most; beyond, doubling
 DEFAULT_ROWS = 1024  # capacity when the attributes do not say how long the run is
 TRAJECTORIES_PER_COMMIT = 16  # log rows: room for a commit every 16 records on average
@@ -258,10 +262,11 @@ def _holds_records(path):
 
 # --- creating and rebuilding files ------------------------------------------------------------
 
-def _series_specs(observables):
+def _series_specs(observables, record=HMC_RECORD):
     """[(name, little-endian dtype, row shape, description or None)] of the series written
-    for a theory's observables."""
-    specs = [(f"mc/{name}", np.dtype(dtype), (), None) for name, dtype in MC_SERIES]
+    for a sampler's ``record`` and a theory's observables."""
+    specs = [(f"mc/{name}", np.dtype(dtype), (), None)
+             for name, dtype in (("trajectory", "<i8"), *record)]
     specs.append(("observables/trajectory", np.dtype("<i8"), (), None))
     specs += [(f"observables/{obs.name}", np.dtype(obs.dtype).newbyteorder("<"),
                tuple(obs.shape), obs.description) for obs in observables]
@@ -509,10 +514,15 @@ class EnsembleWriter:
         Committed series lengths ``{"mc": n, "observables": m}`` of a checkpoint to continue
         from: the existing file is truncated to them (records after the checkpoint are made
         again, identically). A file of format version 1 or 2 is converted to version 3.
+    record : sequence of (name, dtype)
+        The series of the sampler's record of each step, attributes of the ``info`` given to
+        :meth:`record_trajectory` (default: HMC's, lqcdflow.mc.hmc.HMC_RECORD).
     """
 
-    def __init__(self, path, attrs, observables, comm, overwrite=False, resume=None):
+    def __init__(self, path, attrs, observables, comm, overwrite=False, resume=None,
+                 record=HMC_RECORD):
         self.path = path
+        self.record = tuple(record)
         self.observables = tuple(obs.name for obs in observables)
         self.comm = comm
         self.active = comm.Get_rank() == 0
@@ -522,7 +532,7 @@ class EnsembleWriter:
         self.lengths = dict(resume) if resume else {"mc": 0, "observables": 0}
         error = None
         if self.active:
-            specs = _series_specs(observables)
+            specs = _series_specs(observables, self.record)
             planned = _planned_rows(attrs)
             if resume is None:
                 error = self._create(attrs, specs, planned, overwrite)
@@ -619,7 +629,8 @@ class EnsembleWriter:
 
     def record_trajectory(self, info):
         if self.active:
-            self._trajectories.append((info.trajectory, info.accepted, info.delta_H))
+            self._trajectories.append((info.trajectory,
+                                       *(getattr(info, name) for name, _ in self.record)))
 
     def record_measurement(self, trajectory, observables):
         if self.active:
@@ -629,7 +640,8 @@ class EnsembleWriter:
         """{series: rows} of the buffered records (series without new records left out)."""
         rows = {}
         if self._trajectories:
-            for (name, _), column in zip(MC_SERIES, zip(*self._trajectories)):
+            for (name, _), column in zip((("trajectory", "<i8"), *self.record),
+                                         zip(*self._trajectories)):
                 rows[f"mc/{name}"] = column
         if self._measurements:
             rows["observables/trajectory"] = [t for t, _ in self._measurements]

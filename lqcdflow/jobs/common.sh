@@ -20,7 +20,8 @@
 #      segments in a row ended without progress (a new checkpoint or training step).
 #
 # The sourcing script sets LQCDFLOW_RUN_FILE, LQCDFLOW_COMMANDS, LQCDFLOW_RANKS,
-# LQCDFLOW_LAUNCHER, LQCDFLOW_MAX_FAILURES, LQCDFLOW_WALLTIME and LQCDFLOW_JOB_SCRIPT, has
+# LQCDFLOW_LAUNCHER, LQCDFLOW_MAX_FAILURES, LQCDFLOW_STOP_GRACE, LQCDFLOW_WALLTIME and
+# LQCDFLOW_JOB_SCRIPT, has
 # activated the environment in which lqcdflow runs, has trapped USR1, TERM and INT from its
 # first line on to set `signalled` to the signal's name (a signal then must not end the job
 # before it can decide), and defines
@@ -71,6 +72,7 @@ walltime_left() {
 }
 
 launcher_pid=
+watched=
 signalled=${signalled:-}  # the sourcing script's first traps may have set it
 interrupted=
 
@@ -80,7 +82,31 @@ interrupted=
 forward_stop() {
     signalled=$1 interrupted=1
     job_log "received SIG$1: asking lqcdflow to checkpoint and stop"
-    if [ -n "$launcher_pid" ]; then kill -USR1 "$launcher_pid" 2>/dev/null || true; fi
+    if [ -n "$launcher_pid" ]; then
+        kill -USR1 "$launcher_pid" 2>/dev/null || true
+        if [ "$watched" != "$launcher_pid" ]; then
+            watched=$launcher_pid
+            watchdog "$launcher_pid" &
+        fi
+    fi
+}
+
+# End launcher $1 if it still runs LQCDFLOW_STOP_GRACE seconds after a stop was forwarded to
+# it: a rank that the signal ended before lqcdflow could set its handlers leaves the others
+# waiting for it (srun does not end a step for one failed task), which would hold the job to
+# its time limit. The newest checkpoint decides then, as for any rank ended by a signal.
+watchdog() {
+    local waited
+    trap '' USR1 TERM INT
+    for ((waited = 0; waited < LQCDFLOW_STOP_GRACE; waited++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 1
+    done
+    job_log "lqcdflow has not stopped $LQCDFLOW_STOP_GRACE s (LQCDFLOW_STOP_GRACE) after" \
+        "the signal (a rank ended before it could stop in order?): ending the launcher"
+    kill -TERM "$1" 2>/dev/null || return 0
+    sleep 10
+    kill -KILL "$1" 2>/dev/null || true
 }
 
 # True if the arguments are lqcdflow commands a job can run.

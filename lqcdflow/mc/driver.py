@@ -17,19 +17,21 @@ def run_chain(sampler, state, n_trajectories, hooks=(), stop=None):
     collective) is asked before every trajectory; a non-None answer ends the loop early.
     Returns the final state.
 
-    A trajectory whose Delta H is not finite raises DivergenceError before any hook records
-    it (Delta H is a global sum, so every rank raises alike): an energy beyond the float range
-    means the update has diverged (HMC: the molecular dynamics blew up; flows: a proposal of
-    infinite action), and a chain that silently rejected it would go on as if nothing were
-    wrong. Large finite Delta H (spikes) are ordinary rejections.
+    A trajectory whose change of energy (``info.change()``: Delta H, or Delta S of a sweep)
+    is not finite raises DivergenceError before any hook records it (it is a global sum, so
+    every rank raises alike): an energy beyond the float range means the update has diverged
+    (HMC: the molecular dynamics blew up; flows: a proposal of infinite action), and a chain
+    that silently rejected it would go on as if nothing were wrong. Large finite Delta H
+    (spikes) are ordinary rejections.
     """
     while state.trajectory < n_trajectories and not (stop and stop()):
         # overflow on the way to a non-finite Delta H is reported below, in one line
         with np.errstate(over="ignore", invalid="ignore"):
             state, info = sampler.step(state)
-        if not math.isfinite(info.delta_H):
+        label, change = info.change()
+        if not math.isfinite(change):
             raise DivergenceError(
-                f"trajectory {info.trajectory}: Delta H = {info.delta_H}: the update diverged "
+                f"trajectory {info.trajectory}: {label} = {change}: the update diverged "
                 "(for HMC, lower the step size trajectory_length / n_steps); nothing of it "
                 "was recorded, and a rerun continues from the last checkpoint, if any")
         for hook in hooks:
@@ -53,7 +55,9 @@ class Measure:
 class Progress:
     """Hook: every ``every`` trajectories commit the writer and print (rank 0) a progress line.
 
-    trajectory, acceptance so far, Delta H of the last trajectory, seconds per trajectory
+    trajectory, acceptance so far (``state.accepted`` / (trajectories x ``updates``, the
+    accept/reject decisions per trajectory: 1 for HMC, one per site and hit for a sweep of
+    local updates)), the change of energy of the last trajectory, seconds per trajectory
     (mean since the previous line) and the estimated time to finish. A chain that has not
     accepted a single trajectory yet says so on the line: its results would be those of the
     start configuration (usually a step size too large for the couplings, or a bad start).
@@ -61,9 +65,10 @@ class Progress:
     """
 
     def __init__(self, writer, every, first_trajectory, n_trajectories, print_fn=None,
-                 clock=time.monotonic, health=None):
+                 clock=time.monotonic, health=None, updates=1):
         self.writer, self.every, self.n_trajectories = writer, every, n_trajectories
         self.print_fn, self.clock, self.health = print_fn, clock, health
+        self.updates = updates
         self.last_time, self.last_trajectory = clock(), first_trajectory
 
     def __call__(self, state, info):
@@ -78,7 +83,9 @@ class Progress:
             stuck = ("  WARNING: nothing accepted yet; lower the step size (more n_steps)"
                      if state.accepted == 0 else "")
             note = self.health() if self.health else ""
+            acceptance = state.accepted / (state.trajectory * self.updates)
+            label, change = info.change()  # "Delta H" -> "dH"
             self.print_fn(f"traj {state.trajectory:>7d}/{self.n_trajectories}  "
-                          f"acc {state.accepted / state.trajectory:6.3f}  "
-                          f"dH {info.delta_H:+.3e}  {seconds:8.3f} s/traj  ETA {eta:8.0f} s"
+                          f"acc {acceptance:6.3f}  {label.replace('Delta ', 'd')} "
+                          f"{change:+.3e}  {seconds:8.3f} s/traj  ETA {eta:8.0f} s"
                           + (f"  {note}" if note else "") + stuck)

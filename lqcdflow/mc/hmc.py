@@ -16,6 +16,7 @@ The sampler holds only settings; the chain state is a separate object it takes a
 import math
 import tracemalloc
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -34,7 +35,8 @@ class ChainState:
     trajectory : int
         Trajectories done so far (the next one has draw number trajectory + 1).
     accepted : int
-        Accepted trajectories so far.
+        Accepted trajectories so far (local sweeps, lqcdflow.mc.local: site updates that
+        changed their site).
     """
 
     field: object
@@ -42,13 +44,21 @@ class ChainState:
     accepted: int = 0
 
 
+HMC_RECORD = (("accepted", "|i1"), ("delta_H", "<f8"))  # (name, dtype): the /mc series
+
+
 @dataclass(frozen=True)
 class TrajectoryInfo:
-    """What one trajectory did: its number, Delta H and the Metropolis decision."""
+    """What one trajectory did: its number, Delta H and the Metropolis decision (the record
+    HMC_RECORD)."""
 
     trajectory: int
     delta_H: float
     accepted: bool
+
+    def change(self):
+        """(label, value) of the change of energy, which must be finite."""
+        return "Delta H", self.delta_H
 
 
 def initial_state(theory, rng: CounterRNG, start="cold"):
@@ -108,6 +118,10 @@ class HMC:
     levels: tuple
     trajectory_length: float
     rng: CounterRNG
+
+    name: ClassVar[str] = "HMC"
+    record: ClassVar[tuple] = HMC_RECORD
+    updates_per_step: ClassVar[int] = 1  # accept/reject decisions per trajectory
 
     @classmethod
     def of(cls, theory, scheme, n_steps, trajectory_length, rng):

@@ -48,14 +48,19 @@ class StopSignals:
     - once the chain has ended, ``received`` is no longer asked: the signal changes nothing.
     """
 
-    def __init__(self):
+    def __init__(self, early=()):
         self.received = None
         self._in_setup = True
         self._previous = {}
+        self._early = tuple(early)
 
     def __enter__(self):
+        """Install the handlers; a signal in ``early`` (noted before, see lqcdflow.__main__)
+        acts as if it came now."""
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if self._early:
+            self._handle(self._early[0], None)
         return self
 
     def __exit__(self, *exc):
@@ -66,6 +71,7 @@ class StopSignals:
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
         if self._in_setup:
+            self._in_setup = False  # once: a second signal must not interrupt the way out
             raise SetupInterrupted(self.received)
 
     def setup_ends(self):

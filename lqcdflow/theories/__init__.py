@@ -8,6 +8,9 @@ A theory is one module here with
   settings on a lattice;
 - ``quantities(theory, shape, measured, has)``: the analysis of its observables, as
   (primary, derived, notes), see :mod:`lqcdflow.analysis.observables`;
+- ``ALGORITHMS``: the [sampler] algorithms that sample it (``hmc`` needs its ``force``; the
+  local updates ``metropolis`` and ``heatbath`` need the methods of the local-update protocol,
+  see :mod:`lqcdflow.mc.local`);
 - ``REQUIRED``: the measured series its analysis cannot do without; ``THERMALIZATION``: the
   series from which ``analyze -t auto`` detects the thermalisation cut; ``CORRELATOR``: True
   if it measures a time-slice correlator ``correlator`` (C(t), m_eff and xi_2nd then);
@@ -23,8 +26,9 @@ run-file edge (config.py) names phi^4 only where flows, so far phi^4 only, requi
 
 import importlib
 
-THEORIES = {"phi4": "lqcdflow.theories.phi4", "u1": "lqcdflow.theories.u1",
-            "su2": "lqcdflow.theories.sun", "su3": "lqcdflow.theories.sun"}
+THEORIES = {"phi4": "lqcdflow.theories.phi4", "ising": "lqcdflow.theories.ising",
+            "u1": "lqcdflow.theories.u1", "su2": "lqcdflow.theories.sun",
+            "su3": "lqcdflow.theories.sun"}
 DEFAULT = "phi4"  # run files without [theory] name are phi^4 (those written before U(1))
 
 

@@ -179,6 +179,21 @@ class Phi4(Theory):
         potential is cheap and, at large lambda, the larger force (inner level)."""
         return (("hopping", self.hopping_force), ("potential", self.potential_force))
 
+    # ------------------------------------------------------------------ local updates
+    def local_environment(self, phi):
+        """n_x = sum_mu (phi_{x+mu} + phi_{x-mu}), the neighbour sum."""
+        return self.lattice.neighbour_sum(phi)
+
+    def local_action(self, phi, n):
+        """The part of S that depends on phi_x: -h phi_x n_x + c2 phi_x^2 + c4 phi_x^4."""
+        c = self.couplings
+        phi2 = phi * phi
+        return (c.c4 * phi2 + c.c2) * phi2 - c.h * phi * n
+
+    def propose(self, phi, u, width):
+        """The Metropolis proposal phi_x + width (2 u_x - 1), symmetric."""
+        return phi + width * (2.0 * u - 1.0)
+
     def measure(self, phi):
         """Per-configuration observables (see ``observables``), identical on all ranks.
 
@@ -222,6 +237,7 @@ KEYS = {
     "m2": Key("float", None, allowed="a real number (standard form)"),
     "lambda": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0"),
 }
+ALGORITHMS = ("hmc", "nmcmc", "metropolis")  # [sampler] algorithms that sample it
 
 
 def check(values, given, ndim):
@@ -256,12 +272,29 @@ def make(settings, lattice):
 # ---------------------------------------------------------------------- analysis
 # name, label, measured series, power of V it is divided by
 MOMENTS = (
-    ("action_density", "<S>/V", "action", 1),
     ("m", "<M>/V", "m", 1),
     ("abs_m", "<|M|>/V", "abs_m", 1),
     ("m2", "<M^2>/V^2", "m2", 2),
     ("m4", "<M^4>/V^4", "m4", 4),
 )
+
+
+def magnetisation_quantities(V, measured):
+    """(primary, derived) quantities of the magnetisation M on a lattice of V sites, shared
+    with the Ising model: the moments <M>/V, <|M|>/V, <M^2>/V^2, <M^4>/V^4, and
+
+        chi   = <M^2> / V                                 susceptibility
+        chi_c = (<M^2> - <|M|>^2) / V                     connected susceptibility
+        U     = <M^4> / <M^2>^2                           Binder ratio (3 for Gaussian M)
+    """
+    primary = [(name, label, measured(lambda o, s=series, k=k: o[s] / V**k))
+               for name, label, series, k in MOMENTS]
+    p = {name: obs for name, _, obs in primary}
+    m2, m4, abs_m = p["m2"], p["m4"], p["abs_m"]
+    derived = [("chi", "chi = <M^2>/V", V * m2),
+               ("chi_connected", "chi_c = (<M^2>-<|M|>^2)/V", V * (m2 - abs_m**2)),
+               ("binder_ratio", "U = <M^4>/<M^2>^2", m4 / m2**2)]
+    return primary, derived
 
 
 def quantities(theory, shape, measured, has):
@@ -273,13 +306,8 @@ def quantities(theory, shape, measured, has):
 
     Primary (means of measured series): <S>/V, <M>/V, <|M|>/V, <M^2>/V^2, <M^4>/V^4.
 
-    Derived (errors propagated linearly by pyerrors):
-
-        chi   = <M^2> / V                                 susceptibility
-        chi_c = (<M^2> - <|M|>^2) / V                     connected susceptibility
-        U     = <M^4> / <M^2>^2                           Binder ratio (3 for Gaussian M)
-
-    and, in the hopping form, where W = 2 sum_{x,mu} phi_x phi_{x+mu} = -dS/d kappa, the kappa
+    Derived (errors propagated linearly by pyerrors): chi, chi_c and U
+    (:func:`magnetisation_quantities`), and, in the hopping form, where W = 2 sum_{x,mu} phi_x phi_{x+mu} = -dS/d kappa, the kappa
     derivatives d<A>/d kappa = <W A> - <W><A> (A independent of kappa):
 
         d chi / d kappa       = (<W M^2> - <W><M^2>) / V
@@ -287,13 +315,10 @@ def quantities(theory, shape, measured, has):
         dU / d kappa          = (D_4 <M^2> - 2 <M^4> D_2) / <M^2>^3,  D_k = <W M^k> - <W><M^k>.
     """
     V = math.prod(shape)
-    primary = [(name, label, measured(lambda o, s=series, k=k: o[s] / V**k))
-               for name, label, series, k in MOMENTS]
+    moments, derived = magnetisation_quantities(V, measured)
+    primary = [("action_density", "<S>/V", measured(lambda o: o["action"] / V)), *moments]
     p = {name: obs for name, _, obs in primary}
-    m2, m4, abs_m = p["m2"], p["m4"], p["abs_m"]
-    derived = [("chi", "chi = <M^2>/V", V * m2),
-               ("chi_connected", "chi_c = (<M^2>-<|M|>^2)/V", V * (m2 - abs_m**2)),
-               ("binder_ratio", "U = <M^4>/<M^2>^2", m4 / m2**2)]
+    m2, m4 = p["m2"], p["m4"]
     notes = []
     if theory.get("form") != "hopping":
         notes.append("d/d kappa not computed: the theory is not in the hopping form")

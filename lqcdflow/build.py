@@ -42,11 +42,16 @@ def make_hmc(config, theory):
 
 
 def make_update(config, theory):
-    """The Markov chain update of [sampler] algorithm: HMC (:func:`make_hmc`) or checkerboard
-    sweeps of local updates (lqcdflow.mc.local)."""
+    """The Markov chain update of [sampler] algorithm: HMC (:func:`make_hmc`), Langevin
+    (lqcdflow.mc.langevin) or checkerboard sweeps of local updates (lqcdflow.mc.local)."""
     sampler = config.sampler
     if sampler.algorithm == "hmc":
         return make_hmc(config, theory)
+    if sampler.algorithm == "langevin":
+        from lqcdflow.mc.langevin import langevin
+
+        return langevin(theory, sampler.epsilon, CounterRNG(config.run.seed),
+                        sampler.metropolis)
     from lqcdflow.mc.local import LocalSampler
 
     metropolis = {"hits": sampler.hits, "width": sampler.width} \

@@ -22,7 +22,7 @@ import lqcdflow
 from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.command import add_arguments as add_analyze_arguments
 from lqcdflow.backend import BackendError
-from lqcdflow.config import ConfigError, parse
+from lqcdflow.config import RUN_ALGORITHMS, ConfigError, parse
 from lqcdflow.exitcodes import EXIT_CORRUPT, EXIT_RESUBMIT, EXIT_USAGE, error_line
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.ensemble import OutputError
@@ -156,11 +156,12 @@ def _stop_rule(args, comm, signals):
 
 
 def cmd_run(args, comm, signals):
-    """Generate or continue an ensemble with HMC or local updates as the run file says."""
+    """Generate or continue an ensemble with HMC, Langevin or local updates as the run file
+    says."""
     from lqcdflow.runner import run_ensemble
 
     stop_rule = _stop_rule(args, comm, signals)  # the walltime clock starts here
-    config, text, say = _start(args, comm, ("hmc", "metropolis", "heatbath"))
+    config, text, say = _start(args, comm, RUN_ALGORITHMS)
     code = run_ensemble(config, text, comm, stop_rule, say)
     _print_table(config, comm)
     return code

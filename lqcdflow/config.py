@@ -26,8 +26,10 @@ __all__ = ["ConfigError", "Settings", "parse", "validate"]
 
 # [sampler] keys of each algorithm only; a run file giving one under another is refused.
 ALGORITHM_KEYS = {"hmc": ("integrator", "xi", "trajectory_length", "n_steps"),
-                  "nmcmc": ("batch",), "metropolis": ("hits", "width")}
+                  "nmcmc": ("batch",), "metropolis": ("hits", "width"),
+                  "langevin": ("epsilon", "metropolis")}
 LOCAL_ALGORITHMS = ("metropolis", "heatbath")  # checkerboard sweeps (lqcdflow.mc.local)
+RUN_ALGORITHMS = ("hmc", "langevin") + LOCAL_ALGORITHMS  # those `lqcdflow run` runs
 # [flow] keys of one coupling or schedule only.
 FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
              "lr_min": ("schedule", "cosine")}
@@ -46,7 +48,7 @@ SCHEMA = {
     },
     # "theory": the keys of the theory named by [theory] name (lqcdflow.theories)
     "sampler": {
-        "algorithm": Key("choice", "hmc", choices=("hmc", "nmcmc") + LOCAL_ALGORITHMS),
+        "algorithm": Key("choice", "hmc", choices=RUN_ALGORITHMS + ("nmcmc",)),
         "integrator": Key("choice", "omelyan2", choices=tuple(SCHEMES)),
         "xi": Key("float", OMELYAN_XI, check=lambda v: 0 < v < 0.5,
                   allowed="a number in (0, 0.5) (omelyan2 only)"),
@@ -64,6 +66,9 @@ SCHEMA = {
                     allowed="an integer > 0 (Metropolis updates per site and sweep)"),
         "width": Key("float", 1.0, check=positive,
                      allowed="a number > 0 (Metropolis proposals phi + width (2u - 1))"),
+        "epsilon": Key("float", 0.01, check=positive,
+                       allowed="a number > 0 (the Langevin time step)"),
+        "metropolis": Key("bool", True),
     },
     "flow": {
         "coupling": Key("choice", "spline", choices=("affine", "spline")),

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from lqcdflow import build
-from lqcdflow.config import ConfigError
+from lqcdflow.config import LOCAL_ALGORITHMS, ConfigError
 from lqcdflow.io import checkpoint
 from lqcdflow.io.configurations import ConfigurationWriter
 from lqcdflow.io.ensemble import EnsembleWriter, run_attributes
@@ -41,8 +41,8 @@ _ALGORITHM_OF_OLD_CHECKPOINTS = "hmc"
 
 
 class ChainSampler:
-    """A Markov chain update (HMC, lqcdflow.mc.hmc, or sweeps of local updates,
-    lqcdflow.mc.local, as [sampler] algorithm says) with what :func:`run_sampler` needs to start
+    """A Markov chain update (HMC, lqcdflow.mc.hmc; Langevin, lqcdflow.mc.langevin; or sweeps
+    of local updates, lqcdflow.mc.local, as [sampler] algorithm says) with what :func:`run_sampler` needs to start
     and continue it.
 
     A cold or hot start (``[run] start``) of the theory; a checkpoint holds (field,
@@ -176,15 +176,15 @@ def _clear_old_checkpoints(config, lattice):
 
 
 def run_ensemble(config, run_file_text, comm, stop_rule, say=None):
-    """Generate (or continue) the ensemble of the run file's Markov chain (HMC or local
-    updates); returns the exit code.
+    """Generate (or continue) the ensemble of the run file's Markov chain (HMC, Langevin or
+    local updates); returns the exit code.
 
     ``stop_rule`` (a StopRule whose signal handlers are installed) decides when to stop early.
     0: n_trajectories reached; EXIT_RESUBMIT: stopped early with a checkpoint.
     """
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
-    if config.sampler.algorithm == "hmc":  # local sweeps need less than a trajectory of HMC
+    if config.sampler.algorithm not in LOCAL_ALGORITHMS:  # sweeps need less than HMC
         memory.check(lattice, memory_needed(theory), f"HMC of {config.theory.name}")
     code, _ = run_sampler(config, run_file_text, theory, ChainSampler(config, theory),
                           stop_rule, say)

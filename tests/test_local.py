@@ -165,6 +165,8 @@ def test_lqcdflow_run_continues_bitwise_on_other_rank_counts(tmp_path):
     records = series(tmp_path / "cut.h5")
     assert records == series(tmp_path / "whole.h5")
     assert "mc/acceptance" in records and "mc/accepted" not in records  # a sweep's record
+    info = lqcdflow(["info", str(tmp_path / "cut.h5")])
+    assert info.returncode == 0 and "trajectories: 40 (1..40), acceptance 0." in info.stdout
 
 
 @pytest.mark.parametrize("replace, message", [

@@ -48,8 +48,11 @@ def _ensemble(f):
             for group in ensemble.GROUPS if group in f for name, dataset in f[group].items()}
     trajectories = rows.get("mc/trajectory", ())
     if len(trajectories):
+        # HMC and flows record each trajectory's decision; local sweeps their fraction
+        acceptance = rows.get("mc/accepted", rows.get("mc/acceptance"))
         lines.append(f"trajectories: {len(trajectories)} ({trajectories[0]}..{trajectories[-1]})"
-                     f", acceptance {rows['mc/accepted'].mean():.4f}")
+                     + (f", acceptance {acceptance.mean():.4f}" if acceptance is not None
+                        else ""))
     if commit is not None:
         _, intact = ensemble.commit_log(f, commit)
         lines.append(f"commits: {commit.row}, room for {f['mc/trajectory'].shape[0]} "

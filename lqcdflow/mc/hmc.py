@@ -112,14 +112,20 @@ class HMC:
     trajectory_length : float
         tau; the outermost step size is eps = tau / n_steps of the first level.
     rng : CounterRNG
+    metropolis : bool
+        The Metropolis test at the end of each trajectory (False only for the unadjusted
+        Langevin algorithm, lqcdflow.mc.langevin, which is then inexact).
+    name : str
+        What the log calls the algorithm.
     """
 
     theory: object
     levels: tuple
     trajectory_length: float
     rng: CounterRNG
+    metropolis: bool = True  # False: accept every trajectory (unadjusted Langevin)
+    name: str = "HMC"
 
-    name: ClassVar[str] = "HMC"
     record: ClassVar[tuple] = HMC_RECORD
     updates_per_step: ClassVar[int] = 1  # accept/reject decisions per trajectory
 
@@ -158,10 +164,11 @@ class HMC:
         delta_h = self.theory.lattice.sum(h_end - h_start)
         u = self.rng.uniform_scalar(draw, STREAM_ACCEPT)
         # NaN or +inf Delta H rejects; exp is only evaluated where it cannot overflow.
-        accepted = delta_h <= 0.0 or u < math.exp(-delta_h)
+        accepted = not self.metropolis or delta_h <= 0.0 or u < math.exp(-delta_h)
         field = self.theory.normalize(field_end) if accepted else state.field
         return (ChainState(field, draw, state.accepted + accepted),
                 TrajectoryInfo(draw, delta_h, accepted))
 
     def describe(self):
-        return describe_levels(self.levels, self.trajectory_length)
+        test = "" if self.metropolis else "; every trajectory accepted (no Metropolis test)"
+        return describe_levels(self.levels, self.trajectory_length) + test

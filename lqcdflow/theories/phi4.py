@@ -191,8 +191,9 @@ class Phi4(Theory):
         return (c.c4 * phi2 + c.c2) * phi2 - c.h * phi * n
 
     def propose(self, phi, u, width):
-        """The Metropolis proposal phi_x + width (2 u_x - 1), symmetric."""
-        return phi + width * (2.0 * u - 1.0)
+        """The Metropolis proposal phi_x + width (2 u_x - 1), symmetric, in phi's precision
+        (the value accepted is the one stored)."""
+        return (phi + width * (2.0 * u - 1.0)).astype(phi.dtype)
 
     def measure(self, phi):
         """Per-configuration observables (see ``observables``), identical on all ranks.
@@ -237,7 +238,7 @@ KEYS = {
     "m2": Key("float", None, allowed="a real number (standard form)"),
     "lambda": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0"),
 }
-ALGORITHMS = ("hmc", "nmcmc", "metropolis")  # [sampler] algorithms that sample it
+ALGORITHMS = ("hmc", "langevin", "nmcmc", "metropolis")  # [sampler] algorithms that sample it
 
 
 def check(values, given, ndim):

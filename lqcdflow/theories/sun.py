@@ -289,7 +289,7 @@ KEYS = {"beta": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0
         "flow_t_max": Key("float", 0.0, check=lambda v: v >= 0,
                           allowed="a flow time >= 0 (0: no Wilson flow)"),
         "flow_epsilon": Key("float", 0.02, check=positive, allowed="a flow time step > 0")}
-ALGORITHMS = ("hmc",)  # [sampler] algorithms that sample it
+ALGORITHMS = ("hmc", "langevin")  # [sampler] algorithms that sample it
 GROUPS = {"su2": 2, "su3": 3}  # [theory] name -> N
 MEASUREMENT_KEYS = ("flow_t_max", "flow_epsilon")  # only what is measured: lqcdflow measure
 

@@ -163,7 +163,7 @@ class U1(Theory):
 
 # ---------------------------------------------------------------------- run file: [theory]
 KEYS = {"beta": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0")}
-ALGORITHMS = ("hmc",)  # [sampler] algorithms that sample it
+ALGORITHMS = ("hmc", "langevin")  # [sampler] algorithms that sample it
 
 
 def check(values, given, ndim):

@@ -42,8 +42,8 @@ _ALGORITHM_OF_OLD_CHECKPOINTS = "hmc"
 
 class ChainSampler:
     """A Markov chain update (HMC, lqcdflow.mc.hmc; Langevin, lqcdflow.mc.langevin; or sweeps
-    of local updates, lqcdflow.mc.local, as [sampler] algorithm says) with what :func:`run_sampler` needs to start
-    and continue it.
+    of local updates, lqcdflow.mc.local, as [sampler] algorithm says) with what
+    :func:`run_sampler` needs to start and continue it.
 
     A cold or hot start (``[run] start``) of the theory; a checkpoint holds (field,
     trajectory, accepted), the whole chain state, since the random numbers are counter-based.

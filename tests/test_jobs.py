@@ -125,8 +125,9 @@ env -0 >"$STANDIN/queue/$id.env"
 if [ "$(basename "$0")" = qsub ]; then echo "$id.standin"; else echo "$id"; fi
 """
 STANDIN_SQUEUE = 'echo "$STANDIN_TIMELEFT"\n'
-STANDIN_SCONTROL = ('printf "JobId=%s JobName=lqcdflow\\n   JobState=%s Reason=%s Dependency=(null)'
-                    '\\n   Command=%s\\n" "$3" "$STANDIN_STATE" "$STANDIN_REASON" "$STANDIN_SCRIPT"\n')
+STANDIN_SCONTROL = ('printf "JobId=%s JobName=lqcdflow\\n   JobState=%s Reason=%s '
+                    'Dependency=(null)\\n   Command=%s\\n" "$3" "$STANDIN_STATE" '
+                    '"$STANDIN_REASON" "$STANDIN_SCRIPT"\n')
 STANDIN_QSTAT = 'echo "    Resource_List.walltime = 00:10:00"\n'
 
 
@@ -643,8 +644,9 @@ def test_slurm_chain_cut_twice_by_signals_equals_uninterrupted_chain(
 # Ten signals, each at a random instant of a job's life: from the moment the job is seen
 # running (the batch shell starting) to SIGNAL_SPAN s later, past the start-up of lqcdflow
 # (about 1 s), into its trajectories and checkpoints (the whole chain takes about 7 s),
-# and after the chain ended (table, exit, resubmission). Half go to the batch shell (Slurm's warning), half to every process of the
-# job (as at the time limit). The seed fixes the instants' draws, not where they land.
+# and after the chain ended (table, exit, resubmission). Half go to the batch shell (Slurm's
+# warning), half to every process of the job (as at the time limit). The seed fixes the
+# instants' draws, not where they land.
 N_SIGNALS, SIGNAL_SPAN, SIGNALS_TIMEOUT = 10, 3.0, 150
 SIGNALLED_TRAJECTORIES = 3000
 
@@ -724,9 +726,10 @@ def test_slurm_chain_stopped_cancelled_and_resumed_with_a_copied_script(
 
 
 STOP_TIMEOUT = 90
-# A chain of about 70 s of trajectories (3 ms each) on one rank, under a time limit of one minute set with
-# SBATCH_TIMELIMIT (which the resubmissions inherit): each job stops by itself before the limit,
-# and two complete it. The uninterrupted chain runs meanwhile, on the other core.
+# A chain of about 70 s of trajectories (3 ms each) on one rank, under a time limit of one
+# minute set with SBATCH_TIMELIMIT (which the resubmissions inherit): each job stops by itself
+# before the limit, and two complete it. The uninterrupted chain runs meanwhile, on the other
+# core.
 SHORT_RUN = {"shape = [8, 4]": "shape = [32, 32]", "n_steps = 4": "n_steps = 16",
              "progress_every = 10": "progress_every = 1000"}
 SHORT_TRAJECTORIES, SHORT_TIMEOUT = 22000, 240

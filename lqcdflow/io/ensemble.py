@@ -10,9 +10,10 @@ Layout (format "lqcdflow-ensemble", version 3; readable with plain h5py or h5dum
                               (lqcdflow.io.checksum.seal_attributes; files written before it
                               have none)
     /mc/trajectory   (C,)     int64, trajectory number 1, 2, ... (thermalisation included)
-    /mc/<name>       (C,)     the sampler's record of each step (its ``record``): HMC and flow
-                              sampling (lqcdflow.mc.hmc.HMC_RECORD): accepted (int8, the Metropolis decision)
-                              and delta_H (float64, H(end) - H(start)); local updates
+    /mc/<name>       (C,)     the sampler's record of each step (its ``record``): HMC, Langevin
+                              and flow sampling (lqcdflow.mc.hmc.HMC_RECORD): accepted (int8,
+                              the Metropolis decision) and delta_H (float64, H(end) -
+                              H(start)); local updates
                               (lqcdflow.mc.local): acceptance (float64, the fraction of site
                               updates that changed the site) and delta_S (float64, the
                               change of the action over the sweep)

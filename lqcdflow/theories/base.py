@@ -86,9 +86,10 @@ class Theory(ABC):
     Subclasses set ``field`` (a FieldSpec), ``momentum_shape`` and ``observables`` (tuple of
     Observable), and implement :meth:`action_density`, :meth:`force`, :meth:`hot_start`,
     :meth:`measure`; those sampled by local updates also the methods of the local-update
-    protocol (:mod:`lqcdflow.mc.local`). Fields in a vector space (phi^4, U(1) angles) keep the defaults of the
-    momenta, the kinetic energy and the additive field update; group-valued fields override
-    :meth:`update_field`, :meth:`cold_start` and :meth:`normalize`.
+    protocol (:mod:`lqcdflow.mc.local`). Fields in a vector space (phi^4, U(1) angles) keep
+    the defaults of the momenta, the kinetic energy and the additive field update;
+    group-valued fields override :meth:`update_field`, :meth:`cold_start` and
+    :meth:`normalize`.
     """
 
     field: FieldSpec

@@ -308,8 +308,9 @@ def quantities(theory, shape, measured, has):
     Primary (means of measured series): <S>/V, <M>/V, <|M|>/V, <M^2>/V^2, <M^4>/V^4.
 
     Derived (errors propagated linearly by pyerrors): chi, chi_c and U
-    (:func:`magnetisation_quantities`), and, in the hopping form, where W = 2 sum_{x,mu} phi_x phi_{x+mu} = -dS/d kappa, the kappa
-    derivatives d<A>/d kappa = <W A> - <W><A> (A independent of kappa):
+    (:func:`magnetisation_quantities`), and, in the hopping form, where
+    W = 2 sum_{x,mu} phi_x phi_{x+mu} = -dS/d kappa, the kappa derivatives
+    d<A>/d kappa = <W A> - <W><A> (A independent of kappa):
 
         d chi / d kappa       = (<W M^2> - <W><M^2>) / V
         d(<|M|>/V) / d kappa  = (<W |M|> - <W><|M|>) / V

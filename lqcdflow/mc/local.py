@@ -73,34 +73,33 @@ class LocalSampler:
         delta_s = lat.xp.zeros(lat.local_shape)
         for mask, sites in zip(self.masks, self.sites):
             environment = self.theory.local_environment(field)[mask]
-            old = field[mask]
-            value, count = self._update(old, environment, sites, sweep)
-            delta_s[mask] = (self.theory.local_action(value, environment)
-                             - self.theory.local_action(old, environment))
-            changed[mask] = count
-            field[mask] = value
+            field[mask], changed[mask], delta_s[mask] = self._update(field[mask], environment,
+                                                                     sites, sweep)
         accepted = int(lat.sum(changed))
         return (ChainState(field, sweep, state.accepted + accepted),
                 SweepInfo(sweep, accepted / self.updates_per_step, lat.sum(delta_s)))
 
     def _update(self, value, environment, sites, sweep):
-        """(new values, updates that changed each site) of the sites of one parity."""
-        xp = self.theory.lattice.xp
+        """(new values, updates that changed each site, change of each site's local action)
+        of the sites of one parity."""
+        xp, local_action = self.theory.lattice.xp, self.theory.local_action
+        start = action = local_action(value, environment)
         if self.algorithm == "heatbath":
             w = self.rng.words(sites, sweep, STREAM_LOCAL, 0, xp)
             new = self.theory.heatbath(environment, uniform_from_words(w[0], w[1]))
-            return new, (new != value).astype(float)
+            return new, (new != value).astype(float), local_action(new, environment) - start
         changed = xp.zeros(value.shape)
         for hit in range(self.hits):
             w = self.rng.words(sites, sweep, STREAM_LOCAL, hit, xp)
             proposal = self.theory.propose(value, uniform_from_words(w[0], w[1]), self.width)
-            delta = (self.theory.local_action(proposal, environment)
-                     - self.theory.local_action(value, environment))
+            proposed = local_action(proposal, environment)
+            delta = proposed - action
             accept = (delta <= 0) | (log_exact(uniform_from_words(w[2], w[3]), xp) < -delta)
             accept &= proposal != value
             value = xp.where(accept, proposal, value)
+            action = xp.where(accept, proposed, action)
             changed += accept
-        return value, changed
+        return value, changed, action - start
 
     def describe(self):
         if self.algorithm == "heatbath":

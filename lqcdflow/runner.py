@@ -262,6 +262,10 @@ def _run_sampler(config, run_file_text, theory, sampler, stop_rule, say):
         say(sampler.describe())
 
     checkpointer = Checkpointer(config, theory, sampler, writer, configurations, stop_rule)
+    if found is None:
+        # a chain killed before its first periodic checkpoint continues from this one; without
+        # it, the records it committed would make its output look like another run's
+        checkpointer.write(state)
     hooks = [Measure(theory, writer, chain.measure_every)]
     if configurations:
         hooks.append(lambda s, info: configurations.save(s))

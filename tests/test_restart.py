@@ -7,6 +7,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import h5py
@@ -14,6 +15,7 @@ import pytest
 from runs import command, interrupted, lqcdflow, series, write_run_file
 
 from lqcdflow.io.checkpoint import list_checkpoints
+from lqcdflow.io.ensemble import last_commit
 from lqcdflow.mc.stop import EXIT_RESUBMIT
 
 
@@ -116,6 +118,37 @@ def test_kill_9_at_random_instants_never_loses_the_chain(tmp_path, long_run):
     assert lqcdflow(["run", "-q", str(run)]).returncode == 0
     assert series(tmp_path / "run.h5") == long_reference
     assert not [n for n in os.listdir(tmp_path / "run.ck") if n.endswith(".tmp")]
+
+
+KILLED_IN_FIRST_CHECKPOINT = """
+import os, sys
+from lqcdflow import __main__
+from lqcdflow.io import checkpoint
+
+def killed(directory, lattice, spec, state, *args):
+    if state.trajectory:  # the output is committed, its checkpoint not yet written
+        os._exit(9)
+    return save(directory, lattice, spec, state, *args)
+
+save, checkpoint.save = checkpoint.save, killed
+sys.exit(__main__.main(sys.argv[1:]))
+"""
+
+
+def test_killed_between_first_commit_and_first_checkpoint_continues(tmp_path, reference):
+    """The one instant where the output holds records of a chain that has no periodic
+    checkpoint yet: the chain continues from the checkpoint of its start."""
+    run = write_run_file(tmp_path / "run.toml", n_trajectories=60)
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_IN_FIRST_CHECKPOINT)
+    killed = subprocess.run([sys.executable, str(script), "run", "-q", str(run)],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    with h5py.File(tmp_path / "run.h5", "r") as f:
+        assert last_commit(f).lengths["mc"] == 10
+    result = lqcdflow(["run", "-q", str(run)], ranks=2)
+    assert result.returncode == 0, result.stderr
+    assert series(tmp_path / "run.h5") == reference
 
 
 def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, reference):

@@ -1,23 +1,36 @@
-"""Local updates: checkerboard sweeps of Metropolis or heatbath updates of single sites.
+"""Local updates: checkerboard sweeps of Metropolis or heatbath updates of single degrees of
+freedom (a site's value, a link).
 
-A sweep updates the even sites (sum of the global coordinates even), then the odd ones. With
-nearest-neighbour actions, sites of one parity do not interact, so all of them are updated at
-once, each from its environment (its neighbours, halo-exchanged before each half sweep), and
-the result is that of updating them one after another in any order: detailed balance holds site
-by site. A theory supports local updates with four methods (lqcdflow.theories.ising):
+A sweep updates, for each component of the field in turn (the one value of a scalar field, the
+link in direction mu = 0, 1, ... of a gauge field), that component on the even sites (sum of
+the global coordinates even), then on the odd ones. With nearest-neighbour actions, the
+degrees of freedom of one component and parity do not interact (a plaquette holds two links
+of direction mu, at x and x + nu, of opposite parity), so all of them are updated at once, each
+from its environment (neighbour sum or staple sum, halo-exchanged before each group), and the
+result is that of updating them one after another in any order: detailed balance holds for
+each. A theory supports local updates with an attribute and four methods
+(lqcdflow.theories.ising, lqcdflow.theories.u1):
 
-    local_environment(field)      E_x: what the action of site x depends on besides its value
-                                  (for phi^4 and Ising the neighbour sum); halo-exchanged
-    local_action(value, E)        s(value; E), the part of S that depends on the site
+    local_components              index tuples into the site shape, updated in this order:
+                                  ((),) for one number per site, ((0,), (1,), ...) for links
+    local_environment(field, c)   E_x: what the action of component c at x depends on besides
+                                  its value (neighbour sum, staple sum); halo-exchanged
+    local_action(value, E)        s(value; E), the part of S that depends on it (up to a
+                                  constant)
     propose(value, u, width)      a symmetric Metropolis proposal from uniforms u in (0, 1)
-    heatbath(E, u)                a value drawn from exp(-s(.; E)) (heatbath only)
+    heatbath(E, draw)             a value drawn from exp(-s(.; E)) (heatbath only); draw(a,
+                                  pending) gives the two uniforms of attempt a of each
+                                  degree of freedom (of those at positions ``pending``), so
+                                  rejection methods draw what they need, site by site
 
-Metropolis (``hits`` times per site): value' = propose(value, u1, width), accepted if
-Delta s = s(value') - s(value) <= 0 or log(u2) < -Delta s. Heatbath: value = heatbath(E, u).
+Metropolis (``hits`` times per degree of freedom): value' = propose(value, u1, width), accepted
+if Delta s = s(value') - s(value) <= 0 or log(u2) < -Delta s. Heatbath: value = heatbath(E,
+draw).
 
-The random numbers of site x in sweep n, hit k are Philox words of (global site index, draw n,
-stream STREAM_LOCAL, attempt k) (lqcdflow.rng), and log u is IEEE-exact (rng.log_exact): a
-chain is bitwise the same on any rank count and process grid, and on NumPy and CuPy.
+The random numbers of degree of freedom k of site x (global index i(x) n + k, as
+lqcdflow.parallel.Lattice.dof_index) in sweep n, hit or attempt a, are Philox words of (that
+index, draw n, stream STREAM_LOCAL, a) (lqcdflow.rng), and log u is IEEE-exact (rng.log_exact):
+a chain is bitwise the same on any rank count and process grid.
 """
 
 from dataclasses import dataclass
@@ -30,8 +43,8 @@ LOCAL_RECORD = (("acceptance", "<f8"), ("delta_S", "<f8"))  # the /mc series of 
 
 @dataclass(frozen=True)
 class SweepInfo:
-    """What one sweep did: its number, the fraction of site updates that changed the site,
-    and the change of the action (the record LOCAL_RECORD)."""
+    """What one sweep did: its number, the fraction of updates that changed their degree of
+    freedom, and the change of the action (the record LOCAL_RECORD)."""
 
     trajectory: int
     acceptance: float
@@ -46,8 +59,8 @@ class LocalSampler:
     """Checkerboard sweeps of ``algorithm`` ("metropolis" or "heatbath") for a theory with the
     local-update methods (module docstring).
 
-    The chain state is a ChainState whose ``accepted`` counts the site updates that changed
-    their site, ``updates_per_step`` (= volume x hits) of them per sweep.
+    The chain state is a ChainState whose ``accepted`` counts the updates that changed their
+    degree of freedom, ``updates_per_step`` (= volume x components x hits) of them per sweep.
     """
 
     record = LOCAL_RECORD
@@ -57,40 +70,52 @@ class LocalSampler:
         self.name = {"metropolis": "Metropolis", "heatbath": "heatbath"}[algorithm]
         self.rng = CounterRNG(seed)
         lat = theory.lattice
-        self.updates_per_step = lat.volume * (hits if algorithm == "metropolis" else 1)
+        components = theory.local_components
+        self.updates_per_step = lat.volume * len(components) * (
+            hits if algorithm == "metropolis" else 1)
         parity = sum(lat.xp.arange(o, o + n).reshape([-1 if a == mu else 1
                                                       for a in range(lat.ndim)])
                      for mu, (o, n) in enumerate(zip(lat.offset, lat.local_shape))) % 2
-        self.masks = [parity == 0, parity == 1]
-        self.sites = [lat.site_index[mask] for mask in self.masks]
+        index = lat.dof_index(theory.field.site_shape)
+        # (component, its sites of one parity, their random-number indices), in update order
+        self.groups = [(component, mask, index[(Ellipsis,) + component][mask])
+                       for component in components for mask in (parity == 0, parity == 1)]
 
     def step(self, state):
-        """One sweep: the even sites, then the odd ones. Returns (state, SweepInfo)."""
+        """One sweep: each component on the even sites, then on the odd ones. Returns
+        (state, SweepInfo)."""
         lat = self.theory.lattice
         sweep = state.trajectory + 1
         field = state.field.copy()
         changed = lat.xp.zeros(lat.local_shape)
         delta_s = lat.xp.zeros(lat.local_shape)
-        for mask, sites in zip(self.masks, self.sites):
-            environment = self.theory.local_environment(field)[mask]
-            field[mask], changed[mask], delta_s[mask] = self._update(field[mask], environment,
-                                                                     sites, sweep)
+        for component, mask, dofs in self.groups:
+            environment = self.theory.local_environment(field, component)[mask]
+            values = field[(Ellipsis,) + component]  # a view: assigning to it updates field
+            values[mask], changed_here, delta_here = self._update(values[mask], environment,
+                                                                  dofs, sweep)
+            changed[mask] += changed_here
+            delta_s[mask] += delta_here
         accepted = int(lat.sum(changed))
         return (ChainState(field, sweep, state.accepted + accepted),
                 SweepInfo(sweep, accepted / self.updates_per_step, lat.sum(delta_s)))
 
-    def _update(self, value, environment, sites, sweep):
-        """(new values, updates that changed each site, change of each site's local action)
-        of the sites of one parity."""
+    def _update(self, value, environment, dofs, sweep):
+        """(new values, updates that changed each, change of each one's local action) of the
+        degrees of freedom ``dofs`` (random-number indices) of one group."""
         xp, local_action = self.theory.lattice.xp, self.theory.local_action
         start = action = local_action(value, environment)
         if self.algorithm == "heatbath":
-            w = self.rng.words(sites, sweep, STREAM_LOCAL, 0, xp)
-            new = self.theory.heatbath(environment, uniform_from_words(w[0], w[1]))
+            def draw(attempt, pending=None):
+                w = self.rng.words(dofs if pending is None else dofs[pending], sweep,
+                                   STREAM_LOCAL, attempt, xp)
+                return uniform_from_words(w[0], w[1]), uniform_from_words(w[2], w[3])
+
+            new = self.theory.heatbath(environment, draw)
             return new, (new != value).astype(float), local_action(new, environment) - start
         changed = xp.zeros(value.shape)
         for hit in range(self.hits):
-            w = self.rng.words(sites, sweep, STREAM_LOCAL, hit, xp)
+            w = self.rng.words(dofs, sweep, STREAM_LOCAL, hit, xp)
             proposal = self.theory.propose(value, uniform_from_words(w[0], w[1]), self.width)
             proposed = local_action(proposal, environment)
             delta = proposed - action
@@ -103,5 +128,6 @@ class LocalSampler:
 
     def describe(self):
         if self.algorithm == "heatbath":
-            return "checkerboard sweeps, one draw per site"
-        return f"checkerboard sweeps, {self.hits} hit(s) per site, proposal width {self.width:g}"
+            return "checkerboard sweeps, one heatbath draw per update"
+        return (f"checkerboard sweeps, {self.hits} hit(s) per update, proposal width "
+                f"{self.width:g}")

@@ -87,7 +87,9 @@ class Ising(Theory):
                 "m2": m * m, "m4": m**4}
 
     # ------------------------------------------------------------------ local updates
-    def local_environment(self, s):
+    local_components = ((),)  # one spin per site
+
+    def local_environment(self, s, component):
         """h_x = sum_mu (s_{x+mu} + s_{x-mu})."""
         return self.lattice.neighbour_sum(s)
 
@@ -99,8 +101,9 @@ class Ising(Theory):
         """The Metropolis proposal: the flipped spin (``u`` and ``width`` are not needed)."""
         return -s
 
-    def heatbath(self, h, u):
-        """s_x = +1 if u_x < 1 / (1 + exp(-2 beta h_x)), else -1."""
+    def heatbath(self, h, draw):
+        """s_x = +1 if u_x < 1 / (1 + exp(-2 beta h_x)), else -1 (u_x of attempt 0)."""
+        u, _ = draw(0)
         index = ((h + 2 * self.lattice.ndim) * 0.5).astype(int)
         return self.lattice.xp.where(u < self._up[index], 1.0, -1.0).astype(h.dtype)
 

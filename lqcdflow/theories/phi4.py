@@ -180,7 +180,9 @@ class Phi4(Theory):
         return (("hopping", self.hopping_force), ("potential", self.potential_force))
 
     # ------------------------------------------------------------------ local updates
-    def local_environment(self, phi):
+    local_components = ((),)  # one value per site
+
+    def local_environment(self, phi, component):
         """n_x = sum_mu (phi_{x+mu} + phi_{x-mu}), the neighbour sum."""
         return self.lattice.neighbour_sum(phi)
 

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from lqcdflow.rng import STREAM_HOT_START
+from lqcdflow.rng import STREAM_HOT_START, log_exact
 from lqcdflow.schema import ConfigError, Key
 from lqcdflow.theories.base import FieldSpec, Observable, Theory
 
@@ -70,6 +70,7 @@ class U1(Theory):
         self.field = FieldSpec("theta", (d,), description="link angles theta_mu(x), "
                                "U_mu(x) = exp(i theta_mu(x)), direction mu last")
         self.momentum_shape = (d,)
+        self.local_components = tuple((mu,) for mu in range(d))  # link updates: mu by mu
         self.planes = [(mu, nu) for mu in range(d) for nu in range(mu + 1, d)]
         observables = [
             Observable("action", (), "S = beta sum_P (1 - cos theta_P)"),
@@ -161,9 +162,87 @@ class U1(Theory):
         return lat.sum(loops) * lat.shape[mu] / lat.volume
 
 
+    # ------------------------------------------------------------------ local updates
+    def local_environment(self, theta, component):
+        """The staple sum of the links theta_mu(x), component = (mu,):
+
+            A_mu(x) = sum_{nu != mu} [exp(i(theta_nu(x+mu) - theta_mu(x+nu) - theta_nu(x)))
+                                + exp(i(theta_nu(x-nu) - theta_mu(x-nu) - theta_nu(x-nu+mu)))],
+
+        so that the 2(D - 1) plaquettes holding the link have sum cos theta_P =
+        Re(exp(i theta_mu(x)) A_mu(x)) (the backward plaquettes hold it conjugated).
+        """
+        (mu,) = component
+        lat, xp = self.lattice, self.lattice.xp
+        comps = [xp.ascontiguousarray(theta[..., nu]) for nu in range(lat.ndim)]
+        staples = None
+        for nu in range(lat.ndim):
+            if nu == mu:
+                continue
+            up = lat.shift(comps[nu], mu, +1)  # theta_nu(x + mu)
+            forward = (up - lat.shift(comps[mu], nu, +1)) - comps[nu]
+            backward = lat.shift((comps[nu] - comps[mu]) - up, nu, -1)
+            both = xp.exp(1j * forward) + xp.exp(1j * backward)
+            staples = both if staples is None else staples + both
+        return staples
+
+    def local_action(self, theta, staples):
+        """The part of S that depends on a link, up to a constant:
+        -beta Re(exp(i theta) A) = -beta (cos theta Re A - sin theta Im A)."""
+        xp = self.lattice.xp
+        return -self.beta * (xp.cos(theta) * staples.real - xp.sin(theta) * staples.imag)
+
+    def propose(self, theta, u, width):
+        """The Metropolis proposal wrap(theta + width (2 u - 1)): a symmetric step on the
+        circle, in theta's precision."""
+        return wrap(theta + width * (2.0 * u - 1.0), self.lattice.xp).astype(theta.dtype)
+
+    def heatbath(self, staples, draw):
+        """theta = wrap(X - arg A), X drawn from the von Mises density exp(kappa cos X) with
+        kappa = beta |A|: the link's conditional density exp(beta |A| cos(theta + arg A)).
+
+        X by the rejection method of Best and Fisher (Appl. Statist. 28 (1979) 152), a wrapped
+        Cauchy envelope: with a = 1 + sqrt(1 + 4 kappa^2), b = 2 kappa / (a + sqrt(2a)) (their
+        (a - sqrt(2a)) / (2 kappa) without the cancellation at small kappa), r = (1 + b^2) /
+        (2b), attempt k draws u, v; w = 2u - 1, z = cos(pi w), f = (1 + r z) / (r + z),
+        c = kappa (r - f), and accepts X = sign(w) arccos(f) if c (2 - c) > v or
+        log(c / v) + 1 - c >= 0 (w's sign and |w| are independent, so one uniform gives the
+        point and the side). kappa = 0 (beta = 0 or A = 0): X = pi w, uniform.
+        """
+        xp = self.lattice.xp
+        kappa = self.beta * xp.abs(staples).astype(np.float64)
+        uniform = kappa == 0
+        kappa = xp.where(uniform, 1.0, kappa)  # any kappa > 0: those values are not used
+        a = 1.0 + xp.sqrt(1.0 + 4.0 * kappa * kappa)
+        b = 2.0 * kappa / (a + xp.sqrt(2.0 * a))
+        r = (1.0 + b * b) / (2.0 * b)
+        x = xp.empty(kappa.shape)
+        pending = xp.arange(kappa.size)
+        for attempt in range(_MAX_HEATBATH_ATTEMPTS):
+            if pending.size == 0:
+                return wrap(x - xp.angle(staples), xp).astype(staples.real.dtype)
+            u, v = draw(attempt, pending)
+            w = 2.0 * u - 1.0
+            rp, kp = r[pending], kappa[pending]
+            z = xp.cos(math.pi * w)
+            f = (1.0 + rp * z) / (rp + z)
+            c = kp * (rp - f)
+            ok = (c * (2.0 - c) > v) | (log_exact(c / v, xp) + 1.0 - c >= 0.0) | \
+                uniform[pending]
+            x[pending[ok]] = xp.where(uniform[pending], math.pi * w,
+                                      xp.sign(w) * xp.arccos(f))[ok]
+            pending = pending[~ok]
+        raise RuntimeError("von Mises rejection did not terminate")  # probability ~0
+
+
+# The envelope accepts with probability > 0.65 for every kappa: 200 attempts all fail with
+# probability < 1e-90 at any site.
+_MAX_HEATBATH_ATTEMPTS = 200
+
+
 # ---------------------------------------------------------------------- run file: [theory]
 KEYS = {"beta": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0")}
-ALGORITHMS = ("hmc", "langevin")  # [sampler] algorithms that sample it
+ALGORITHMS = ("hmc", "langevin", "metropolis", "heatbath")  # [sampler] algorithms for it
 
 
 def check(values, given, ndim):

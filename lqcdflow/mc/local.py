@@ -30,7 +30,8 @@ draw).
 The random numbers of degree of freedom k of site x (global index i(x) n + k, as
 lqcdflow.parallel.Lattice.dof_index) in sweep n, hit or attempt a, are Philox words of (that
 index, draw n, stream STREAM_LOCAL, a) (lqcdflow.rng), and log u is IEEE-exact (rng.log_exact):
-a chain is bitwise the same on any rank count and process grid.
+a chain is bitwise the same on any rank count and process grid, and on NumPy and CuPy where the
+local action needs no transcendental functions (Ising, phi^4; U(1) needs cos and sin).
 """
 
 from dataclasses import dataclass

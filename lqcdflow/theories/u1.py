@@ -161,7 +161,6 @@ class U1(Theory):
             loops[...] = 0.0
         return lat.sum(loops) * lat.shape[mu] / lat.volume
 
-
     # ------------------------------------------------------------------ local updates
     def local_environment(self, theta, component):
         """The staple sum of the links theta_mu(x), component = (mu,):

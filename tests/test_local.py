@@ -154,6 +154,22 @@ def test_u1_heatbath_draws_the_von_mises_density(beta, staple):
         assert max(map(abs, z(1.05 * kappa))) > Z_MAX
 
 
+@pytest.mark.parametrize("shape", [(6, 4), (4, 4, 2)])
+@pytest.mark.parametrize("algorithm", ["metropolis", "heatbath"])
+def test_u1_sweep_delta_s_is_the_change_of_the_action(shape, algorithm):
+    """The staple sums are right: each sweep's Delta S, summed from the local actions of the
+    links, equals the change of the global action S = beta sum_P (1 - cos theta_P)."""
+    theory = U1(Lattice(shape, comm=MPI.COMM_SELF), 1.7)
+    state = initial_state(theory, CounterRNG(2), "hot")
+    sampler = LocalSampler(theory, algorithm, 2, width=2.0)
+    for _ in range(3):
+        before = theory.measure(state.field)["action"]
+        state, info = sampler.step(state)
+        change = theory.measure(state.field)["action"] - before
+        assert abs(info.delta_S - change) < 1e-9 * (1 + abs(change)), (info.delta_S, change)
+        assert abs(change) > 0.1
+
+
 def u1_z(series, L, beta):
     """z-scores of the plaquette and chi_t = <Q^2>/V against the exact 2D results."""
     V = L * L

@@ -3,7 +3,7 @@ flow of flow sampling (torch is imported only for that)."""
 
 from lqcdflow import theories
 from lqcdflow.backend import make_backend
-from lqcdflow.config import ConfigError
+from lqcdflow.config import TRAINED_ALGORITHMS, ConfigError
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
@@ -86,22 +86,43 @@ def make_flow_spec(config):
                     coupling=flow.coupling, z2=flow.z2, **spline)
 
 
-def make_flow(config, lattice):
-    """(spec, flow, Adam optimiser) of the run file on ``lattice``, freshly initialised.
+def make_diffusion_spec(config):
+    """The DiffusionSpec of the run file's [diffusion] architecture and its target."""
+    from lqcdflow.flows.diffusion import DiffusionSpec
 
-    dtype from [run] dtype; device "cuda" with [run] backend = "cupy", else "cpu". A flow
-    that does not fit the lattice (dimension, kernel wider than a rank's block) is a
+    diffusion, theory = config.diffusion, config.theory
+    return DiffusionSpec(shape=tuple(config.lattice.shape), hidden=tuple(diffusion.hidden),
+                         ode_steps=diffusion.ode_steps, t_min=diffusion.t_min,
+                         beta_min=diffusion.beta_min, beta_max=diffusion.beta_max,
+                         m2=theory.m2, lam=theory.lambda_, seed=config.run.seed)
+
+
+def make_model_spec(config):
+    """The spec of the run file's trained model: a flow ([flow]) or a diffusion model
+    ([diffusion])."""
+    if config.sampler.algorithm == "diffusion":
+        return make_diffusion_spec(config)
+    return make_flow_spec(config)
+
+
+def make_model(config, lattice):
+    """(spec, model, Adam optimiser) of the run file's trained model on ``lattice``, freshly
+    initialised.
+
+    dtype from [run] dtype; device "cuda" with [run] backend = "cupy", else "cpu". A model
+    that does not fit the lattice (dimension, kernel or halo wider than a rank's block) is a
     ConfigError.
     """
     import torch
 
-    spec = make_flow_spec(config)
-    run, flow_keys = config.run, config.flow
+    spec = make_model_spec(config)
+    run, keys = config.run, config.trained
     dtype = getattr(torch, run.dtype)  # "float64" or "float32"
     device = "cuda" if run.backend == "cupy" else "cpu"
+    section = TRAINED_ALGORITHMS[config.sampler.algorithm]
     try:
-        flow = spec.build(lattice, flow_keys.init_seed, dtype=dtype, device=device)
+        model = spec.build(lattice, keys.init_seed, dtype=dtype, device=device)
     except ValueError as e:
-        raise ConfigError(f"[flow] does not fit [lattice] on {lattice.size} rank(s): "
+        raise ConfigError(f"[{section}] does not fit [lattice] on {lattice.size} rank(s): "
                           f"{e}") from None
-    return spec, flow, torch.optim.Adam(flow.parameters(), lr=flow_keys.learning_rate)
+    return spec, model, torch.optim.Adam(model.parameters(), lr=keys.learning_rate)

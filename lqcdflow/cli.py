@@ -22,7 +22,7 @@ import lqcdflow
 from lqcdflow.analysis import AnalysisError
 from lqcdflow.analysis.command import add_arguments as add_analyze_arguments
 from lqcdflow.backend import BackendError
-from lqcdflow.config import RUN_ALGORITHMS, ConfigError, parse
+from lqcdflow.config import RUN_ALGORITHMS, TRAINED_ALGORITHMS, ConfigError, parse
 from lqcdflow.exitcodes import EXIT_CORRUPT, EXIT_RESUBMIT, EXIT_USAGE, error_line
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.ensemble import OutputError
@@ -97,7 +97,7 @@ def _start(args, comm, algorithms):
     config, text = read_run_file(args.run_file, comm)
     algorithm = config.sampler.algorithm
     if algorithm not in algorithms:
-        other = ("lqcdflow train, then lqcdflow sample" if algorithm == "nmcmc"
+        other = ("lqcdflow train, then lqcdflow sample" if algorithm in TRAINED_ALGORITHMS
                  else "lqcdflow run")
         raise ConfigError(f"lqcdflow {args.command} does not run [sampler] algorithm = "
                           f"'{algorithm}'; use {other}")
@@ -122,12 +122,16 @@ def _check_paths(args, config, comm):
 
     reads = [(args.run_file, "run file"),
              (getattr(config.run, "start_file", ""), "start configuration")]
+    trained = config.trained
+    what = f"{TRAINED_ALGORITHMS.get(config.sampler.algorithm)} state"
     if args.command == "train":
-        writes = [(config.flow.state, "flow state", "file")]
+        writes = [(trained.state, what, "file")]
+        if config.diffusion:
+            reads.append((config.diffusion.data, "[diffusion] data"))
     else:
         writes = outputs(config)
-        if config.flow:
-            reads.append((config.flow.state, "flow state"))
+        if trained:
+            reads.append((trained.state, what))
     paths.check(comm, writes, reads)
 
 
@@ -168,18 +172,20 @@ def cmd_run(args, comm, signals):
 
 
 def cmd_train(args, comm, signals):
-    """Train or continue training the run file's flow (algorithm = "nmcmc")."""
+    """Train or continue training the run file's flow (algorithm = "nmcmc") or diffusion
+    model (algorithm = "diffusion")."""
     stop_rule = _stop_rule(args, comm, signals)
-    config, _, say = _start(args, comm, ("nmcmc",))
+    config, _, say = _start(args, comm, tuple(TRAINED_ALGORITHMS))
     from lqcdflow.flows.run import run_training  # torch: imported only for flows
 
     return run_training(config, comm, stop_rule, say)
 
 
 def cmd_sample(args, comm, signals):
-    """Generate or continue the ensemble of the trained flow's chain (algorithm = "nmcmc")."""
+    """Generate or continue the ensemble of the trained model's chain (algorithm = "nmcmc" or
+    "diffusion")."""
     stop_rule = _stop_rule(args, comm, signals)
-    config, text, say = _start(args, comm, ("nmcmc",))
+    config, text, say = _start(args, comm, tuple(TRAINED_ALGORITHMS))
     from lqcdflow.flows.run import run_sampling
 
     code = run_sampling(config, text, comm, stop_rule, say)
@@ -221,13 +227,14 @@ def cmd_convert(args, comm):
 
 
 def _training_status(config):
-    """(line, complete) of the flow training: the step of the state file of ``steps``."""
+    """(line, complete) of the model's training: the step of the state file of ``steps``."""
     from lqcdflow.io.flow_states import trained_step
 
-    path, steps = config.flow.state, config.flow.steps
+    path, steps = config.trained.state, config.trained.steps
     done = trained_step(path)
     if done is None:
-        return f"training step 0 of {steps} (no flow state {path})", False
+        kind = TRAINED_ALGORITHMS[config.sampler.algorithm]
+        return f"training step 0 of {steps} (no {kind} state {path})", False
     return f"training step {done} of {steps} ({path})", done >= steps
 
 
@@ -241,9 +248,10 @@ def cmd_status(args):
     from lqcdflow.io.checkpoint import newest_trajectory
 
     config, _ = read_run_file(args.run_file)
-    flows = config.sampler.algorithm == "nmcmc"
+    flows = config.trained is not None
     if args.train and not flows:
-        raise ConfigError("lqcdflow status --train needs [sampler] algorithm = 'nmcmc'")
+        raise ConfigError("lqcdflow status --train needs [sampler] algorithm = 'nmcmc' or "
+                          "'diffusion'")
     if flows:
         line, trained = _training_status(config)
         print(line)

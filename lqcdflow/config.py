@@ -1,5 +1,6 @@
 """Run files: TOML with sections [lattice], [theory], [sampler], [output], [checkpoint], [run],
-and [flow] for flow sampling (``algorithm = "nmcmc"``), parsed into typed Settings.
+[flow] for flow sampling (``algorithm = "nmcmc"``) and [diffusion] for diffusion-model
+proposals (``algorithm = "diffusion"``), parsed into typed Settings.
 
 Every key is checked against the schema below (the [theory] keys against the schema of the
 theory named by ``[theory] name``, see :mod:`lqcdflow.theories`); anything unknown, missing, of
@@ -8,7 +9,8 @@ what is allowed. The result is a frozen :class:`Settings` with one typed section
 section and all defaults filled in: library code receives these objects, never the run-file
 dict. Keys of one algorithm (or coupling, or schedule) only are refused under another one, and
 left out of their section (so that an ensemble's attributes hold only the keys its run used);
-``flow`` exists (filled with its defaults) exactly when ``algorithm = "nmcmc"``.
+``flow`` exists (filled with its defaults) exactly when ``algorithm = "nmcmc"``, ``diffusion``
+exactly when ``algorithm = "diffusion"``.
 """
 
 import dataclasses
@@ -24,18 +26,41 @@ from lqcdflow.schema import REQUIRED, ConfigError, Key, describe, positive, vali
 
 __all__ = ["ConfigError", "Settings", "parse", "validate"]
 
-# [sampler] keys of each algorithm only; a run file giving one under another is refused.
-ALGORITHM_KEYS = {"hmc": ("integrator", "xi", "trajectory_length", "n_steps"),
-                  "nmcmc": ("batch",), "metropolis": ("hits", "width"),
-                  "langevin": ("epsilon", "metropolis")}
+# [sampler] keys of some algorithms only; a run file giving one under another is refused.
+ALGORITHM_KEYS = {"integrator": ("hmc",), "xi": ("hmc",), "trajectory_length": ("hmc",),
+                  "n_steps": ("hmc",), "batch": ("nmcmc", "diffusion"),
+                  "hits": ("metropolis",), "width": ("metropolis",),
+                  "epsilon": ("langevin",), "metropolis": ("langevin",)}
 LOCAL_ALGORITHMS = ("metropolis", "heatbath")  # checkerboard sweeps (lqcdflow.mc.local)
 RUN_ALGORITHMS = ("hmc", "langevin") + LOCAL_ALGORITHMS  # those `lqcdflow run` runs
+# Those of a trained model (`lqcdflow train`, then `lqcdflow sample`), and its section.
+TRAINED_ALGORITHMS = {"nmcmc": "flow", "diffusion": "diffusion"}
 # [flow] keys of one coupling or schedule only.
 FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
              "lr_min": ("schedule", "cosine")}
 # Training step n draws its batch from the flow prior's draw number n (0 .. steps - 1); flow
 # sampling draws its proposals from the last draw number, which training never reaches.
 SAMPLING_DRAW = 2**32 - 1
+
+
+def _training_keys(model, batch, batch_min, steps):
+    """The keys of the training of a ``model`` ("flow" or "diffusion"), with its defaults of
+    the batch (at least ``batch_min``) and of the steps."""
+    return {
+        "init_seed": Key("int", 0, check=lambda v: 0 <= v < 2**63,
+                         allowed="an integer in [0, 2^63)"),
+        "batch": Key("int", batch, check=lambda v: v >= batch_min,
+                     allowed=f"an integer >= {batch_min}"),
+        "steps": Key("int", steps, check=lambda v: 0 < v < SAMPLING_DRAW,
+                     allowed="an integer in (0, 2^32 - 1)"),
+        "learning_rate": Key("float", 3e-3, check=positive, allowed="a number > 0"),
+        "schedule": Key("choice", "cosine", choices=("constant", "cosine")),
+        "lr_min": Key("float", 0.0, check=lambda v: v >= 0, allowed="a number >= 0"),
+        "state": Key("str", "", allowed='a file name ("": next to the output file, '
+                                        f'<file without .h5>.{model}.h5)'),
+        "save_every": Key("int", 100, check=positive, allowed="an integer > 0"),
+        "progress_every": Key("int", 100, check=positive, allowed="an integer > 0"),
+    }
 
 
 SCHEMA = {
@@ -48,7 +73,7 @@ SCHEMA = {
     },
     # "theory": the keys of the theory named by [theory] name (lqcdflow.theories)
     "sampler": {
-        "algorithm": Key("choice", "hmc", choices=RUN_ALGORITHMS + ("nmcmc",)),
+        "algorithm": Key("choice", "hmc", choices=RUN_ALGORITHMS + tuple(TRAINED_ALGORITHMS)),
         "integrator": Key("choice", "omelyan2", choices=tuple(SCHEMES)),
         "xi": Key("float", OMELYAN_XI, check=lambda v: 0 < v < 0.5,
                   allowed="a number in (0, 0.5) (omelyan2 only)"),
@@ -61,7 +86,7 @@ SCHEMA = {
         "n_thermalization": Key("int", 0, check=lambda v: v >= 0, allowed="an integer >= 0"),
         "measure_every": Key("int", 1, check=positive, allowed="an integer > 0"),
         "batch": Key("int", 64, check=positive,
-                     allowed="an integer > 0 (proposals per flow evaluation)"),
+                     allowed="an integer > 0 (proposals per model evaluation)"),
         "hits": Key("int", 1, check=positive,
                     allowed="an integer > 0 (Metropolis updates per site or link and sweep)"),
         "width": Key("float", 1.0, check=positive,
@@ -80,18 +105,17 @@ SCHEMA = {
         "bins": Key("int", 8, check=positive, allowed="an integer > 0 (spline only)"),
         "bound": Key("float", 4.0, check=positive, allowed="a number > 0 (spline only)"),
         "z2": Key("bool", True),
-        "init_seed": Key("int", 0, check=lambda v: 0 <= v < 2**63,
-                         allowed="an integer in [0, 2^63)"),
-        "batch": Key("int", 32, check=lambda v: v >= 2, allowed="an integer >= 2"),
-        "steps": Key("int", 5000, check=lambda v: 0 < v < SAMPLING_DRAW,
-                     allowed="an integer in (0, 2^32 - 1)"),
-        "learning_rate": Key("float", 3e-3, check=positive, allowed="a number > 0"),
-        "schedule": Key("choice", "cosine", choices=("constant", "cosine")),
-        "lr_min": Key("float", 0.0, check=lambda v: v >= 0, allowed="a number >= 0"),
-        "state": Key("str", "", allowed='a file name ("": next to the output file, '
-                                        '<file without .h5>.flow.h5)'),
-        "save_every": Key("int", 100, check=positive, allowed="an integer > 0"),
-        "progress_every": Key("int", 100, check=positive, allowed="an integer > 0"),
+        **_training_keys("flow", batch=32, batch_min=2, steps=5000),
+    },
+    "diffusion": {
+        "data": Key("str", "", allowed="the configurations file of an ensemble to learn from"),
+        "hidden": Key("int list", [32, 32], check=lambda v: all(x > 0 for x in v),
+                      allowed="a list of positive widths, e.g. [32, 32]"),
+        "ode_steps": Key("int", 40, check=positive, allowed="an integer > 0"),
+        "t_min": Key("float", 1e-3, check=lambda v: 0 < v < 1, allowed="a number in (0, 1)"),
+        "beta_min": Key("float", 0.1, check=positive, allowed="a number > 0"),
+        "beta_max": Key("float", 20.0, check=positive, allowed="a number > 0"),
+        **_training_keys("diffusion", batch=64, batch_min=1, steps=2000),
     },
     "output": {
         "file": Key("str", check=lambda v: v.strip() != "", allowed="a file name"),
@@ -124,7 +148,7 @@ SCHEMA = {
 }
 
 
-SECTIONS = ("lattice", "theory", "sampler", "flow", "output", "checkpoint", "run")
+SECTIONS = ("lattice", "theory", "sampler", "flow", "diffusion", "output", "checkpoint", "run")
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "choice": str,
           "int list": list, "int list or auto": Any, "int or int list": Any}
 _section_types = {}
@@ -157,8 +181,9 @@ def section_items(section):
 class Settings:
     """A validated run file: one typed, frozen section object per section.
 
-    ``flow`` is None unless ``sampler.algorithm = "nmcmc"``. Sections are changed with
-    :meth:`replace`, e.g. ``settings.replace("checkpoint", restart="never")``.
+    ``flow`` is None unless ``sampler.algorithm = "nmcmc"``, ``diffusion`` unless it is
+    "diffusion". Sections are changed with :meth:`replace`, e.g.
+    ``settings.replace("checkpoint", restart="never")``.
     """
 
     lattice: Any
@@ -168,6 +193,13 @@ class Settings:
     checkpoint: Any
     run: Any
     flow: Any = None
+    diffusion: Any = None
+
+    @property
+    def trained(self):
+        """The section of the trained model ([flow] or [diffusion]), or None."""
+        name = TRAINED_ALGORITHMS.get(self.sampler.algorithm)
+        return getattr(self, name) if name else None
 
     def sections(self):
         """{section name: {key: value}} of the sections present (the run file as read)."""
@@ -217,14 +249,17 @@ def validate(raw):
     if not config["checkpoint"]["directory"].strip():
         # each output file gets its own checkpoints, so that runs never mix by accident
         config["checkpoint"]["directory"] = stem + ".checkpoints"
-    if config["sampler"]["algorithm"] == "nmcmc":
-        _check_flow(config["flow"], given["flow"], config["theory"])
-        if not config["flow"]["state"].strip():
-            config["flow"]["state"] = stem + ".flow.h5"
-    elif "flow" in raw:
-        raise ConfigError("section [flow] is only used by [sampler] algorithm = 'nmcmc'")
-    else:
-        del config["flow"]
+    algorithm = config["sampler"]["algorithm"]
+    for trained, section in TRAINED_ALGORITHMS.items():
+        if algorithm == trained:
+            _check_trained(section, config[section], given[section], config["theory"])
+            if not config[section]["state"].strip():
+                config[section]["state"] = f"{stem}.{section}.h5"
+        elif section in raw:
+            raise ConfigError(f"section [{section}] is only used by [sampler] algorithm = "
+                              f"'{trained}'")
+        else:
+            del config[section]
     _check_algorithm(config)
     keys = {**SCHEMA, "theory": _theory_keys(raw.get("theory"))}
     return Settings(**{section: _section(section, keys[section], values)
@@ -252,8 +287,14 @@ def _only_for(section, values, given, names, key, value):
 
 
 def _check_sampler(sampler, given):
-    for algorithm, names in ALGORITHM_KEYS.items():
-        _only_for("sampler", sampler, given, names, "algorithm", algorithm)
+    algorithm = sampler["algorithm"]
+    for name, algorithms in ALGORITHM_KEYS.items():
+        if algorithm in algorithms:
+            continue
+        if name in given:
+            used = " or ".join(f"'{a}'" for a in algorithms)
+            raise ConfigError(f"[sampler] key '{name}' is only used by algorithm = {used}")
+        del sampler[name]
     if sampler["algorithm"] == "hmc":
         if sampler["n_steps"] is None:
             raise ConfigError(f"[sampler] missing key 'n_steps' "
@@ -279,18 +320,25 @@ def _check_algorithm(config):
                           "checkerboard), which needs even extents")
 
 
-def _check_flow(flow, given, theory):
+def _check_trained(section, values, given, theory):
+    """The [flow] or [diffusion] section of a trained model of phi^4 in the standard form."""
+    algorithm = next(a for a, s in TRAINED_ALGORITHMS.items() if s == section)
     if theory["name"] != "phi4":
         raise ConfigError(f"[theory] name = '{theory['name']}' cannot be used with algorithm = "
-                          "'nmcmc': flows sample phi^4 (so far)")
+                          f"'{algorithm}': trained models sample phi^4 (so far)")
     if theory["form"] != "standard":
         raise ConfigError(f"[theory] form = '{theory['form']}' cannot be used with algorithm = "
-                          "'nmcmc': flows sample the standard form (m2, lambda)")
+                          f"'{algorithm}': trained models sample the standard form (m2, "
+                          "lambda)")
+    if section == "diffusion" and not values["data"].strip():
+        raise ConfigError("[diffusion] missing key 'data' (the configurations file of an "
+                          "ensemble to learn from, e.g. an HMC run's [output] configurations)")
     for name, (key, value) in FLOW_ONLY.items():
-        _only_for("flow", flow, given, (name,), key, value)
-    if flow["schedule"] == "cosine" and flow["lr_min"] > flow["learning_rate"]:
-        raise ConfigError(f"[flow] lr_min = {flow['lr_min']} exceeds learning_rate = "
-                          f"{flow['learning_rate']}")
+        if name in values or name in given:
+            _only_for(section, values, given, (name,), key, value)
+    if values["schedule"] == "cosine" and values["lr_min"] > values["learning_rate"]:
+        raise ConfigError(f"[{section}] lr_min = {values['lr_min']} exceeds learning_rate = "
+                          f"{values['learning_rate']}")
 
 
 def _check_lattice(lattice):

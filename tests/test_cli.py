@@ -185,3 +185,15 @@ def test_the_largest_seed_is_accepted_and_walltime_must_be_finite(tmp_path):
         result = lqcdflow(["run", "--walltime", value, str(run_file)])
         assert result.returncode == 2 and "argument --walltime: expected seconds >= 0" in \
             result.stderr
+
+
+def test_example_run_files_are_valid():
+    """Every run file in examples/ parses (the README's commands use them)."""
+    from pathlib import Path
+
+    from lqcdflow.config import parse
+
+    examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
+    assert len(examples) >= 6
+    for path in examples:
+        parse(path.read_text(), str(path))

@@ -20,7 +20,7 @@ from lqcdflow import build
 from lqcdflow.cli import main
 from lqcdflow.config import SAMPLING_DRAW, parse
 from lqcdflow.flows import load_state, nmcmc
-from lqcdflow.flows.run import acceptance_estimate
+from lqcdflow.flows.train import acceptance_estimate
 from lqcdflow.flows.sampler import IndependenceMetropolis
 from lqcdflow.mc.stop import EXIT_RESUBMIT
 from lqcdflow.parallel import Lattice
@@ -122,7 +122,7 @@ def test_train_then_sample_writes_an_ensemble_of_the_flow_chain(tmp_path, traine
     # the chain is the library's nmcmc chain of the trained flow (same seed, draw, proposals)
     config = parse(run.read_text(), str(run))
     lattice = build.make_lattice(config, MPI.COMM_SELF)
-    spec, flow, optimizer = build.make_flow(config, lattice)
+    spec, flow, optimizer = build.make_model(config, lattice)
     assert load_state(str(state), flow, optimizer, spec, MPI.COMM_SELF) == (20, "float64")
     ref, _ = nmcmc(flow, lattice, M2, LAM, 120, 16, seed=11, draw=SAMPLING_DRAW)
     assert np.array_equal(accepted, ref.accepted)
@@ -281,7 +281,7 @@ def test_commands_refuse_the_other_algorithm(tmp_path, cli):
                    "section [flow] is only used by [sampler] algorithm = 'nmcmc'")
     with_batch = write_run_file(tmp_path / "hb.toml", **{"n_steps = 4": "n_steps = 4\nbatch = 8"})
     one_line_error(cli(["run", str(with_batch)]),
-                   "[sampler] key 'batch' is only used by algorithm = 'nmcmc'")
+                   "[sampler] key 'batch' is only used by algorithm = 'nmcmc' or 'diffusion'")
     no_steps = write_run_file(tmp_path / "hn.toml", **{"n_steps = 4": ""})
     one_line_error(cli(["run", str(no_steps)]), "[sampler] missing key 'n_steps'")
 

@@ -13,31 +13,36 @@ denoising score matching, and sampling integrates the probability-flow ODE from 
 
 which maps N(0, 1) to (an approximation of) the data distribution. Its log-density follows
 from the divergence of the drift. To make that divergence exact and cheap (no Hutchinson
-estimate), the score is *hollow* per site and affine in the site's own value:
+estimate), the score is *hollow* per site: a cubic in the site's own value (the conditional
+score of phi^4 at t = 0 is exactly of this form, -dS/dphi_x = 2 n1_x - 2(2D + m^2) phi_x -
+4 lambda phi_x^3) whose coefficients depend on other sites only,
 
-    s_x(phi, t) = -(1 + A_x) phi_x + B_x,   (A_x, B_x) = net(c_x, t),
+    s_x(phi, t) = B_x - (1 + A_x + C_x phi_x^2) phi_x,   (A_x, B_x, C_x) = net(c_x, t),
+    C_x >= 0,
 
 where c_x = (n1_x, n3_x) are sums of phi over the sites of the opposite checkerboard parity
 nearest to x: the 2D nearest neighbours (n1) and the 4D(D - 1) sites at displacement
-+-2 e_mu +- e_nu (n3). A = B = 0 is the score of N(0, 1), the distribution at t = 1; the
-network's last layer starts at zero, so an untrained model proposes z itself. With A even and
-B odd in c (the network symmetrised over c -> -c), the score commutes with phi -> -phi; sums
++-2 e_mu +- e_nu (n3). A = B = C = 0 is the score of N(0, 1), the distribution at t = 1; the
+network's last layer starts at zero (C at 4.5e-5, see _CUBIC_OFFSET), so an untrained model
+proposes nearly z itself. With A, C even and B odd in c (the network symmetrised over c ->
+-c), the score commutes with phi -> -phi; sums
 over the lattice directions make it equivariant under the lattice's translations and
 reflections; the sampler's even/odd splitting below keeps the translations that map the
 checkerboard onto itself (an even sum of the shift's components), as coupling flows do.
 
 The ODE is integrated in K steps of length h on a uniform grid, each split into a half step of
 the even sites (odd sites frozen) and one of the odd sites. With the coefficients frozen at the
-step's midpoint time t, a site's equation is linear, d phi_x / d tau = k_x phi_x + c_x with
-k_x = -beta A_x / 2 and c_x = beta B_x / 2, and is solved exactly:
+step's midpoint time t, a site's equation is d phi_x / d tau = (beta / 2)(B_x - A_x phi_x -
+C_x phi_x^3); its cubic part and then its linear part (k_x = -beta A_x / 2, c_x = beta B_x / 2)
+are each solved exactly:
 
-    phi_x <- phi_x exp(k_x h) + c_x h phi1(k_x h),   phi1(z) = (exp(z) - 1) / z.
+    phi_x <- phi_x / sqrt(1 + beta C_x h phi_x^2),              log-derivative -3/2 log(...),
+    phi_x <- phi_x exp(k_x h) + c_x h phi1(k_x h),   phi1(z) = (exp(z) - 1) / z,   k_x h.
 
 The half step changes each active site by a monotone map of its own value whose coefficients
-depend on frozen sites only, so its Jacobian is triangular with determinant
-prod_x exp(k_x h), and
+depend on frozen sites only, so its Jacobian is triangular, and
 
-    log q(phi) = log r(z) - sum_{steps, active x} k_x h      (r: the N(0, 1) prior)
+    log q(phi) = log r(z) - sum_{steps, active x} log-derivatives      (r: the N(0, 1) prior)
 
 is the exact log-density of the proposals the sampler makes (not of the ODE's exact flow):
 independence Metropolis with it (:class:`lqcdflow.flows.sampler.IndependenceMetropolis`) is
@@ -55,6 +60,7 @@ grid.
 """
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,7 +70,13 @@ from lqcdflow.flows.halo import halo_pad
 from lqcdflow.flows.layers import checkerboard
 from lqcdflow.flows.prior import GaussianPrior
 from lqcdflow.flows.reduce import allreduce_gradients, allreduce_sum
+from lqcdflow.flows.state import spec_attrs
+from lqcdflow.flows.train import check_finite, set_learning_rate
 from lqcdflow.rng import CounterRNG
+
+# The cubic coefficient C = softplus(raw) starts at softplus(-10) = 4.5e-5: the untrained
+# model is nearly the identity, and C still learns (softplus has no flat zero).
+_CUBIC_OFFSET = -10.0
 
 # Philox streams of the denoising noise and times; rng uses 1-3, the flow prior 16, nmcmc 17.
 STREAM_DSM_NOISE = 18
@@ -132,9 +144,10 @@ def neighbour_sums(phi, lattice):
 
 
 class HollowScore(nn.Module):
-    """The score network of the module docstring: s_x = -(1 + A_x) phi_x + B_x with
-    (A_x, B_x) a per-site multilayer perceptron (SiLU) of (n1_x, n3_x, t, alpha_t, sigma_t),
-    symmetrised so that A is even and B odd under phi -> -phi, its last layer zero at start.
+    """The score network of the module docstring: s_x = B_x - (1 + A_x + C_x phi_x^2) phi_x
+    with (A_x, B_x, log(exp(C_x) - 1)) a per-site multilayer perceptron (SiLU) of (n1_x, n3_x,
+    t, alpha_t, sigma_t), symmetrised so that A, C are even and B odd under phi -> -phi, its
+    last layer zero at start (but the offset of C).
 
     Parameters
     ----------
@@ -146,8 +159,13 @@ class HollowScore(nn.Module):
 
     def __init__(self, lattice, schedule, hidden=(32, 32)):
         super().__init__()
+        if any(n % 2 for n in lattice.shape) or min(lattice.local_shape) < 2:
+            raise ValueError(f"the diffusion model needs even extents (a checkerboard) and "
+                             f"at least 2 sites per rank in every direction (halos of width "
+                             f"2), got {list(lattice.shape)} split into blocks of "
+                             f"{list(lattice.local_shape)}")
         self.lattice, self.schedule = lattice, schedule
-        sizes = [5, *hidden, 2]
+        sizes = [5, *hidden, 3]
         modules = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             modules.append(nn.Linear(a, b, dtype=torch.float64))
@@ -155,10 +173,12 @@ class HollowScore(nn.Module):
                 modules.append(nn.SiLU())
         nn.init.zeros_(modules[-1].weight)
         nn.init.zeros_(modules[-1].bias)
+        with torch.no_grad():
+            modules[-1].bias[2] = _CUBIC_OFFSET
         self.net = nn.Sequential(*modules)
 
     def coefficients(self, phi, t):
-        """(A, B), each of shape (batch, *local_shape), at times ``t`` (tensor (batch,))."""
+        """(A, B, C), each of shape (batch, *local_shape), at times ``t`` (tensor (batch,))."""
         n1, n3 = neighbour_sums(phi, self.lattice)
         features = torch.stack([n1, n3], dim=-1).to(torch.float64)
         times = torch.stack([t, self.schedule.alpha(t), self.schedule.sigma(t)], dim=-1)
@@ -169,12 +189,13 @@ class HollowScore(nn.Module):
         plus, minus = both.chunk(2)
         a = 0.5 * (plus[..., 0] + minus[..., 0])
         b = 0.5 * (plus[..., 1] - minus[..., 1])
-        return a.to(phi.dtype), b.to(phi.dtype)
+        c = nn.functional.softplus(0.5 * (plus[..., 2] + minus[..., 2]))
+        return a.to(phi.dtype), b.to(phi.dtype), c.to(phi.dtype)
 
     def forward(self, phi, t):
         """s(phi, t), shape (batch, *local_shape)."""
-        a, b = self.coefficients(phi, t)
-        return b - (1.0 + a) * phi
+        a, b, c = self.coefficients(phi, t)
+        return b - (1.0 + a + c * phi * phi) * phi
 
 
 def denoising_loss(score, phi0, t, eps):
@@ -223,19 +244,32 @@ class DenoisingBatches:
         return self.data[torch.from_numpy(picked)], t, self.noise.sample(self.batch, step)
 
 
-def train_score(score, batches, steps, optimizer, first_step=0):
-    """``steps`` Adam (or any optimizer) steps of denoising score matching from step
-    ``first_step``; returns the losses. Gradients are summed over the lattice's ranks, so
-    every rank takes the same step."""
-    losses = []
-    for step in range(first_step, first_step + steps):
-        optimizer.zero_grad()
-        loss = denoising_loss(score, *batches(step))
-        loss.backward()
-        allreduce_gradients(score, score.lattice.comm)
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+@dataclass(frozen=True)
+class DenoisingMetrics:
+    """One denoising score-matching step: its number, the loss, the learning rate."""
+
+    step: int
+    loss: float
+    lr: float
+
+    def summary(self):
+        """The progress line's figures."""
+        return f"loss {self.loss:.6e}"
+
+
+def denoising_step(score, optimizer, batches, step, lr_schedule):
+    """One optimiser step of denoising score matching on the batch ``batches(step)``, with
+    the learning rate ``lr_schedule(step)``; the gradients are summed over the lattice's
+    ranks, so every rank takes the same step. Returns its DenoisingMetrics (the loss before
+    the update); DivergenceError, without updating, if the loss or a gradient is not finite."""
+    lr = set_learning_rate(optimizer, lr_schedule(step))
+    optimizer.zero_grad()
+    loss = denoising_loss(score, *batches(step))
+    loss.backward()
+    allreduce_gradients(score, score.lattice.comm)
+    check_finite(score, loss.item(), step)
+    optimizer.step()
+    return DenoisingMetrics(step, loss.item(), lr)
 
 
 class ProbabilityFlow(nn.Module):
@@ -269,22 +303,83 @@ class ProbabilityFlow(nn.Module):
                                           getattr(self, f"active_{parity}"))
         return z, logq
 
-    def _half_step(self, phi, logq, t, h, active):
-        """The exact step of length h of the sites where ``active`` is 1, at frozen time t."""
+    def _half_step(self, start, logq, t, h, active):
+        """The exact steps (cubic, then linear) of length h of the sites where ``active`` is
+        1, at frozen time t."""
         schedule = self.score.schedule
-        times = torch.full((phi.shape[0],), t, dtype=torch.float64)
-        a, b = self.score.coefficients(phi, times)
+        times = torch.full((start.shape[0],), t, dtype=torch.float64)
+        a, b, c = self.score.coefficients(start, times)
         half_beta_h = 0.5 * schedule.beta(t) * h
+        stretch = 1.0 + 2.0 * half_beta_h * c * start * start
+        phi = start / torch.sqrt(stretch)
         kh = -half_beta_h * a
         small = kh.abs() < 1e-8
         phi1 = torch.where(small, 1.0 + 0.5 * kh, torch.expm1(kh) / torch.where(small, 1.0, kh))
         moved = phi * torch.exp(kh) + half_beta_h * b * phi1
         active = active.to(dtype=phi.dtype, device=phi.device)
-        log_det = allreduce_sum((active * kh).flatten(1).sum(dim=1), self.score.lattice.comm)
-        return active * moved + (1 - active) * phi, logq - log_det
+        log_derivative = kh - 1.5 * torch.log(stretch)
+        log_det = allreduce_sum((active * log_derivative).flatten(1).sum(dim=1),
+                                self.score.lattice.comm)
+        return active * moved + (1 - active) * start, logq - log_det
 
     def sample(self, batch, draw, start=0):
         """Samples b = start .. start + batch - 1 of draw ``draw`` and their log q (as
         :meth:`lqcdflow.flows.Flow.sample`); collective."""
         z = self.prior.sample(batch, draw, start)
         return self.forward(z, self.prior.log_prob(z))
+
+
+@dataclass(frozen=True)
+class DiffusionSpec:
+    """Architecture of a diffusion model (:class:`ProbabilityFlow` of a :class:`HollowScore`)
+    and its target phi^4 couplings, as the state file records them.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Global lattice shape.
+    hidden : tuple of int
+        Widths of the score network's hidden layers.
+    ode_steps : int
+    t_min, beta_min, beta_max : float
+        The sampler's end time and the noise schedule.
+    m2, lam : float
+        Standard-form couplings of the target action.
+    seed : int
+        Seed of the Gaussian prior.
+    """
+
+    shape: tuple
+    hidden: tuple
+    ode_steps: int
+    t_min: float
+    beta_min: float
+    beta_max: float
+    m2: float
+    lam: float
+    seed: int
+
+    def memory_needed(self, local_volume, batch, itemsize, training):
+        """Bytes per rank a batch needs at least: the network's float64 activations of both
+        signs (training keeps all layers for the backward pass, sampling the widest two) and
+        the batch's fields (``itemsize`` bytes each: phi, its features and the output)."""
+        widths = sum(self.hidden) if training else 2 * max(self.hidden)
+        return batch * local_volume * (2 * 8 * (widths + 7) + 4 * itemsize)
+
+    def build(self, lattice, init_seed=0, dtype=torch.float64, device="cpu"):
+        """The model on ``lattice``: torch's default initialisation after
+        ``torch.manual_seed(init_seed)`` (the same on every rank; global RNG state restored),
+        the last layer zero; the prior in ``dtype``, the network in float64."""
+        if tuple(lattice.shape) != tuple(self.shape):
+            raise ValueError(f"lattice shape {lattice.shape} differs from the spec's "
+                             f"{tuple(self.shape)}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            score = HollowScore(lattice, VPSchedule(self.beta_min, self.beta_max),
+                                tuple(self.hidden))
+        prior = GaussianPrior(lattice, self.seed, dtype=dtype, device=device)
+        return ProbabilityFlow(prior, score, self.ode_steps, self.t_min).to(device=device)
+
+    def attrs(self):
+        """The spec as HDF5 attribute values."""
+        return spec_attrs(self)

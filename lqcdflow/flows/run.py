@@ -1,13 +1,17 @@
-"""The flow commands: ``lqcdflow train RUN.toml`` and ``lqcdflow sample RUN.toml``.
+"""The commands of trained models: ``lqcdflow train RUN.toml`` and ``lqcdflow sample RUN.toml``,
+for a flow ([sampler] algorithm = "nmcmc", [flow]) or a diffusion model (algorithm =
+"diffusion", [diffusion]).
 
-Training (:func:`run_training`) minimises the reverse Kullback-Leibler divergence with Adam
-(:func:`lqcdflow.flows.train.train_step`; step n draws its batch from the prior's draw n, its
-learning rate is lr(n) of the schedule), saves the flow and optimiser state
+Training (:func:`run_training`) takes Adam steps, step n with learning rate lr(n) of the
+schedule: a flow minimises the reverse Kullback-Leibler divergence
+(:func:`lqcdflow.flows.train.train_step`, its batch from the prior's draw n), a diffusion model
+the denoising score-matching loss on the configurations of an ensemble
+(:func:`lqcdflow.flows.diffusion.denoising_step`). It saves the model and optimiser state
 (:func:`lqcdflow.flows.state.save_state`) every ``save_every`` steps, at the end and when
 stopped early, and continues from that state file: n steps, a stop and the remaining steps on
 any number of ranks give the parameters of an uninterrupted run (to rounding: sums over ranks).
 
-Sampling (:func:`run_sampling`) runs the independence Metropolis chain of the trained flow
+Sampling (:func:`run_sampling`) runs the independence Metropolis chain of the trained model
 (:class:`lqcdflow.flows.sampler.IndependenceMetropolis`) in the production runner
 (:func:`lqcdflow.runner.run_sampler`): the ensemble file, configurations, checkpoints,
 restarts and early stops are those of ``lqcdflow run``.
@@ -20,50 +24,22 @@ import os
 import time
 
 import numpy as np
+import torch
 from mpi4py import MPI
 
 from lqcdflow import build
-from lqcdflow.config import SAMPLING_DRAW, ConfigError
+from lqcdflow.config import SAMPLING_DRAW, TRAINED_ALGORITHMS, ConfigError
+from lqcdflow.flows.diffusion import DenoisingBatches, denoising_step
 from lqcdflow.flows.sampler import IndependenceMetropolis
 from lqcdflow.flows.state import load_state, save_state
 from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
 from lqcdflow.io.checkpoint import CheckpointError
+from lqcdflow.io.configurations import ConfigurationReader
 from lqcdflow.io.files import reason, replaced_atomically
 from lqcdflow.io.locks import WriterLock
 from lqcdflow.mc.stop import EXIT_RESUBMIT
 from lqcdflow.parallel import memory
 from lqcdflow.runner import run_sampler, warn
-
-
-def acceptance_estimate(log_weights):
-    """Estimated acceptance rate of independence Metropolis with proposals from q.
-
-    At equilibrium the rate is A = E_{x ~ p, x' ~ q} min(1, w(x') / w(x)). With one batch
-    x_1 .. x_N ~ q, reweighting x to p (E_p[f] = E_q[w f] / E_q[w]) and taking every other
-    sample as x' gives the ratio estimator (consistent, bias O(1/N))
-
-        A ~ sum_{a != b} w_a min(1, w_b / w_a) / ((N - 1) sum_a w_a)
-          = 2 sum_k (N - k) w_(k) / ((N - 1) sum_a w_a),
-
-    w_(1) <= ... <= w_(N) the sorted weights (w_(k) is the smaller of a pair with the N - k
-    larger ones). It is 1 when all weights are equal.
-
-    Parameters
-    ----------
-    log_weights : array of shape (N,), N >= 2
-        log w = -S - log q (any common constant cancels).
-
-    Examples
-    --------
-    >>> acceptance_estimate([0.0, 0.0, 0.0])
-    1.0
-    >>> round(acceptance_estimate([0.0, np.log(3.0)]), 6)  # 2 min(1, 3) / (1 (1 + 3))
-    0.5
-    """
-    lw = np.sort(np.asarray(log_weights, dtype=np.float64))
-    n = lw.size
-    w = np.exp(lw - lw[-1])
-    return float(2 * np.dot(n - np.arange(1, n + 1), w) / ((n - 1) * w.sum()))
 
 
 def load_flow_state(path, flow, optimizer, spec, comm, convert_dtype=False):
@@ -103,9 +79,10 @@ def save_flow_state(path, flow, optimizer, step, spec, comm):
 class _TrainingProgress:
     """Every ``every`` steps and at the last one: the progress line of the step just done.
 
-    step/steps, the loss and batch ESS / N of the step (its TrainMetrics), the acceptance
-    estimate of :func:`acceptance_estimate` from the same batch's log weights, the learning
-    rate, the mean seconds per step since the previous line and the time to finish.
+    step/steps, the figures of the step's metrics (``summary()``: for a flow the loss, batch
+    ESS / N and acceptance estimate, lqcdflow.flows.train.TrainMetrics; for a diffusion model
+    the loss), the learning rate, the mean seconds per step since the previous line and the
+    time to finish.
     """
 
     def __init__(self, every, first_step, steps, print_fn):
@@ -115,26 +92,78 @@ class _TrainingProgress:
     def __call__(self, step, metrics):
         if not self.print_fn or (step % self.every and step != self.steps):
             return
-        acceptance = acceptance_estimate(metrics.log_weights.numpy())
         now = time.monotonic()
         seconds = (now - self.last_time) / (step - self.last_step)
         self.last_time, self.last_step = now, step
-        self.print_fn(f"step {step:>7d}/{self.steps}  loss {metrics.loss:+.6e}  "
-                      f"ess {metrics.ess:6.3f}  acc {acceptance:6.3f}  lr {metrics.lr:.3e}  "
+        self.print_fn(f"step {step:>7d}/{self.steps}  {metrics.summary()}  lr {metrics.lr:.3e}  "
                       f"{seconds:8.4f} s/step  ETA {seconds * (self.steps - step):8.0f} s")
 
 
 def _check_memory(config, lattice, batch, what):
     """ConfigError unless ``what`` ("training" or "sampling") fits in memory (see
-    lqcdflow.parallel.memory and FlowSpec.memory_needed)."""
-    needed = build.make_flow_spec(config).memory_needed(
+    lqcdflow.parallel.memory and the spec's memory_needed)."""
+    needed = build.make_model_spec(config).memory_needed(
         lattice.local_volume, batch, np.dtype(config.run.dtype).itemsize,
         training=what == "training")
-    memory.check(lattice, needed, f"flow {what} with a batch of {batch}")
+    memory.check(lattice, needed, f"{_kind(config)} {what} with a batch of {batch}")
+
+
+def _kind(config):
+    """"flow" or "diffusion": the run file's trained model (and its section)."""
+    return TRAINED_ALGORITHMS[config.sampler.algorithm]
+
+
+def training_data(config, lattice):
+    """The configurations a diffusion model learns from: those of [diffusion] data after its
+    run's thermalisation (trajectory > its sampler.n_thermalization), this rank's blocks as
+    one tensor (N, *local_shape) in [run] dtype. The file must hold phi^4 in the standard form
+    on this lattice (its couplings may differ from the target's: the chain is exact anyway).
+    """
+    path = config.diffusion.data
+    if not lattice.comm.bcast(os.path.isfile(path) if lattice.rank == 0 else None, root=0):
+        raise ConfigError(f"[diffusion] data {path} not found: generate it first (lqcdflow run "
+                          "of an ensemble with [output] configurations)")
+    theory = build.make_theory(config, lattice)
+    with ConfigurationReader(path, theory) as reader:
+        form = str(reader.attrs.get("theory.form", ""))
+        if form != "standard":
+            raise ConfigError(f"[diffusion] data {path} holds phi^4 in the {form or 'unknown'} "
+                              "form; the model learns fields of the standard form")
+        skip = int(reader.attrs.get("sampler.n_thermalization", 0))
+        fields = [lattice.backend.asnumpy(reader.read(i)[0]) for i in range(reader.count)
+                  if reader.trajectories[i] > skip]
+    if not fields:
+        raise ConfigError(f"[diffusion] data {path} holds no configuration after its "
+                          f"thermalisation (trajectory > {skip})")
+    return torch.from_numpy(np.stack(fields)).to(getattr(torch, config.run.dtype))
+
+
+def _training_step(config, lattice, model, optimizer, schedule, say):
+    """step n -> the metrics of training step n of the run file's model."""
+    keys = config.trained
+    if config.sampler.algorithm == "nmcmc":
+        return lambda n: train_step(model, optimizer, lattice, config.theory.m2,
+                                    config.theory.lambda_, keys.batch, n, schedule)
+    data = training_data(config, lattice)
+    if say:
+        say(f"learning from {data.shape[0]} configurations of {keys.data}")
+    batches = DenoisingBatches(data, lattice, keys.batch, config.run.seed, keys.t_min)
+    return lambda n: denoising_step(model.score, optimizer, batches, n, schedule)
+
+
+def _describe(config, model):
+    """The model, for the log line that starts training."""
+    n = sum(p.numel() for p in model.parameters())
+    keys = config.trained
+    if config.sampler.algorithm == "nmcmc":
+        return f"a flow of {n} parameters ({keys.coupling} couplings, {keys.n_layers} layers)"
+    return (f"a diffusion model of {n} parameters (hidden {list(keys.hidden)}, "
+            f"{keys.ode_steps} ODE steps)")
 
 
 def run_training(config, comm, stop_rule, say=None):
-    """Train (or continue training) the run file's flow; returns the exit code.
+    """Train (or continue training) the run file's flow or diffusion model; returns the exit
+    code.
 
     0: ``steps`` reached (also when the state file already was); EXIT_RESUBMIT: stopped early
     by ``stop_rule``, with the state saved. A state file of another dtype than [run] dtype is
@@ -142,18 +171,18 @@ def run_training(config, comm, stop_rule, say=None):
     prints what happens and a progress line every ``progress_every`` steps
     (:class:`_TrainingProgress`). The state file is locked while training (one writer).
     """
-    with WriterLock(comm, [(config.flow.state, "flow state")]):
+    with WriterLock(comm, [(config.trained.state, f"{_kind(config)} state")]):
         return _run_training(config, comm, stop_rule, say)
 
 
 def _run_training(config, comm, stop_rule, say):
     """:func:`run_training` with its lock held."""
-    fl, theory, ck = config.flow, config.theory, config.checkpoint
+    fl, ck = config.trained, config.checkpoint
     path, steps = fl.state, fl.steps
     stop_rule.walltime, stop_rule.margin = ck.walltime, ck.margin
     lattice = build.make_lattice(config, comm)
     _check_memory(config, lattice, fl.batch, "training")
-    spec, flow, optimizer = build.make_flow(config, lattice)
+    spec, flow, optimizer = build.make_model(config, lattice)
     exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0)
     step, saved = 0, None
     if exists and ck.restart == "auto":
@@ -171,15 +200,13 @@ def _run_training(config, comm, stop_rule, say):
     schedule = (cosine_lr(fl.learning_rate, steps, fl.lr_min)
                 if fl.schedule == "cosine" else constant_lr(fl.learning_rate))
     if say:
-        n = sum(p.numel() for p in flow.parameters())
-        say(f"training a flow of {n} parameters ({fl.coupling} couplings, {fl.n_layers} "
-            f"layers) from step {step} to {steps}, batch {fl.batch}, {fl.schedule} "
-            f"learning rate from {fl.learning_rate:g}")
+        say(f"training {_describe(config, flow)} from step {step} to {steps}, batch "
+            f"{fl.batch}, {fl.schedule} learning rate from {fl.learning_rate:g}")
+    training_step = _training_step(config, lattice, flow, optimizer, schedule, say)
     progress = _TrainingProgress(fl.progress_every, step, steps, say)
     stop_rule.loop_starts()
     while step < steps and not stop_rule.reason():
-        metrics = train_step(flow, optimizer, lattice, theory.m2, theory.lambda_,
-                             fl.batch, step, schedule)
+        metrics = training_step(step)
         step += 1
         stop_rule.trajectory_done(None, None)
         progress(step, metrics)
@@ -204,7 +231,8 @@ def _save(path, flow, optimizer, step, spec, comm, stop_rule):
 
 
 def run_sampling(config, run_file_text, comm, stop_rule, say=None):
-    """Generate (or continue) the ensemble of the trained flow's chain; returns the exit code.
+    """Generate (or continue) the ensemble of the trained model's chain; returns the exit
+    code.
 
     The state file must exist (ConfigError otherwise); a flow trained for fewer than
     ``steps`` steps, or in another dtype than [run] dtype (its parameters are converted), is
@@ -212,28 +240,28 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     chain's acceptance, the ESS / N of the importance weights of all its proposals and its
     longest run of rejections. Exit codes as :func:`lqcdflow.runner.run_sampler`.
     """
-    fl, couplings = config.flow, config.theory
+    fl, couplings, kind = config.trained, config.theory, _kind(config)
     path = fl.state
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
     _check_memory(config, lattice, config.sampler.batch, "sampling")
-    spec, flow, optimizer = build.make_flow(config, lattice)
+    spec, flow, optimizer = build.make_model(config, lattice)
     if not lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0):
-        raise ConfigError(f"flow state {path} not found; train the flow first: "
+        raise ConfigError(f"{kind} state {path} not found; train the {kind} first: "
                           "lqcdflow train RUN.toml")
     step, dtype = load_flow_state(path, flow, optimizer, spec, lattice.comm, convert_dtype=True)
     if step < fl.steps:
-        warn(lattice.comm, f"the flow in {path} is trained for {step} of {fl.steps} steps; "
+        warn(lattice.comm, f"the {kind} in {path} is trained for {step} of {fl.steps} steps; "
              "sampling with it anyway")
     if dtype != config.run.dtype:
-        warn(lattice.comm, f"the flow in {path} was trained in {dtype}; sampling in "
+        warn(lattice.comm, f"the {kind} in {path} was trained in {dtype}; sampling in "
              f"{config.run.dtype} with its parameters converted")
     sampler = IndependenceMetropolis(flow, lattice, couplings.m2, couplings.lambda_,
                                      config.sampler.batch, config.run.seed,
                                      SAMPLING_DRAW)
     code, state = run_sampler(config, run_file_text, theory, sampler, stop_rule, say)
     if say and state.trajectory:
-        say(f"flow chain: acceptance {state.accepted / state.trajectory:.4f}, ESS/N of the "
+        say(f"{kind} chain: acceptance {state.accepted / state.trajectory:.4f}, ESS/N of the "
             f"importance weights {state.ess_fraction:.4f} over {state.trajectory} proposals, "
             f"longest run of rejections {state.longest_rejection_run}")
     return code

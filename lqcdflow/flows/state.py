@@ -114,11 +114,14 @@ class FlowSpec:
         return Flow(prior, layers).to(dtype=dtype, device=device)
 
     def attrs(self):
-        """The spec as HDF5 attribute values (tuples as int64 arrays)."""
-        out = asdict(self)
-        out["shape"] = np.asarray(self.shape, dtype=np.int64)
-        out["hidden"] = np.asarray(self.hidden, dtype=np.int64)
-        return out
+        """The spec as HDF5 attribute values."""
+        return spec_attrs(self)
+
+
+def spec_attrs(spec):
+    """A model's spec (a dataclass) as HDF5 attribute values, tuples as int64 arrays."""
+    return {key: np.asarray(value, dtype=np.int64) if isinstance(value, tuple) else value
+            for key, value in asdict(spec).items()}
 
 
 def _single_group(optimizer):

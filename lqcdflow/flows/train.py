@@ -22,6 +22,7 @@ at step n (:mod:`lqcdflow.flows.state`) continues exactly.
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from lqcdflow.flows.action import phi4_action
@@ -40,6 +41,43 @@ class TrainMetrics:
     ess: float
     lr: float
     log_weights: torch.Tensor = field(compare=False, repr=False)
+
+    def summary(self):
+        """The progress line's figures: the loss, ESS / N and the acceptance estimate
+        (:func:`acceptance_estimate`) of the batch."""
+        acceptance = acceptance_estimate(self.log_weights.numpy())
+        return f"loss {self.loss:+.6e}  ess {self.ess:6.3f}  acc {acceptance:6.3f}"
+
+
+def acceptance_estimate(log_weights):
+    """Estimated acceptance rate of independence Metropolis with proposals from q.
+
+    At equilibrium the rate is A = E_{x ~ p, x' ~ q} min(1, w(x') / w(x)). With one batch
+    x_1 .. x_N ~ q, reweighting x to p (E_p[f] = E_q[w f] / E_q[w]) and taking every other
+    sample as x' gives the ratio estimator (consistent, bias O(1/N))
+
+        A ~ sum_{a != b} w_a min(1, w_b / w_a) / ((N - 1) sum_a w_a)
+          = 2 sum_k (N - k) w_(k) / ((N - 1) sum_a w_a),
+
+    w_(1) <= ... <= w_(N) the sorted weights (w_(k) is the smaller of a pair with the N - k
+    larger ones). It is 1 when all weights are equal.
+
+    Parameters
+    ----------
+    log_weights : array of shape (N,), N >= 2
+        log w = -S - log q (any common constant cancels).
+
+    Examples
+    --------
+    >>> acceptance_estimate([0.0, 0.0, 0.0])
+    1.0
+    >>> round(acceptance_estimate([0.0, np.log(3.0)]), 6)  # 2 min(1, 3) / (1 (1 + 3))
+    0.5
+    """
+    lw = np.sort(np.asarray(log_weights, dtype=np.float64))
+    n = lw.size
+    w = np.exp(lw - lw[-1])
+    return float(2 * np.dot(n - np.arange(1, n + 1), w) / ((n - 1) * w.sum()))
 
 
 def constant_lr(lr):
@@ -90,25 +128,30 @@ def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
         The loss, ESS / N and log weights of the batch before the update, identical on every
         rank.
     """
-    lr = lr_schedule(step)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = set_learning_rate(optimizer, lr_schedule(step))
     optimizer.zero_grad()
     phi, logq = flow.sample(batch, step)
     action = phi4_action(phi, lattice, m2, lam)
     loss = (logq + action).mean()
     loss.backward()
     allreduce_gradients(flow, lattice.comm)
-    _check_finite(flow, loss.item(), step)
+    check_finite(flow, loss.item(), step)
     optimizer.step()
     log_weights = -(action + logq).detach().to(device="cpu", dtype=torch.float64)
     return TrainMetrics(step, loss.item(), ess_fraction(log_weights), lr, log_weights)
 
 
-def _check_finite(flow, loss, step):
+def set_learning_rate(optimizer, lr):
+    """Set the learning rate of every parameter group; returns it."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def check_finite(model, loss, step):
     """DivergenceError unless the loss and every gradient are finite: one Adam step with NaN
     would make every parameter NaN. Both are the same on every rank (all-reduced)."""
-    grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in flow.parameters()
+    grads_finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters()
                        if p.grad is not None)
     if not (math.isfinite(loss) and grads_finite):
         what = f"loss = {loss}" if not math.isfinite(loss) else "a gradient is not finite"

@@ -240,7 +240,7 @@ KEYS = {
     "m2": Key("float", None, allowed="a real number (standard form)"),
     "lambda": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0"),
 }
-ALGORITHMS = ("hmc", "langevin", "nmcmc", "metropolis")  # [sampler] algorithms that sample it
+ALGORITHMS = ("hmc", "langevin", "nmcmc", "diffusion", "metropolis")  # [sampler] algorithms
 
 
 def check(values, given, ndim):

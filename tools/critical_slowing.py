@@ -166,12 +166,16 @@ def plot(rows, fits, path, title):
     for ax, name, label in zip(axes, OBSERVABLES, ("|m|", "energy")):
         for k, algorithm in enumerate(fits):
             mine = [r for r in rows if r["algorithm"] == algorithm]
-            L = np.array([r["L"] for r in mine])
-            tau = np.array([r[name]["tau_int"] for r in mine])
-            error = np.array([r[name]["tau_int_error"] for r in mine])
             fit = fits[algorithm][name]
             text = algorithm if fit is None else f"{algorithm}: z = {fit[0]:.2f}({fit[1]:.2f})"
-            ax.errorbar(L, tau, error, fmt="o", color=f"C{k}", label=text, capsize=2)
+            for reliable in (True, False):  # open markers: lower bounds
+                shown = [r for r in mine if r["reliable"] == reliable]
+                if shown:
+                    ax.errorbar([r["L"] for r in shown], [r[name]["tau_int"] for r in shown],
+                                [r[name]["tau_int_error"] for r in shown], fmt="o",
+                                color=f"C{k}", mfc=None if reliable else "none", capsize=2,
+                                label=text if reliable or len(shown) == len(mine) else None)
+            L = np.array([r["L"] for r in mine])
             if fit is not None:
                 used = [r for r in mine if r["L"] in fit[3]]
                 c = np.exp(np.mean([math.log(r[name]["tau_int"]) - fit[0] * math.log(r["L"])
@@ -181,7 +185,7 @@ def plot(rows, fits, path, title):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("L")
-        ax.set_title(f"tau_int of {label}")
+        ax.set_title(f"tau_int of {label} (open: lower bounds)")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("tau_int (updates)")
     figure.suptitle(title)

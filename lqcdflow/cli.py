@@ -124,10 +124,10 @@ def _check_paths(args, config, comm):
              (getattr(config.run, "start_file", ""), "start configuration")]
     trained = config.trained
     what = f"{TRAINED_ALGORITHMS.get(config.sampler.algorithm)} state"
+    if config.diffusion:  # learnt from: an output must never overwrite it
+        reads.append((config.diffusion.data, "[diffusion] data"))
     if args.command == "train":
         writes = [(trained.state, what, "file")]
-        if config.diffusion:
-            reads.append((config.diffusion.data, "[diffusion] data"))
     else:
         writes = outputs(config)
         if trained:

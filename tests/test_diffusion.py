@@ -109,6 +109,25 @@ def test_decomposed_model_equals_single_process(shape, comm):
             assert close(p.grad, g), grid
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    """The model and its training batches on the GPU give the CPU's proposals, log q and
+    denoising loss (float64, to 1e-12)."""
+    lattice = Lattice((8, 8), comm=MPI.COMM_SELF)
+    cpu, gpu = make_model(lattice), make_model(lattice)
+    gpu.prior = GaussianPrior(lattice, 1, device="cuda")
+    gpu.to("cuda")
+    phi_c, logq_c = cpu.sample(3, 0)
+    phi_g, logq_g = gpu.sample(3, 0)
+    assert phi_g.is_cuda
+    assert close(phi_g.detach().cpu(), phi_c.detach())
+    assert close(logq_g.detach().cpu(), logq_c.detach())
+    data = cpu.prior.sample(5, 3)
+    loss_c = denoising_loss(cpu.score, *DenoisingBatches(data, lattice, 4, 2, 1e-3)(7))
+    loss_g = denoising_loss(gpu.score, *DenoisingBatches(data.cuda(), lattice, 4, 2, 1e-3)(7))
+    assert close(loss_g.detach().cpu(), loss_c.detach())
+
+
 # --------------------------------------------------------------- exactness on the free field
 L, M2 = 6, 1.0  # standard form: S = sum_x [sum_mu (phi_{x+mu} - phi_x)^2 + m^2 phi_x^2]
 

@@ -141,18 +141,22 @@ def test_train_and_sample_continue_on_other_rank_counts(tmp_path, data):
         np.testing.assert_allclose(got_obs[name], want_obs[name], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("replace, message", [
-    ({'data = "DATA"': ""}, "[diffusion] missing key 'data'"),
-    ({'data = "DATA"': 'data = "nowhere.h5"'}, "[diffusion] data nowhere.h5 not found"),
-    ({'algorithm = "diffusion"': 'algorithm = "nmcmc"'},
+@pytest.mark.parametrize("command, replace, message", [
+    ("train", {'data = "DATA"': ""}, "[diffusion] missing key 'data'"),
+    ("train", {'data = "DATA"': 'data = "nowhere.h5"'}, "[diffusion] data nowhere.h5 not found"),
+    ("train", {'algorithm = "diffusion"': 'algorithm = "nmcmc"'},
      "section [diffusion] is only used by [sampler] algorithm = 'diffusion'"),
+    ("sample", {"progress_every = 10": 'progress_every = 10\nconfigurations = "DATA"'},
+     "is also the [diffusion] data; give each its own path"),
 ])
-def test_what_cannot_be_learnt_from_is_a_one_line_error(tmp_path, data, replace, message):
+def test_what_cannot_be_learnt_from_is_a_one_line_error(tmp_path, data, command, replace,
+                                                         message):
     text = DIFFUSION_RUN
     for old, new in replace.items():
+        assert old in text
         text = text.replace(old, new)
     run = write_run_file(tmp_path / "bad.toml", text=text.replace("DATA", str(data)))
-    one_line_error(lqcdflow(["train", str(run)]), message)
+    one_line_error(lqcdflow([command, str(run)]), message)
 
 
 def test_data_of_the_hopping_form_is_refused(tmp_path):

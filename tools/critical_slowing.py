@@ -197,7 +197,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=("ising", "phi4"), default="ising")
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--algorithms", nargs="+", default=["metropolis", "heatbath"],
+    parser.add_argument("--algorithms", nargs="+", default=["metropolis", "heatbath"],  # Ising
                         choices=("metropolis", "heatbath", "hmc", "mala"))
     parser.add_argument("--taus", type=float, default=300.0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
@@ -216,12 +216,17 @@ def main():
         parser.error("--model phi4 needs --kappa and --lambda")
     if args.model == "ising" and set(args.algorithms) & {"hmc", "mala"}:
         parser.error("the Ising model has no molecular dynamics: use metropolis or heatbath")
+    if args.model == "phi4" and "heatbath" in args.algorithms:
+        parser.error("phi^4 has no heatbath: use metropolis, hmc or mala")
 
     rows = []
     for algorithm in args.algorithms:
         for L in args.sizes:
             rows.append(chain(args, L, algorithm))
             r = rows[-1]
+            if args.json:  # row by row: a run stopped early keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump({"arguments": vars(args), "rows": rows}, f, indent=1)
             print(f"{algorithm:10s} L={L:3d}: {r['updates']} updates, tau_int |m| "
                   f"{r['abs_m']['tau_int']:.1f}({r['abs_m']['tau_int_error']:.1f}), E "
                   f"{r['energy']['tau_int']:.1f}({r['energy']['tau_int_error']:.1f}), "

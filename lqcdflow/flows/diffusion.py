@@ -222,7 +222,8 @@ class DenoisingBatches:
     Parameters
     ----------
     data : torch.Tensor
-        (N, *local_shape): this rank's block of N configurations.
+        (N, *local_shape): this rank's block of N configurations; the batches are on its
+        device.
     lattice : lqcdflow.parallel.Lattice
     batch : int
     seed : int
@@ -233,15 +234,17 @@ class DenoisingBatches:
         self.data, self.batch, self.t_min = data, batch, t_min
         self.order = np.random.default_rng(seed).permutation(data.shape[0])
         self.rng = CounterRNG(seed)
-        self.noise = GaussianPrior(lattice, seed, dtype=data.dtype, stream=STREAM_DSM_NOISE)
+        self.noise = GaussianPrior(lattice, seed, dtype=data.dtype, device=data.device,
+                                   stream=STREAM_DSM_NOISE)
 
     def __call__(self, step):
         """(phi0, t, eps) of training step ``step``."""
         n = self.data.shape[0]
         picked = self.order[(step * self.batch + np.arange(self.batch)) % n]
         u = self.rng.uniform(np.arange(self.batch, dtype=np.uint64), step, STREAM_DSM_TIME)
-        t = torch.from_numpy(self.t_min + (1.0 - self.t_min) * u)
-        return self.data[torch.from_numpy(picked)], t, self.noise.sample(self.batch, step)
+        t = torch.from_numpy(self.t_min + (1.0 - self.t_min) * u).to(self.data.device)
+        return (self.data[torch.from_numpy(picked).to(self.data.device)], t,
+                self.noise.sample(self.batch, step))
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,7 @@ class ProbabilityFlow(nn.Module):
         """The exact steps (cubic, then linear) of length h of the sites where ``active`` is
         1, at frozen time t."""
         schedule = self.score.schedule
-        times = torch.full((start.shape[0],), t, dtype=torch.float64)
+        times = torch.full((start.shape[0],), t, dtype=torch.float64, device=start.device)
         a, b, c = self.score.coefficients(start, times)
         half_beta_h = 0.5 * schedule.beta(t) * h
         stretch = 1.0 + 2.0 * half_beta_h * c * start * start
@@ -316,11 +319,11 @@ class ProbabilityFlow(nn.Module):
         small = kh.abs() < 1e-8
         phi1 = torch.where(small, 1.0 + 0.5 * kh, torch.expm1(kh) / torch.where(small, 1.0, kh))
         moved = phi * torch.exp(kh) + half_beta_h * b * phi1
-        active = active.to(dtype=phi.dtype, device=phi.device)
-        log_derivative = kh - 1.5 * torch.log(stretch)
-        log_det = allreduce_sum((active * log_derivative).flatten(1).sum(dim=1),
-                                self.score.lattice.comm)
-        return active * moved + (1 - active) * start, logq - log_det
+        active = active.to(dtype=torch.bool, device=phi.device)
+        log_derivative = torch.where(active, kh - 1.5 * torch.log(stretch), 0.0)
+        log_det = allreduce_sum(log_derivative.flatten(1).sum(dim=1), self.score.lattice.comm)
+        # where, not a masked sum: an overflow at a frozen site must not turn it into NaN
+        return torch.where(active, moved, start), logq - log_det
 
     def sample(self, batch, draw, start=0):
         """Samples b = start .. start + batch - 1 of draw ``draw`` and their log q (as

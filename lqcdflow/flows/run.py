@@ -144,7 +144,7 @@ def _training_step(config, lattice, model, optimizer, schedule, say):
     if config.sampler.algorithm == "nmcmc":
         return lambda n: train_step(model, optimizer, lattice, config.theory.m2,
                                     config.theory.lambda_, keys.batch, n, schedule)
-    data = training_data(config, lattice)
+    data = training_data(config, lattice).to(next(model.parameters()).device)
     if say:
         say(f"learning from {data.shape[0]} configurations of {keys.data}")
     batches = DenoisingBatches(data, lattice, keys.batch, config.run.seed, keys.t_min)

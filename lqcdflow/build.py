@@ -3,7 +3,7 @@ flow of flow sampling (torch is imported only for that)."""
 
 from lqcdflow import theories
 from lqcdflow.backend import make_backend
-from lqcdflow.config import TRAINED_ALGORITHMS, ConfigError
+from lqcdflow.config import ConfigError
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
@@ -119,10 +119,9 @@ def make_model(config, lattice):
     run, keys = config.run, config.trained
     dtype = getattr(torch, run.dtype)  # "float64" or "float32"
     device = "cuda" if run.backend == "cupy" else "cpu"
-    section = TRAINED_ALGORITHMS[config.sampler.algorithm]
     try:
         model = spec.build(lattice, keys.init_seed, dtype=dtype, device=device)
     except ValueError as e:
-        raise ConfigError(f"[{section}] does not fit [lattice] on {lattice.size} rank(s): "
+        raise ConfigError(f"[{config.trained_name}] does not fit [lattice] on {lattice.size} rank(s): "
                           f"{e}") from None
     return spec, model, torch.optim.Adam(model.parameters(), lr=keys.learning_rate)

@@ -123,7 +123,7 @@ def _check_paths(args, config, comm):
     reads = [(args.run_file, "run file"),
              (getattr(config.run, "start_file", ""), "start configuration")]
     trained = config.trained
-    what = f"{TRAINED_ALGORITHMS.get(config.sampler.algorithm)} state"
+    what = f"{config.trained_name} state"
     if config.diffusion:  # learnt from: an output must never overwrite it
         reads.append((config.diffusion.data, "[diffusion] data"))
     if args.command == "train":
@@ -233,8 +233,7 @@ def _training_status(config):
     path, steps = config.trained.state, config.trained.steps
     done = trained_step(path)
     if done is None:
-        kind = TRAINED_ALGORITHMS[config.sampler.algorithm]
-        return f"training step 0 of {steps} (no {kind} state {path})", False
+        return f"training step 0 of {steps} (no {config.trained_name} state {path})", False
     return f"training step {done} of {steps} ({path})", done >= steps
 
 

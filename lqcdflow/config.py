@@ -196,10 +196,14 @@ class Settings:
     diffusion: Any = None
 
     @property
+    def trained_name(self):
+        """"flow" or "diffusion": the name (and section) of the trained model, or None."""
+        return TRAINED_ALGORITHMS.get(self.sampler.algorithm)
+
+    @property
     def trained(self):
         """The section of the trained model ([flow] or [diffusion]), or None."""
-        name = TRAINED_ALGORITHMS.get(self.sampler.algorithm)
-        return getattr(self, name) if name else None
+        return getattr(self, self.trained_name) if self.trained_name else None
 
     def sections(self):
         """{section name: {key: value}} of the sections present (the run file as read)."""
@@ -252,7 +256,8 @@ def validate(raw):
     algorithm = config["sampler"]["algorithm"]
     for trained, section in TRAINED_ALGORITHMS.items():
         if algorithm == trained:
-            _check_trained(section, config[section], given[section], config["theory"])
+            _check_trained(section, trained, config[section], given[section],
+                           config["theory"])
             if not config[section]["state"].strip():
                 config[section]["state"] = f"{stem}.{section}.h5"
         elif section in raw:
@@ -320,9 +325,9 @@ def _check_algorithm(config):
                           "checkerboard), which needs even extents")
 
 
-def _check_trained(section, values, given, theory):
-    """The [flow] or [diffusion] section of a trained model of phi^4 in the standard form."""
-    algorithm = next(a for a, s in TRAINED_ALGORITHMS.items() if s == section)
+def _check_trained(section, algorithm, values, given, theory):
+    """The [flow] or [diffusion] section of a trained model of phi^4 in the standard form,
+    sampled by ``algorithm``."""
     if theory["name"] != "phi4":
         raise ConfigError(f"[theory] name = '{theory['name']}' cannot be used with algorithm = "
                           f"'{algorithm}': trained models sample phi^4 (so far)")

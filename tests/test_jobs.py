@@ -714,7 +714,12 @@ def test_slurm_chain_stopped_cancelled_and_resumed_with_a_copied_script(
     assert "the stop request run.toml.stop is withdrawn" in chain.segments()[1]
     chain.scancel(job)
     chain.ended(1, "cancelled: the checkpoint is written, not resubmitted")
-    assert re.search(r"stopped at trajectory \d+ \(signal SIGTERM\)", chain.segments()[1])
+    # scancel signals the ranks and srun alike, and srun answers SIGTERM by killing its step: the
+    # ranks either stop with a checkpoint first or are killed, and then the newest periodic
+    # checkpoint is where the chain continues (which race was won varies with the load).
+    assert re.search(r"stopped at trajectory \d+ \(signal SIGTERM\)|lqcdflow run was ended by "
+                     r"a signal \(exit \d+\): continuing from its newest checkpoint",
+                     chain.segments()[1]), chain.segments()[1]
 
     chain.submit()
     chain.finish()

@@ -9,6 +9,10 @@ Usage
         [--algorithms metropolis heatbath] [--taus 300] [--max-seconds 600]
         [--kappa K --lambda LAM] [--width 1.0] [--hits 1] [--n-steps 4] [--epsilon 0.05]
         [--seed 1] [--json out.json] [--plot out.png]
+    python tools/critical_slowing.py --load a.json b.json [--fit-from 16] [--plot out.png]
+
+``--load`` makes the table, fits and plot of rows measured before (runs of several
+invocations, e.g. an algorithm with other chain lengths) instead of running chains.
 
 Models
 ------
@@ -21,9 +25,12 @@ What is done for each algorithm and L
 A chain from a hot start (``metropolis``, ``heatbath``: checkerboard sweeps; ``hmc``: omelyan2,
 trajectory length 1, ``--n-steps``; ``mala``: Langevin step ``--epsilon`` with the Metropolis
 test), measured after every update: |m| = |M| / V and the energy density (E / V for Ising,
-S / V for phi^4). It runs in chunks until its last 80 % (the first 20 % are dropped as
-thermalisation) is longer than ``--taus`` times the larger tau_int, or the chain has used
-``--max-seconds`` (then the row is marked: its tau_int is a lower bound, not used in fits).
+S / V for phi^4); the first 20 % are dropped as thermalisation. With ``--updates`` (one
+length per size) each chain has that fixed length, and a row whose kept part is shorter than
+``--taus`` times the larger tau_int is marked (a lower bound, not used in fits). Without it the
+chain doubles until its kept part is that long or it has used ``--max-seconds``; that rule is
+quicker but biased: a chain whose estimate fluctuates low stops early (optional stopping), so
+use fixed lengths for the figures.
 tau_int and its error are the Gamma method's (lqcdflow.analysis.gamma, S = 2), in updates
 (sweeps or trajectories). The cost of an independent sample is 2 tau_int times the seconds of
 one update (updates only, measurements excluded, one core).
@@ -83,13 +90,14 @@ def measured(theory, field):
     return abs(values["m"]) / volume, energy / volume
 
 
-def chain(args, L, algorithm):
-    """Run one chain until it is long enough (see the module docstring); its row."""
+def chain(args, L, algorithm, length=None):
+    """Run one chain of ``length`` updates, or until it is long enough (see the module
+    docstring); its row."""
     theory = make_theory(args, L)
     update = make_update(args, theory, algorithm)
     state = initial_state(theory, CounterRNG(args.seed), "hot")
     series, acceptance, seconds = [], [], 0.0
-    chunk = 1000
+    chunk = length or 1000
     while True:
         for _ in range(chunk):
             start = time.perf_counter()
@@ -101,7 +109,7 @@ def chain(args, L, algorithm):
         estimates = [mean(kept[:, k]) for k in range(len(OBSERVABLES))]
         longest = max(e.tau_int for e in estimates)
         reliable = len(kept) >= args.taus * longest
-        if reliable or seconds >= args.max_seconds:
+        if length or reliable or seconds >= args.max_seconds:
             break
         chunk = len(series)  # double the chain
     row = {"L": L, "algorithm": algorithm, "updates": len(series),
@@ -201,6 +209,8 @@ def main():
                         choices=("metropolis", "heatbath", "hmc", "mala"))
     parser.add_argument("--taus", type=float, default=300.0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--updates", type=int, nargs="+",
+                        help="fixed chain lengths, one per size (default: adaptive)")
     parser.add_argument("--fit-from", type=int, default=16)
     parser.add_argument("--kappa", type=float)
     parser.add_argument("--lambda", dest="lambda_", type=float)
@@ -210,19 +220,30 @@ def main():
     parser.add_argument("--epsilon", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json")
+    parser.add_argument("--load", nargs="+", help="JSON files of earlier runs to combine")
     parser.add_argument("--plot")
     args = parser.parse_args()
     if args.model == "phi4" and (args.kappa is None or args.lambda_ is None):
         parser.error("--model phi4 needs --kappa and --lambda")
     if args.model == "ising" and set(args.algorithms) & {"hmc", "mala"}:
         parser.error("the Ising model has no molecular dynamics: use metropolis or heatbath")
+    if args.updates and len(args.updates) != len(args.sizes):
+        parser.error("--updates needs one chain length per size")
     if args.model == "phi4" and "heatbath" in args.algorithms:
         parser.error("phi^4 has no heatbath: use metropolis, hmc or mala")
 
-    rows = []
+    if args.load:
+        runs = [json.load(open(path)) for path in args.load]
+        rows = [row for run in runs for row in run["rows"]]
+        args.algorithms = list(dict.fromkeys(row["algorithm"] for row in rows))
+        for key in ("model", "kappa", "lambda_"):
+            setattr(args, key, runs[0]["arguments"][key])
+        args.sizes = []  # nothing to run
+    else:
+        rows = []
     for algorithm in args.algorithms:
-        for L in args.sizes:
-            rows.append(chain(args, L, algorithm))
+        for k, L in enumerate(args.sizes):
+            rows.append(chain(args, L, algorithm, args.updates and args.updates[k]))
             r = rows[-1]
             if args.json:  # row by row: a run stopped early keeps what it measured
                 with open(args.json, "w") as f:

@@ -66,8 +66,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lqcdflow.flows.halo import halo_pad
+from lqcdflow.flows.halo import halo_pad, shifted
 from lqcdflow.flows.layers import checkerboard
+from lqcdflow.flows.model import PriorPushForward
 from lqcdflow.flows.prior import GaussianPrior
 from lqcdflow.flows.reduce import allreduce_gradients, allreduce_sum
 from lqcdflow.flows.state import spec_attrs
@@ -114,12 +115,6 @@ def _exp(x):
     return torch.exp(x) if isinstance(x, torch.Tensor) else math.exp(x)
 
 
-def _shifted(padded, shape, width, displacement):
-    """phi(x + d) for the local block, from ``padded`` (halo ``width``)."""
-    index = tuple(slice(width + d, width + d + n) for d, n in zip(displacement, shape))
-    return padded[(Ellipsis, *index)]
-
-
 def neighbour_sums(phi, lattice):
     """(n1, n3) of the module docstring for fields (batch, *local_shape): the sums of phi over
     the 2D nearest neighbours and over the 4D(D - 1) sites at +-2 e_mu +- e_nu (all of the
@@ -132,14 +127,14 @@ def neighbour_sums(phi, lattice):
         for sign in (1, -1):
             d = [0] * ndim
             d[mu] = sign
-            n1 = n1 + _shifted(padded, shape, 2, d)
+            n1 = n1 + shifted(padded, shape, 2, d)
             for nu in range(ndim):
                 if nu == mu:
                     continue
                 for sign_nu in (1, -1):
                     d = [0] * ndim
                     d[mu], d[nu] = 2 * sign, sign_nu
-                    n3 = n3 + _shifted(padded, shape, 2, d)
+                    n3 = n3 + shifted(padded, shape, 2, d)
     return n1, n3
 
 
@@ -147,7 +142,8 @@ class HollowScore(nn.Module):
     """The score network of the module docstring: s_x = B_x - (1 + A_x + C_x phi_x^2) phi_x
     with (A_x, B_x, log(exp(C_x) - 1)) a per-site multilayer perceptron (SiLU) of (n1_x, n3_x,
     t, alpha_t, sigma_t), symmetrised so that A, C are even and B odd under phi -> -phi, its
-    last layer zero at start (but the offset of C).
+    last layer zero at start. The last layer's biases are those of A and C only (a bias of B
+    would cancel in the odd part); C's starts at an offset that makes C ~ 0.
 
     Parameters
     ----------
@@ -168,14 +164,13 @@ class HollowScore(nn.Module):
         sizes = [5, *hidden, 3]
         modules = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            modules.append(nn.Linear(a, b, dtype=torch.float64))
-            if i < len(sizes) - 2:
+            last = i == len(sizes) - 2
+            modules.append(nn.Linear(a, b, bias=not last, dtype=torch.float64))
+            if not last:
                 modules.append(nn.SiLU())
         nn.init.zeros_(modules[-1].weight)
-        nn.init.zeros_(modules[-1].bias)
-        with torch.no_grad():
-            modules[-1].bias[2] = _CUBIC_OFFSET
         self.net = nn.Sequential(*modules)
+        self.even_bias = nn.Parameter(torch.tensor([0.0, _CUBIC_OFFSET], dtype=torch.float64))
 
     def coefficients(self, phi, t):
         """(A, B, C), each of shape (batch, *local_shape), at times ``t`` (tensor (batch,))."""
@@ -187,9 +182,9 @@ class HollowScore(nn.Module):
         both = self.net(torch.cat([torch.cat([features, times], -1),
                                    torch.cat([-features, times], -1)]))
         plus, minus = both.chunk(2)
-        a = 0.5 * (plus[..., 0] + minus[..., 0])
+        a = 0.5 * (plus[..., 0] + minus[..., 0]) + self.even_bias[0]
         b = 0.5 * (plus[..., 1] - minus[..., 1])
-        c = nn.functional.softplus(0.5 * (plus[..., 2] + minus[..., 2]))
+        c = nn.functional.softplus(0.5 * (plus[..., 2] + minus[..., 2]) + self.even_bias[1])
         return a.to(phi.dtype), b.to(phi.dtype), c.to(phi.dtype)
 
     def forward(self, phi, t):
@@ -275,7 +270,7 @@ def denoising_step(score, optimizer, batches, step, lr_schedule):
     return DenoisingMetrics(step, loss.item(), lr)
 
 
-class ProbabilityFlow(nn.Module):
+class ProbabilityFlow(PriorPushForward):
     """Proposals phi = (K checkerboard-split exact steps of the probability-flow ODE)(z),
     z ~ N(0, 1), with their exact log q (module docstring).
 
@@ -324,12 +319,6 @@ class ProbabilityFlow(nn.Module):
         log_det = allreduce_sum(log_derivative.flatten(1).sum(dim=1), self.score.lattice.comm)
         # where, not a masked sum: an overflow at a frozen site must not turn it into NaN
         return torch.where(active, moved, start), logq - log_det
-
-    def sample(self, batch, draw, start=0):
-        """Samples b = start .. start + batch - 1 of draw ``draw`` and their log q (as
-        :meth:`lqcdflow.flows.Flow.sample`); collective."""
-        z = self.prior.sample(batch, draw, start)
-        return self.forward(z, self.prior.log_prob(z))
 
 
 @dataclass(frozen=True)

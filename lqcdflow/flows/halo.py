@@ -162,6 +162,13 @@ def halo_pad(x, lattice, width=1):
     return HaloPad.apply(x, lattice, width)
 
 
+def shifted(padded, shape, width, displacement):
+    """phi(x + d) on the local block of ``shape``, read from ``padded`` = halo_pad(phi, ...,
+    ``width``) for a displacement d (``displacement``, |d_mu| <= width)."""
+    index = tuple(slice(width + d, width + d + n) for d, n in zip(displacement, shape))
+    return padded[(Ellipsis, *index)]
+
+
 def halo_pad_adjoint(g, lattice, width=1):
     """P^T g, the adjoint of :func:`halo_pad` (differentiable); ``g`` has the padded shape."""
     ndim = lattice.ndim

@@ -3,7 +3,21 @@
 from torch import nn
 
 
-class Flow(nn.Module):
+class PriorPushForward(nn.Module):
+    """A model phi = f(z), z ~ prior, whose ``forward(z, log r(z))`` returns (phi, log q(phi));
+    ``self.prior`` supplies ``sample(batch, draw, start)`` and ``log_prob``."""
+
+    def sample(self, batch, draw, start=0):
+        """Samples b = start .. start + batch - 1 of draw ``draw`` and their log-densities.
+
+        Returns (phi, logq): phi of shape (batch, *local_shape), logq of shape (batch,), the
+        same on every rank. Collective over the lattice communicator.
+        """
+        z = self.prior.sample(batch, draw, start)
+        return self.forward(z, self.prior.log_prob(z))
+
+
+class Flow(PriorPushForward):
     """phi = f_K o ... o f_1 (z), z ~ prior, with log q(phi) carried through the layers.
 
     log q(phi) = log r(z) - sum_k log |det J_k|, every term summed over the global lattice.
@@ -32,12 +46,3 @@ class Flow(nn.Module):
         for layer in reversed(self.layers):
             y, logq = layer.reverse(y, logq)
         return y, logq
-
-    def sample(self, batch, draw, start=0):
-        """Samples b = start .. start + batch - 1 of draw ``draw`` and their log-densities.
-
-        Returns (phi, logq): phi of shape (batch, *local_shape), logq of shape (batch,), the
-        same on every rank. Collective over the lattice communicator.
-        """
-        z = self.prior.sample(batch, draw, start)
-        return self.forward(z, self.prior.log_prob(z))

@@ -20,6 +20,7 @@ Both stop early on a signal or the walltime (:class:`lqcdflow.mc.stop.StopRule`)
 EXIT_RESUBMIT, after saving what they did.
 """
 
+import hashlib
 import os
 import time
 
@@ -28,10 +29,10 @@ import torch
 from mpi4py import MPI
 
 from lqcdflow import build
-from lqcdflow.config import SAMPLING_DRAW, TRAINED_ALGORITHMS, ConfigError
+from lqcdflow.config import SAMPLING_DRAW, ConfigError
 from lqcdflow.flows.diffusion import DenoisingBatches, denoising_step
 from lqcdflow.flows.sampler import IndependenceMetropolis
-from lqcdflow.flows.state import load_state, save_state
+from lqcdflow.flows.state import load_state, save_state, training_data_of
 from lqcdflow.flows.train import constant_lr, cosine_lr, train_step
 from lqcdflow.io.checkpoint import CheckpointError
 from lqcdflow.io.configurations import ConfigurationReader
@@ -57,8 +58,9 @@ def load_flow_state(path, flow, optimizer, spec, comm, convert_dtype=False):
                           else f"cannot read flow state {path}: {message}") from None
 
 
-def save_flow_state(path, flow, optimizer, step, spec, comm):
-    """Write the state file atomically (a temporary file, fsynced, renamed over ``path``).
+def save_flow_state(path, flow, optimizer, step, spec, comm, training_data=None):
+    """Write the state file atomically (a temporary file, fsynced, renamed over ``path``),
+    with ``training_data`` (:func:`lqcdflow.flows.state.save_state`).
 
     Rank 0 writes (the parameters and Adam state are the same on every rank); a crash at any
     instant leaves the previous state file intact. Raises CheckpointError on every rank if
@@ -68,7 +70,8 @@ def save_flow_state(path, flow, optimizer, step, spec, comm):
     if comm.Get_rank() == 0:
         try:
             with replaced_atomically(path) as temporary:
-                save_state(temporary, flow, optimizer, step, spec, MPI.COMM_SELF)
+                save_state(temporary, flow, optimizer, step, spec, MPI.COMM_SELF,
+                           training_data)
         except OSError as e:
             problem = f"cannot write flow state {path}: {reason(e)}"
     problem = comm.bcast(problem, root=0)
@@ -105,19 +108,18 @@ def _check_memory(config, lattice, batch, what):
     needed = build.make_model_spec(config).memory_needed(
         lattice.local_volume, batch, np.dtype(config.run.dtype).itemsize,
         training=what == "training")
-    memory.check(lattice, needed, f"{_kind(config)} {what} with a batch of {batch}")
-
-
-def _kind(config):
-    """"flow" or "diffusion": the run file's trained model (and its section)."""
-    return TRAINED_ALGORITHMS[config.sampler.algorithm]
+    memory.check(lattice, needed, f"{config.trained_name} {what} with a batch of {batch}")
 
 
 def training_data(config, lattice):
     """The configurations a diffusion model learns from: those of [diffusion] data after its
-    run's thermalisation (trajectory > its sampler.n_thermalization), this rank's blocks as
-    one tensor (N, *local_shape) in [run] dtype. The file must hold phi^4 in the standard form
-    on this lattice (its couplings may differ from the target's: the chain is exact anyway).
+    run's thermalisation (trajectory > its sampler.n_thermalization).
+
+    Returns (fields, identity): this rank's blocks as one tensor (N, *local_shape) in [run]
+    dtype, and "N configurations, sha256 H" with H (16 hex digits) of the SHA-256 of their
+    trajectory numbers and field checksums (int64, uint64), the same on any decomposition. The
+    file must hold phi^4 in the standard form on this lattice (its couplings may differ from
+    the target's: the chain is exact anyway).
     """
     path = config.diffusion.data
     if not lattice.comm.bcast(os.path.isfile(path) if lattice.rank == 0 else None, root=0):
@@ -130,23 +132,26 @@ def training_data(config, lattice):
             raise ConfigError(f"[diffusion] data {path} holds phi^4 in the {form or 'unknown'} "
                               "form; the model learns fields of the standard form")
         skip = int(reader.attrs.get("sampler.n_thermalization", 0))
-        fields = [lattice.backend.asnumpy(reader.read(i)[0]) for i in range(reader.count)
-                  if reader.trajectories[i] > skip]
+        used = [i for i in range(reader.count) if reader.trajectories[i] > skip]
+        fields = [lattice.backend.asnumpy(reader.read(i)[0]) for i in used]
+        digest = hashlib.sha256(
+            np.asarray(reader.trajectories, np.int64)[used].tobytes()
+            + np.asarray(reader.checksums, np.uint64)[used].tobytes()).hexdigest()
     if not fields:
         raise ConfigError(f"[diffusion] data {path} holds no configuration after its "
                           f"thermalisation (trajectory > {skip})")
-    return torch.from_numpy(np.stack(fields)).to(getattr(torch, config.run.dtype))
+    return (torch.from_numpy(np.stack(fields)).to(getattr(torch, config.run.dtype)),
+            f"{len(fields)} configurations, sha256 {digest[:16]}")
 
 
-def _training_step(config, lattice, model, optimizer, schedule, say):
-    """step n -> the metrics of training step n of the run file's model."""
+def _training_step(config, lattice, model, optimizer, schedule, data):
+    """step n -> the metrics of training step n of the run file's model (a diffusion model
+    learns from ``data``, this rank's blocks of its configurations)."""
     keys = config.trained
     if config.sampler.algorithm == "nmcmc":
         return lambda n: train_step(model, optimizer, lattice, config.theory.m2,
                                     config.theory.lambda_, keys.batch, n, schedule)
-    data = training_data(config, lattice).to(next(model.parameters()).device)
-    if say:
-        say(f"learning from {data.shape[0]} configurations of {keys.data}")
+    data = data.to(next(model.parameters()).device)
     batches = DenoisingBatches(data, lattice, keys.batch, config.run.seed, keys.t_min)
     return lambda n: denoising_step(model.score, optimizer, batches, n, schedule)
 
@@ -171,7 +176,7 @@ def run_training(config, comm, stop_rule, say=None):
     prints what happens and a progress line every ``progress_every`` steps
     (:class:`_TrainingProgress`). The state file is locked while training (one writer).
     """
-    with WriterLock(comm, [(config.trained.state, f"{_kind(config)} state")]):
+    with WriterLock(comm, [(config.trained.state, f"{config.trained_name} state")]):
         return _run_training(config, comm, stop_rule, say)
 
 
@@ -183,10 +188,12 @@ def _run_training(config, comm, stop_rule, say):
     lattice = build.make_lattice(config, comm)
     _check_memory(config, lattice, fl.batch, "training")
     spec, flow, optimizer = build.make_model(config, lattice)
+    data, identity = training_data(config, lattice) if config.diffusion else (None, None)
     exists = lattice.comm.bcast(os.path.exists(path) if lattice.rank == 0 else None, root=0)
     step, saved = 0, None
     if exists and ck.restart == "auto":
         step, _ = load_flow_state(path, flow, optimizer, spec, lattice.comm)
+        _check_same_data(config, identity, training_data_of(path, lattice.comm))
         saved = step
         if say:
             say(f"continuing training from {path} at step {step}")
@@ -202,7 +209,9 @@ def _run_training(config, comm, stop_rule, say):
     if say:
         say(f"training {_describe(config, flow)} from step {step} to {steps}, batch "
             f"{fl.batch}, {fl.schedule} learning rate from {fl.learning_rate:g}")
-    training_step = _training_step(config, lattice, flow, optimizer, schedule, say)
+    if say and identity:
+        say(f"learning from {identity} in {fl.data}")
+    training_step = _training_step(config, lattice, flow, optimizer, schedule, data)
     progress = _TrainingProgress(fl.progress_every, step, steps, say)
     stop_rule.loop_starts()
     while step < steps and not stop_rule.reason():
@@ -211,10 +220,10 @@ def _run_training(config, comm, stop_rule, say):
         stop_rule.trajectory_done(None, None)
         progress(step, metrics)
         if step % fl.save_every == 0:
-            _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule)
+            _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule, identity)
             saved = step
     if saved != step:
-        _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule)
+        _save(path, flow, optimizer, step, spec, lattice.comm, stop_rule, identity)
     if stop_rule.why:
         stop_rule.report(f"stopped at step {step} of {steps} ({stop_rule.why}); state saved to "
                          f"{path}, exit code {EXIT_RESUBMIT}: resubmit to continue", say)
@@ -224,9 +233,19 @@ def _run_training(config, comm, stop_rule, say):
     return 0
 
 
-def _save(path, flow, optimizer, step, spec, comm, stop_rule):
+def _check_same_data(config, identity, stored):
+    """ConfigError if a diffusion model's continued training would learn from other
+    configurations than it began with (the batches of step n depend on all of them)."""
+    if identity != stored and stored is not None:
+        raise ConfigError(f"[diffusion] data {config.diffusion.data} now gives {identity}, but "
+                          f"the training in {config.trained.state} began with {stored}: "
+                          "restore the data, or train afresh (another [diffusion] state, or "
+                          "--restart never with [output] overwrite = true)")
+
+
+def _save(path, flow, optimizer, step, spec, comm, stop_rule, identity):
     start = time.monotonic()
-    save_flow_state(path, flow, optimizer, step, spec, comm)
+    save_flow_state(path, flow, optimizer, step, spec, comm, identity)
     stop_rule.checkpoint_took(time.monotonic() - start)
 
 
@@ -240,7 +259,7 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     chain's acceptance, the ESS / N of the importance weights of all its proposals and its
     longest run of rejections. Exit codes as :func:`lqcdflow.runner.run_sampler`.
     """
-    fl, couplings, kind = config.trained, config.theory, _kind(config)
+    fl, couplings, kind = config.trained, config.theory, config.trained_name
     path = fl.state
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)

@@ -7,7 +7,9 @@ on any number of ranks loads on any other number. Layout::
     /                       attrs: format ("lqcdflow-flow-state"), step, dtype ("float64"
                             or "float32"), the FlowSpec (shape, n_layers, hidden, ...) and
                             state_sha256, the SHA-256 of everything else in the file
-                            (checked on load: a flipped byte anywhere is refused)
+                            (checked on load: a flipped byte anywhere is refused);
+                            training_data, for a model learnt from an ensemble, what
+                            identifies its configurations (:func:`training_data_of`)
     /parameters/<name>      one dataset per entry of flow.state_dict()
     /optimizer              attrs: lr, betas, eps, weight_decay, amsgrad
     /optimizer/<i>/<key>    Adam state of parameter i (in flow.parameters() order):
@@ -130,8 +132,9 @@ def _single_group(optimizer):
     return optimizer.param_groups[0]
 
 
-def save_state(path, flow, optimizer, step, spec, comm):
-    """Write the flow parameters, the Adam state and ``step`` to ``path`` (collective).
+def save_state(path, flow, optimizer, step, spec, comm, training_data=None):
+    """Write the flow parameters, the Adam state and ``step`` (and ``training_data``, a string
+    that identifies the configurations learnt from, if given) to ``path`` (collective).
 
     Rank 0 of ``comm`` writes; all ranks return after the file is complete.
     """
@@ -144,6 +147,8 @@ def save_state(path, flow, optimizer, step, spec, comm):
             f.attrs["dtype"] = dtype_name(flow.prior.dtype)
             for key, value in spec.attrs().items():
                 f.attrs[key] = value
+            if training_data is not None:
+                f.attrs["training_data"] = training_data
             pars = f.create_group("parameters")
             for name, tensor in flow.state_dict().items():
                 pars[name] = tensor.detach().cpu().numpy()
@@ -156,6 +161,18 @@ def save_state(path, flow, optimizer, step, spec, comm):
                     entry[key] = torch.as_tensor(value).detach().cpu().numpy()
             flow_states.seal(f)
     comm.Barrier()
+
+
+def training_data_of(path, comm):
+    """The ``training_data`` string of the state file at ``path``, or None if it has none
+    (rank 0 reads, every rank returns it). Call after :func:`load_state` has checked the
+    file."""
+    value = None
+    if comm.Get_rank() == 0:
+        with h5py.File(path, "r") as f:
+            value = f.attrs.get("training_data")
+    value = comm.bcast(value, root=0)
+    return None if value is None else str(value)
 
 
 def dtype_name(dtype):

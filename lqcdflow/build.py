@@ -4,8 +4,9 @@ flow of flow sampling (torch is imported only for that)."""
 from lqcdflow import theories
 from lqcdflow.backend import make_backend
 from lqcdflow.config import ConfigError
+from lqcdflow.kernels.select import md_kernels
 from lqcdflow.mc.hmc import HMC, initial_state
-from lqcdflow.mc.integrators import SCHEMES
+from lqcdflow.mc.integrators import SCHEMES, levels_of
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
 
@@ -35,10 +36,19 @@ def make_hmc(config, theory):
     the theory (ConfigError if their numbers differ)."""
     sampler = config.sampler
     try:
-        return HMC.of(theory, make_scheme(config), sampler.n_steps, sampler.trajectory_length,
-                      CounterRNG(config.run.seed))
+        levels = levels_of(theory, make_scheme(config), sampler.n_steps)
     except ValueError as e:
         raise ConfigError(f"[sampler] n_steps = {sampler.n_steps}: {e}") from None
+    return HMC(theory, levels, sampler.trajectory_length, CounterRNG(config.run.seed),
+               make_kernels(config, theory))
+
+
+def make_kernels(config, theory):
+    """The molecular-dynamics kernels of [run] kernels (lqcdflow.kernels.select)."""
+    try:
+        return md_kernels(theory, config.run.kernels)
+    except ValueError as e:
+        raise ConfigError(f"[run] {e}") from None
 
 
 def make_update(config, theory):
@@ -51,7 +61,7 @@ def make_update(config, theory):
         from lqcdflow.mc.langevin import langevin
 
         return langevin(theory, sampler.epsilon, CounterRNG(config.run.seed),
-                        sampler.metropolis)
+                        sampler.metropolis, make_kernels(config, theory))
     from lqcdflow.mc.local import LocalSampler
 
     metropolis = {"hits": sampler.hits, "width": sampler.width} \
@@ -122,6 +132,6 @@ def make_model(config, lattice):
     try:
         model = spec.build(lattice, keys.init_seed, dtype=dtype, device=device)
     except ValueError as e:
-        raise ConfigError(f"[{config.trained_name}] does not fit [lattice] on {lattice.size} rank(s): "
-                          f"{e}") from None
+        raise ConfigError(f"[{config.trained_name}] does not fit [lattice] on {lattice.size} "
+                          f"rank(s): {e}") from None
     return spec, model, torch.optim.Adam(model.parameters(), lr=keys.learning_rate)

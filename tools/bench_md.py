@@ -7,6 +7,7 @@ Usage
 
     mpiexec -n R python tools/bench_md.py --shape 32 32 32 32 [--theory phi4|u1|su2|su3]
         [--integrator omelyan2] [--grid 2 1 1 1] [--dtype float64] [--backend numpy]
+        [--kernels numpy compiled] [--no-c-reference]
         [--repeat 7] [--n-steps 10] [--min-time 0.2] [--json]
 
 The lattice of global extents ``--shape`` is split over the ranks of ``MPI.COMM_WORLD``
@@ -19,15 +20,22 @@ with Gaussian momenta.
 
 What is timed
 -------------
-Three kernels, in turn within each of ``--repeat`` rounds so that all three see the same
-machine load:
+These kernels, in turn within each of ``--repeat`` rounds so that all see the same machine
+load:
 
 - ``copy``: ``xp.copyto(dst, src)`` of two arrays of the local volume on every rank at once,
   the bandwidth peer;
 - ``force``: one ``theory.force(field, out)`` (with its halo exchanges);
-- ``MD step``: ``integrate()`` of a trajectory of n = ``--n-steps`` steps of size 1/n, divided
-  by n, so a step counts its share of the P updates merged at step boundaries (omelyan2:
-  2 + 1/n forces per step).
+- ``MD step (K)``: a trajectory of n = ``--n-steps`` steps of size 1/n with the kernels K of
+  ``--kernels`` (``numpy``: array operations; ``compiled``: the theory's compiled kernels,
+  lqcdflow.kernels, where it has them), divided by n, so a step counts its share of the P
+  updates merged at step boundaries (omelyan2: 2 + 1/n forces per step).
+
+And, for phi^4 in float64 on one rank (unless ``--no-c-reference``), the C peer: the tool
+compiles ``tools/md_reference.c`` with ``gcc -O3 -march=native`` (a neighbour table, the
+force fused into the momentum update, omelyan2 with merged momentum updates, one thread) and
+runs it on the same lattice, ``--repeat`` trajectories of ``--n-steps`` steps (best step),
+between the rounds above.
 
 After one warm-up call, each kernel is repeated k times per round, k chosen so that a round
 lasts at least ``--min-time`` seconds; a round is bracketed by an MPI barrier and a device
@@ -83,16 +91,22 @@ lattices (64^2: 32 KiB) the dispatch is most of the time, and the percentage mea
 """
 
 import argparse
+import functools
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from mpi4py import MPI
 
 from lqcdflow.backend import BackendError, make_backend
-from lqcdflow.mc.integrators import SCHEMES, integrate, levels_of
+from lqcdflow.kernels.select import md_kernels, unavailable
+from lqcdflow.mc.integrators import SCHEMES, levels_of
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import GridError, halo_sites
 from lqcdflow.rng import CounterRNG
@@ -120,6 +134,11 @@ def parse_args(argv=None):
     p.add_argument("--n-steps", type=int, default=10, help="MD steps per timed trajectory")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    p.add_argument("--kernels", nargs="+", choices=["numpy", "compiled"],
+                   default=["numpy", "compiled"],
+                   help="MD kernels to time (default both; compiled where the theory has them)")
+    p.add_argument("--no-c-reference", action="store_true",
+                   help="do not build and time the C peer (tools/md_reference.c)")
     p.add_argument("--repeat", type=int, default=7, help="timed rounds (default 7)")
     p.add_argument("--min-time", type=float, default=0.2,
                    help="least seconds per kernel and round (default 0.2)")
@@ -166,6 +185,26 @@ def benchmark(kernels, repeat, min_time, comm, sync):
     return times
 
 
+def c_reference(args, lat):
+    """Seconds per MD step of the C peer on ``lat``'s lattice (rank 0 builds and runs it; the
+    other ranks wait), or None with the reason why it was not run."""
+    if args.no_c_reference:
+        return None, "not asked for"
+    if args.theory != "phi4" or args.dtype != "float64" or lat.size != 1:
+        return None, "the C peer runs phi^4 in float64 on one rank"
+    source = Path(__file__).with_name("md_reference.c")
+    with tempfile.TemporaryDirectory() as directory:
+        binary = os.path.join(directory, "md_reference")
+        built = subprocess.run(["gcc", "-O3", "-march=native", "-o", binary, str(source)],
+                               capture_output=True, text=True)
+        if built.returncode:
+            return None, f"gcc failed: {built.stderr.strip()[:200]}"
+        ran = subprocess.run([binary, str(args.n_steps), str(args.repeat), str(KAPPA),
+                              str(LAMBDA), *map(str, lat.shape)], capture_output=True,
+                             text=True, check=True)
+    return float(ran.stdout.split()[0]), "gcc -O3 -march=native, 1 thread"
+
+
 def run(args):
     """Build the lattice, theory and fields, time the kernels; returns the figures (a dict)."""
     comm = MPI.COMM_WORLD
@@ -181,20 +220,24 @@ def run(args):
     pi = theory.momenta(rng, 1)
     work, dst = xp.empty_like(pi), xp.empty_like(field)
 
-    kernels = {
-        "copy": lambda: xp.copyto(dst, field),
-        "force": lambda: theory.force(field, out=work),
-        "trajectory": lambda: integrate(field, pi, levels, 1.0, theory.update_field, xp),
-    }
+    paths = [k for k in args.kernels if k == "numpy" or not unavailable(theory)]
+    kernels = {"copy": lambda: xp.copyto(dst, field),
+               "force": lambda: theory.force(field, out=work)}
+    for path in paths:
+        kernels[f"trajectory {path}"] = functools.partial(md_kernels(theory, path).integrate,
+                                                         field, pi, levels, 1.0)
     times = benchmark(kernels, args.repeat, args.min_time, comm, backend.synchronize)
-    times["step"] = [t / args.n_steps for t in times.pop("trajectory")]
+    for path in paths:
+        times[f"step {path}"] = [t / args.n_steps for t in times.pop(f"trajectory {path}")]
+    reference, reference_note = c_reference(args, lat)
 
     site = (0,) * lat.ndim
     field_bytes, momentum_bytes = field[site].nbytes, pi[site].nbytes
     copy_bytes = lat.size * 2 * lat.local_volume * field_bytes
     b_min = kernel_bytes(lat, field_bytes, momentum_bytes)
     bytes_moved = {"copy": copy_bytes, "force": b_min[0],
-                   "step": step_bytes(b_min, scheme, args.n_steps)}
+                   **{f"step {path}": step_bytes(b_min, scheme, args.n_steps)
+                      for path in paths}}
 
     result = {
         "theory": args.theory, "shape": list(lat.shape), "ranks": lat.size,
@@ -203,7 +246,8 @@ def run(args):
         "local_volume": lat.local_volume, "backend": backend.name, "dtype": str(dtype),
         "integrator": scheme.name, "n_steps": args.n_steps,
         "forces_per_step": scheme.force_evaluations(args.n_steps) / args.n_steps,
-        "repeat": args.repeat,
+        "repeat": args.repeat, "kernels": paths,
+        "threads_compiled": numba_threads() if "compiled" in paths else None,
     }
     copy_bw = copy_bytes / min(times["copy"])
     for name, nbytes in bytes_moved.items():
@@ -214,8 +258,18 @@ def run(args):
             "bytes_minimal": nbytes, "bandwidth_effective_Bps": nbytes / best,
             "effective_pct_of_copy": 100 * nbytes / best / copy_bw,
         }
-    result["site_updates_per_s"] = lat.volume / min(times["step"])
+    for path in paths:
+        result[f"site_updates_per_s {path}"] = lat.volume / min(times[f"step {path}"])
+    result["c_reference"] = {"time_step_s": reference, "note": reference_note}
+    if reference:
+        result["c_reference"]["site_updates_per_s"] = lat.volume / reference
     return result
+
+
+def numba_threads():
+    import numba
+
+    return numba.get_num_threads()
 
 
 def format_table(r):
@@ -231,16 +285,30 @@ def format_table(r):
         f"integrator {r['integrator']}, trajectory of {r['n_steps']} steps, "
         f"{r['forces_per_step']:.3g} forces/step; best (median) of {r['repeat']} rounds; "
         f"bandwidths summed over ranks",
-        f"site updates per second: {r['site_updates_per_s']:.4g}",
+        "site updates per second: " + ", ".join(
+            f"{r[f'site_updates_per_s {path}']:.4g} ({path})" for path in r["kernels"]),
         "",
-        f"{'kernel':<8} {'time best (median)':>23} {'B_min':>9} {'eff. BW':>10} {'% copy':>7}",
+        f"{'kernel':<19} {'time best (median)':>23} {'B_min':>9} {'eff. BW':>10} "
+        f"{'% copy':>7}",
     ]
-    for name, label in (("step", "MD step"), ("force", "force"), ("copy", "copy")):
+    rows = [(f"step {path}", f"MD step ({path})") for path in r["kernels"]]
+    for name, label in rows + [("force", "force (numpy)"), ("copy", "copy")]:
         k = r[name]
         lines.append(
-            f"{label:<8} {k['time_best_s'] * 1e3:>9.4g} ms ({k['time_median_s'] * 1e3:>9.4g})"
+            f"{label:<19} {k['time_best_s'] * 1e3:>9.4g} ms ({k['time_median_s'] * 1e3:>9.4g})"
             f" {k['bytes_minimal'] / 1e6:>7.4g}MB {k['bandwidth_effective_Bps'] / 1e9:>6.4g}GB/s"
             f" {k['effective_pct_of_copy']:>6.1f}%")
+    c = r["c_reference"]
+    if c["time_step_s"]:
+        peer = c["site_updates_per_s"]
+        ratios = ", ".join(f"{path} {r[f'site_updates_per_s {path}'] / peer:.2f}x"
+                           for path in r["kernels"])
+        lines.append(f"{'C peer':<19} {c['time_step_s'] * 1e3:>9.4g} ms ({c['note']}); "
+                     f"speed relative to it: {ratios}")
+    else:
+        lines.append(f"C peer: not run ({c['note']})")
+    if r["threads_compiled"]:
+        lines.append(f"compiled kernels: {r['threads_compiled']} thread(s) per rank")
     return "\n".join(lines)
 
 

@@ -3,8 +3,8 @@
 # when what it installs is already there.
 #   - compilers, MPICH, parallel HDF5 (mpich flavour), pkg-config, shellcheck from Debian;
 #   - a virtual environment ($LQCDFLOW_VENV, default ~/.venvs/lqcdflow) with mpi4py built
-#     against the system MPICH, parallel h5py, torch (CPU), pyerrors, pytest, pytest-mpi, scipy,
-#     hypothesis;
+#     against the system MPICH, parallel h5py, torch (CPU), numba, pyerrors, pytest, pytest-mpi,
+#     scipy, hypothesis;
 #   - lqcdflow itself, installed editable from this checkout;
 #   - a second virtual environment ($LQCDFLOW_INTEROP_VENV, default ~/.venvs/lqcdflow-interop)
 #     with lyncs-io, the independent ILDG/openQCD reader of the interoperability tests.
@@ -57,6 +57,11 @@ fi
 if ! have "import torch"; then
     log "pip install torch==2.13.0 (CPU)"
     pip install torch==2.13.0
+fi
+# numba: the compiled molecular-dynamics kernels on CPUs (lqcdflow.kernels)
+if ! have "import numba"; then
+    log "pip install numba"
+    pip install numba
 fi
 # scipy: the tests' independent references (expm for the SU(3) exponential, Bessel functions);
 # hypothesis: the robustness suite's generated bad inputs (tests/test_robustness.py)

@@ -20,7 +20,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from lqcdflow.mc.integrators import describe_levels, integrate, levels_of
+from lqcdflow.kernels.select import ArrayKernels
+from lqcdflow.mc.integrators import describe_levels, levels_of
 from lqcdflow.rng import STREAM_ACCEPT, CounterRNG
 
 
@@ -112,6 +113,9 @@ class HMC:
     trajectory_length : float
         tau; the outermost step size is eps = tau / n_steps of the first level.
     rng : CounterRNG
+    kernels : object
+        What integrates the trajectory: ``integrate(field, pi, levels, trajectory_length)``
+        in place (lqcdflow.kernels.select: array operations or compiled kernels).
     metropolis : bool
         The Metropolis test at the end of each trajectory (False only for the unadjusted
         Langevin algorithm, lqcdflow.mc.langevin, which is then inexact).
@@ -123,6 +127,7 @@ class HMC:
     levels: tuple
     trajectory_length: float
     rng: CounterRNG
+    kernels: object
     metropolis: bool = True  # False: accept every trajectory (unadjusted Langevin)
     name: str = "HMC"
 
@@ -130,10 +135,12 @@ class HMC:
     updates_per_step: ClassVar[int] = 1  # accept/reject decisions per trajectory
 
     @classmethod
-    def of(cls, theory, scheme, n_steps, trajectory_length, rng):
+    def of(cls, theory, scheme, n_steps, trajectory_length, rng, kernels=None):
         """HMC with one ``scheme`` at every level: ``n_steps`` an int for one level of the
-        whole force, or a list of steps per force term of the theory (nested)."""
-        return cls(theory, levels_of(theory, scheme, n_steps), trajectory_length, rng)
+        whole force, or a list of steps per force term of the theory (nested); ``kernels``
+        from :func:`lqcdflow.kernels.select.md_kernels` (default: array operations)."""
+        return cls(theory, levels_of(theory, scheme, n_steps), trajectory_length, rng,
+                   kernels or ArrayKernels(theory))
 
     @property
     def step_size(self):
@@ -150,8 +157,7 @@ class HMC:
     def molecular_dynamics(self, field, pi):
         """Integrate (field, pi) along one trajectory; returns new arrays, inputs untouched."""
         field, pi = field.copy(), pi.copy()
-        integrate(field, pi, self.levels, self.trajectory_length, self.theory.update_field,
-                  self.theory.lattice.xp)
+        self.kernels.integrate(field, pi, self.levels, self.trajectory_length)
         return field, pi
 
     def step(self, state: ChainState):
@@ -171,4 +177,5 @@ class HMC:
 
     def describe(self):
         test = "" if self.metropolis else "; every trajectory accepted (no Metropolis test)"
-        return describe_levels(self.levels, self.trajectory_length) + test
+        return (describe_levels(self.levels, self.trajectory_length)
+                + f"; kernels: {self.kernels.name}" + test)

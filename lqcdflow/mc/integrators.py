@@ -143,8 +143,34 @@ def describe_levels(levels, trajectory_length):
     return "; ".join(lines) + f"; outer step {eps:.6g}"
 
 
+def trajectory_updates(levels, trajectory_length):
+    """The updates of one trajectory in the order they are applied: ("P", k, c) for
+    pi <- pi - c F_k(U), F_k the force of level k, and ("Q", None, c) for U <- Q(c pi) U.
+
+    Level 1's step is eps_1 = tau / n_1; each Q(c) of a level above the innermost is a whole
+    trajectory of length c of the next level. Every path through the updates (NumPy or
+    compiled kernels) takes its coefficients from here, so they are the same numbers.
+    """
+    updates = []
+
+    def level(k, length):
+        eps = length / levels[k].n_steps
+        for update in levels[k].scheme.schedule(levels[k].n_steps):
+            c = update.coefficient * eps
+            if update.kind == "P":
+                updates.append(("P", k, c))
+            elif k + 1 < len(levels):
+                level(k + 1, c)
+            else:
+                updates.append(("Q", None, c))
+
+    level(0, trajectory_length)
+    return updates
+
+
 def integrate(field, pi, levels, trajectory_length, update_field, xp):
-    """Run the MD trajectory in place: ``field`` and ``pi`` are overwritten.
+    """Run the MD trajectory (:func:`trajectory_updates`) in place with array operations:
+    ``field`` and ``pi`` are overwritten.
 
     Parameters
     ----------
@@ -163,18 +189,8 @@ def integrate(field, pi, levels, trajectory_length, update_field, xp):
         raise ValueError("integrate updates the field and pi in place: they must be "
                          "C-contiguous")
     work = xp.empty_like(pi)
-    _level(field, pi, levels, trajectory_length, update_field, xp, work)
-
-
-def _level(field, pi, levels, length, update_field, xp, work):
-    """A trajectory of length ``length`` of levels[0], nesting levels[1:] into its Q's."""
-    level, inner = levels[0], levels[1:]
-    eps = length / level.n_steps
-    for update in level.scheme.schedule(level.n_steps):
-        c = update.coefficient * eps
-        if update.kind == "P":
-            axpy(pi, -c, level.force(field, out=work), xp)
-        elif inner:
-            _level(field, pi, inner, c, update_field, xp, work)
+    for kind, k, c in trajectory_updates(levels, trajectory_length):
+        if kind == "P":
+            axpy(pi, -c, levels[k].force(field, out=work), xp)
         else:
             update_field(field, pi, c)

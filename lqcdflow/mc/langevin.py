@@ -23,9 +23,10 @@ from lqcdflow.mc.hmc import HMC
 from lqcdflow.mc.integrators import leapfrog
 
 
-def langevin(theory, epsilon, rng, metropolis=True):
+def langevin(theory, epsilon, rng, metropolis=True, kernels=None):
     """The Langevin update of Langevin time step ``epsilon``, as an :class:`HMC`: one leapfrog
-    step of length sqrt(2 epsilon), with (MALA) or without the Metropolis test."""
+    step of length sqrt(2 epsilon), with (MALA) or without the Metropolis test; ``kernels``
+    as for HMC."""
     name = "Langevin (MALA)" if metropolis else "Langevin (unadjusted)"
-    hmc = HMC.of(theory, leapfrog(), 1, math.sqrt(2.0 * epsilon), rng)
+    hmc = HMC.of(theory, leapfrog(), 1, math.sqrt(2.0 * epsilon), rng, kernels)
     return dataclasses.replace(hmc, metropolis=metropolis, name=name)

@@ -61,6 +61,8 @@ class U1(Theory):
         The inverse coupling beta = 1/g^2.
     """
 
+    compiled_kernels = "lqcdflow.kernels.u1_numba"  # lqcdflow.kernels.select
+
     def __init__(self, lattice, beta):
         if lattice.ndim < 2:
             raise ValueError(f"U(1) gauge theory needs D >= 2, got a {lattice.ndim}D lattice")

@@ -1,0 +1,129 @@
+"""What the compiled (Numba) molecular dynamics of every theory shares: running a trajectory's
+updates (lqcdflow.mc.integrators.trajectory_updates) through a theory's compiled momentum
+update, the field update U <- U + c P, the faces of split directions packed into one halo
+array, and the threads.
+
+Bitwise equality with the array path rests on three rules every kernel keeps: the operations,
+operands and their order are those of the NumPy code; constants are rounded to the field's
+dtype first, as NumPy rounds a Python float operand; and Numba compiles without fastmath, so
+LLVM neither reorders nor contracts a multiply and an add into an FMA. Sites (links) are
+independent within an update, so the threads do not change the bits either.
+"""
+
+import numba
+import numpy as np
+
+from lqcdflow.kernels.select import threads_per_rank
+from lqcdflow.mc.integrators import trajectory_updates
+
+# Sites per rank from which an update is shared among threads: below, waking the threads takes
+# longer than the update (64^2 sites: ~2 us of phi^4 work per update).
+THREADED_FROM = 1 << 15
+
+
+@numba.njit(cache=True, parallel=True)
+def field_update(field, pi, c):
+    """Q(c): U <- U + pi c on flat fields, in place (fields in a vector space or angles;
+    the array path's axpy(field, c, pi))."""
+    for i in numba.prange(field.size):
+        field[i] = field[i] + pi[i] * c
+
+
+def threads_for(lattice):
+    """Threads for the updates on ``lattice``: those of
+    :func:`lqcdflow.kernels.select.threads_per_rank` from THREADED_FROM sites per rank on,
+    else one (collective)."""
+    threads = threads_per_rank(lattice.comm) if lattice.local_volume >= THREADED_FROM else 1
+    return min(numba.config.NUMBA_NUM_THREADS, threads)
+
+
+class CompiledMD:
+    """A theory's compiled molecular dynamics; subclasses supply ``terms`` ({force term name:
+    code}) and ``momentum_update(field, pi, term, c)``, P(c) of a force term in place.
+
+    Parameters
+    ----------
+    theory : lqcdflow.theories.base.Theory
+        On the NumPy backend.
+    threads : int
+        Threads of the updates.
+    """
+
+    terms = {"action": 0}
+
+    def __init__(self, theory, threads=1):
+        lattice = theory.lattice
+        if lattice.backend.on_gpu:
+            raise ValueError("the Numba kernels run on CPUs (backend numpy)")
+        self.theory, self.lattice, self.threads = theory, lattice, threads
+        self.shape = np.asarray(lattice.local_shape, np.int64)
+        self.split = np.asarray([g > 1 for g in lattice.grid], np.bool_)
+        self.name = f"compiled (Numba {numba.__version__}, {threads} thread(s))"
+        self._plan = None  # (levels, trajectory length, dtype; the updates as arrays)
+
+    def integrate(self, field, pi, levels, trajectory_length):
+        """Run the MD trajectory of ``levels`` (lqcdflow.mc.integrators.trajectory_updates) in
+        place on the C-contiguous ``field`` and ``pi``."""
+        if not (field.flags.c_contiguous and pi.flags.c_contiguous):
+            raise ValueError("integrate updates the field and pi in place: they must be "
+                             "C-contiguous")
+        numba.set_num_threads(self.threads)
+        self.run(field, pi, *self._updates(levels, trajectory_length, field.dtype))
+
+    def run(self, field, pi, kinds, terms, coefficients):
+        """Apply the updates in order: P(c) of force term ``term`` where kind is 0, else
+        Q(c)."""
+        for kind, term, c in zip(kinds, terms, coefficients):
+            if kind:
+                field_update(field.reshape(-1), pi.reshape(-1), c)
+            else:
+                self.momentum_update(field, pi, term, c)
+
+    def _updates(self, levels, trajectory_length, dtype):
+        """The trajectory's updates as arrays (kinds: 0 P, 1 Q; force term codes;
+        coefficients in ``dtype``), made once for the same levels, length and dtype."""
+        key = (levels, trajectory_length, dtype)
+        if self._plan is None or self._plan[0] != key:
+            updates = trajectory_updates(levels, trajectory_length)
+            codes = [self.terms[level.name] for level in levels]
+            self._plan = (key, (
+                np.array([kind == "Q" for kind, _, _ in updates], np.int64),
+                np.array([codes[k] if kind == "P" else 0 for kind, k, _ in updates], np.int64),
+                np.array([c for _, _, c in updates], dtype)))
+        return self._plan[1]
+
+    def neighbour_table(self, sign):
+        """table[mu, i]: the site x_i + sign e_mu of the block for each direction mu (C order),
+        or, across a split direction, V + its index in the halo of :meth:`halo` (..., (sign,))
+        counted in sites: the faces of the split directions one after the other, each in C
+        order. Unsplit directions wrap around the block."""
+        shape, volume = tuple(self.lattice.local_shape), self.lattice.local_volume
+        sites = np.arange(volume, dtype=np.int64).reshape(shape)
+        table, start = [], volume
+        for mu in range(len(shape)):
+            neighbours = np.roll(sites, -sign, axis=mu)
+            if self.split[mu]:
+                edge = [slice(None)] * len(shape)
+                edge[mu] = -1 if sign > 0 else 0
+                plane = neighbours[tuple(edge)]
+                neighbours[tuple(edge)] = start + np.arange(plane.size).reshape(plane.shape)
+                start += plane.size
+            table.append(neighbours.reshape(-1))
+        return np.stack(table)
+
+    def halo(self, field, signs):
+        """(halo, offsets): for each split direction mu and sign in ``signs``, the face of
+        ``field`` beyond the block in direction sign e_mu (the neighbour's plane, see
+        Lattice._start_exchange), flattened one after the other; offsets[mu, k] is where the
+        face of (mu, signs[k]) starts in the halo."""
+        lattice = self.lattice
+        directions = [(mu, k) for mu in range(lattice.ndim) if self.split[mu]
+                      for k in range(len(signs))]
+        pending = lattice._start_exchange(field, [(mu, signs[k]) for mu, k in directions])
+        faces = [lattice._finish(pending, (mu, signs[k])).reshape(-1) for mu, k in directions]
+        offsets = np.zeros((lattice.ndim, len(signs)), np.int64)
+        start = 0
+        for (mu, k), face in zip(directions, faces):
+            offsets[mu, k] = start
+            start += face.size
+        return (np.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets

@@ -1,0 +1,167 @@
+"""Compiled (Numba) molecular dynamics of phi^4 on CPUs, bitwise equal to the NumPy path.
+
+The NumPy path (lqcdflow.mc.integrators.integrate with Phi4.force and axpy) makes several
+array passes per update. Here each update is one pass over the sites:
+
+    P(c), force term "action":     pi_x <- pi_x + (n_x (-h) + ((phi_x^2) (4 c4) + 2 c2) phi_x) (-c)
+          force term "hopping":    pi_x <- pi_x + (n_x (-h)) (-c)
+          force term "potential":  pi_x <- pi_x + (((phi_x^2) (4 c4) + 2 c2) phi_x) (-c)
+    Q(c):                          phi_x <- phi_x + pi_x c
+
+with n_x = (phi(x + e_0) + phi(x - e_0)) + (phi(x + e_1) + phi(x - e_1)) + ..., summed in this
+order: the operations of Lattice.neighbour_sum, Phi4.force, Phi4.hopping_force,
+Phi4.potential_force and axpy, so the fields are the bits of the NumPy path (the rules:
+lqcdflow.kernels.compiled).
+
+Neighbours across a split direction come from the faces the lattice exchanges, packed into one
+halo array; the wrap of an unsplit direction is read from the field itself. Without split
+directions a whole trajectory is one compiled call (:func:`_trajectory`), so small lattices
+are not bound by Python's dispatch.
+"""
+
+import numba
+import numpy as np
+
+from lqcdflow.kernels.compiled import CompiledMD, field_update, threads_for
+
+HOPPING, POTENTIAL = 1, 2  # bits of a force term
+
+
+@numba.njit(cache=True, parallel=True)
+def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
+                     minus_c):
+    """P(c) of force term ``term`` (module docstring) on the flat local fields, in place.
+
+    Line by line along the last axis: the neighbour sum of a line is accumulated in a
+    line-sized buffer (in L1), one direction after the other in the order of the module
+    docstring, each a contiguous loop that the compiler vectorises; the neighbour lines of
+    direction mu < D - 1 are those of the field at +-stride_mu, or across the boundary the
+    field's own wrap or the received face. Then the force and the update of the line.
+    """
+    ndim = shape.shape[0]
+    last = ndim - 1
+    length = shape[last]
+    strides = np.empty(ndim, np.int64)
+    stride = 1
+    for mu in range(last, -1, -1):
+        strides[mu] = stride
+        stride *= shape[mu]
+    lines = phi.size // length
+    blocks = shape[0] if ndim > 1 else 1  # threads take time slices
+    per_block = lines // blocks
+    for block in numba.prange(blocks):
+        coords = np.zeros(ndim, np.int64)  # of the current line; coords[last] is unused
+        if ndim > 1:
+            coords[0] = block
+        n = np.empty(length, phi.dtype)
+        for line in range(block * per_block, (block + 1) * per_block):
+            base = line * length
+            if term != POTENTIAL:
+                for mu in range(last):
+                    x, extent, s = coords[mu], shape[mu], strides[mu]
+                    face = (base // (s * extent)) * s + base % s
+                    up, up_at = phi, base + s
+                    if x == extent - 1:
+                        if split[mu]:
+                            up, up_at = halo, offsets[mu, 0] + face
+                        else:
+                            up_at = base - (extent - 1) * s
+                    down, down_at = phi, base - s
+                    if x == 0:
+                        if split[mu]:
+                            down, down_at = halo, offsets[mu, 1] + face
+                        else:
+                            down_at = base + (extent - 1) * s
+                    # views indexed from 0: the compiler then knows every index is >= 0 (no
+                    # wraparound test per element) and vectorises the loop
+                    u, d = up[up_at:up_at + length], down[down_at:down_at + length]
+                    if mu == 0:
+                        for j in range(length):
+                            n[j] = u[j] + d[j]
+                    else:
+                        for j in range(length):
+                            n[j] = n[j] + (u[j] + d[j])
+                # the last direction, along the line
+                first, final = phi[base], phi[base + length - 1]
+                up_end = halo[offsets[last, 0] + line] if split[last] else first
+                down_end = halo[offsets[last, 1] + line] if split[last] else final
+                if length == 1:
+                    pair = up_end + down_end
+                    n[0] = pair if ndim == 1 else n[0] + pair
+                else:
+                    head = phi[base + 1] + down_end
+                    tail = up_end + phi[base + length - 2]
+                    u, d = phi[base + 2:base + length], phi[base:base + length - 2]
+                    if ndim == 1:
+                        for j in range(length - 2):
+                            n[j + 1] = u[j] + d[j]
+                        n[0], n[length - 1] = head, tail
+                    else:
+                        for j in range(length - 2):
+                            n[j + 1] = n[j + 1] + (u[j] + d[j])
+                        n[0], n[length - 1] = n[0] + head, n[length - 1] + tail
+            f, m = phi[base:base + length], pi[base:base + length]
+            if term == POTENTIAL:
+                for j in range(length):
+                    m[j] = m[j] + (((f[j] * f[j]) * four_c4 + two_c2) * f[j]) * minus_c
+            elif term == HOPPING:
+                for j in range(length):
+                    m[j] = m[j] + (n[j] * minus_h) * minus_c
+            else:
+                for j in range(length):
+                    p = f[j]
+                    m[j] = m[j] + (n[j] * minus_h + ((p * p) * four_c4 + two_c2) * p) * minus_c
+            mu = ndim - 2  # the next line's coordinates
+            while mu >= 0:
+                coords[mu] += 1
+                if coords[mu] < shape[mu]:
+                    break
+                coords[mu] = 0
+                mu -= 1
+
+
+@numba.njit(cache=True)
+def _trajectory(phi, pi, kinds, terms, coefficients, shape, minus_h, four_c4, two_c2):
+    """A whole trajectory without split directions: update k is P(coefficients[k]) of force
+    term terms[k] where kinds[k] == 0, else Q(coefficients[k])."""
+    halo = phi[:0]
+    split = np.zeros(shape.shape[0], np.bool_)
+    offsets = np.zeros((shape.shape[0], 2), np.int64)
+    for k in range(kinds.shape[0]):
+        if kinds[k] == 0:
+            _momentum_update(phi, pi, halo, shape, split, offsets, terms[k], minus_h, four_c4,
+                             two_c2, -coefficients[k])
+        else:
+            field_update(phi, pi, coefficients[k])
+
+
+def make(theory):
+    """The compiled kernels of ``theory`` (lqcdflow.kernels.select; collective)."""
+    return Phi4Compiled(theory, threads_for(theory.lattice))
+
+
+class Phi4Compiled(CompiledMD):
+    """The molecular dynamics of a :class:`lqcdflow.theories.phi4.Phi4` theory with the
+    compiled kernels of this module (lqcdflow.kernels.compiled.CompiledMD)."""
+
+    terms = {"action": HOPPING | POTENTIAL, "hopping": HOPPING, "potential": POTENTIAL}
+
+    def _constants(self, dtype):
+        """(-h, 4 c4, 2 c2) rounded to ``dtype``, as NumPy rounds a Python float operand."""
+        c = self.theory.couplings
+        return tuple(dtype.type(v) for v in (-c.h, 4.0 * c.c4, 2.0 * c.c2))
+
+    def run(self, field, pi, kinds, terms, coefficients):
+        """Without split directions the whole trajectory in one call, else update by
+        update."""
+        if self.split.any():
+            super().run(field, pi, kinds, terms, coefficients)
+            return
+        _trajectory(field.reshape(-1), pi.reshape(-1), kinds, terms, coefficients, self.shape,
+                    *self._constants(field.dtype))
+
+    def momentum_update(self, field, pi, term, c):
+        """P(c) of force term ``term`` (module docstring), the faces exchanged first."""
+        halo, offsets = self.halo(field, (1, -1))
+        _momentum_update(field.reshape(-1), pi.reshape(-1), halo, self.shape, self.split,
+                         offsets, term, *self._constants(field.dtype), -c)

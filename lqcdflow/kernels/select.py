@@ -1,0 +1,70 @@
+"""Which kernels run the molecular dynamics: NumPy/CuPy array operations, or compiled ones.
+
+``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a theory's
+compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory)`` returns
+them and whose ``unavailable(theory)``, if it has one, says why they cannot serve a run; an
+error where there are none), "auto" (compiled where they can serve, else array operations).
+Both give the same bits (lqcdflow.kernels.compiled says how), so the switch changes the speed
+and never the chain.
+"""
+
+import importlib
+import os
+
+from mpi4py import MPI
+
+from lqcdflow.mc.integrators import integrate
+
+KERNELS = ("auto", "numpy", "compiled")
+
+
+class ArrayKernels:
+    """The molecular dynamics in array operations of the lattice's backend
+    (:func:`lqcdflow.mc.integrators.integrate`)."""
+
+    name = "numpy"
+
+    def __init__(self, theory):
+        self.theory = theory
+
+    def integrate(self, field, pi, levels, trajectory_length):
+        integrate(field, pi, levels, trajectory_length, self.theory.update_field,
+                  self.theory.lattice.xp)
+
+
+def unavailable(theory):
+    """Why ``theory`` has no compiled kernels here (a sentence), or None if it has."""
+    module = getattr(theory, "compiled_kernels", None)
+    if module is None:
+        return f"{type(theory).__name__} has no compiled kernels (yet)"
+    if theory.lattice.backend.on_gpu:
+        return "the compiled kernels run on CPUs ([run] backend = 'numpy')"
+    try:
+        importlib.import_module("numba")
+    except ImportError:
+        return "numba is not installed (pip install numba, or bash tools/setup.sh)"
+    check = getattr(importlib.import_module(module), "unavailable", None)
+    return check(theory) if check else None
+
+
+def md_kernels(theory, kernels="auto"):
+    """The molecular-dynamics kernels of ``theory`` for the ``kernels`` setting (module
+    docstring). Raises ValueError (one line) for "compiled" where there are none."""
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    why = None if kernels == "numpy" else unavailable(theory)
+    if kernels == "numpy" or (kernels == "auto" and why):
+        return ArrayKernels(theory)
+    if why:
+        raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
+    return importlib.import_module(theory.compiled_kernels).make(theory)
+
+
+def threads_per_rank(comm):
+    """CPU threads for a rank's compiled kernels: the cores this process may run on, shared
+    by the ranks of its node (collective over ``comm``)."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return max(1, len(os.sched_getaffinity(0)) // node.Get_size())
+    finally:
+        node.Free()

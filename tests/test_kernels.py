@@ -1,0 +1,125 @@
+"""Compiled molecular-dynamics kernels ([run] kernels, lqcdflow.kernels): the same bits as
+the array path for phi^4 and U(1) on every process grid, dtype and integrator (nested
+included), whole chains through `lqcdflow run` (HMC and Langevin, on other rank counts), and
+one-line errors where there are none."""
+
+import re
+import sys
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from lqcdflow.backend import make_backend
+from lqcdflow.kernels.select import md_kernels, unavailable
+from lqcdflow.mc.integrators import SCHEMES, levels_of
+from lqcdflow.parallel import Lattice
+from lqcdflow.parallel.grid import valid_grids
+from lqcdflow.rng import CounterRNG
+from lqcdflow.theories.ising import Ising
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
+from lqcdflow.theories.u1 import U1
+from runs import U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
+
+# (scheme, n_steps): one level of the whole force, or (phi^4) hopping outside the potential
+# (nested): every force term of the kernels (the schemes differ only in their coefficients)
+INTEGRATORS = {"phi4": [("omelyan2", 2), ("leapfrog", [2, 3])], "u1": [("omelyan2", 2)]}
+THEORIES = {"phi4": lambda lattice: Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4)),
+            "u1": lambda lattice: U1(lattice, 1.3)}
+
+
+def make_theory(name, shape, dtype, comm=MPI.COMM_SELF, grid=None):
+    lattice = Lattice(shape, comm=comm, grid=grid, backend=make_backend("numpy", dtype))
+    return THEORIES[name](lattice)
+
+
+def trajectory(theory, kernels, scheme, n_steps):
+    """(start, field, momenta): a hot start, and the field and momenta after one trajectory
+    of length 1 from it, gathered."""
+    rng = CounterRNG(5)
+    field, pi = theory.hot_start(rng), theory.momenta(rng, 1)
+    start = theory.lattice.gather(field)
+    levels = levels_of(theory, SCHEMES[scheme](), n_steps)
+    md_kernels(theory, kernels).integrate(field, pi, levels, 1.0)
+    return start, theory.lattice.gather(field), theory.lattice.gather(pi)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("phi4", (12,), "float64"), ("phi4", (4, 6), "float64"), ("phi4", (2, 4, 2, 4), "float64"),
+    ("phi4", (12,), "float32"), ("phi4", (4, 6), "float32"), ("phi4", (2, 4, 2, 4), "float32"),
+    ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64")])
+def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, comm):
+    for scheme, n_steps in INTEGRATORS[name]:
+        start, *want = trajectory(make_theory(name, shape, dtype), "numpy", scheme, n_steps)
+        assert np.all(np.isfinite(want[0])) and not np.array_equal(want[0], start)
+        for grid in valid_grids(shape, comm.Get_size()):
+            theory = make_theory(name, shape, dtype, comm, grid)
+            _, *got = trajectory(theory, "compiled", scheme, n_steps)
+            if comm.Get_rank() == 0:
+                for what, a, b in zip(("field", "momenta"), want, got):
+                    assert a.tobytes() == b.tobytes(), (
+                        f"{what} differs on grid {grid} ({scheme}, {n_steps}): max "
+                        f"|diff| {np.abs(a - b).max()}")
+
+
+def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
+    """"auto" takes the compiled kernels where they can serve, else the array ones;
+    "compiled" where they cannot is a ValueError that says why."""
+    theory = make_theory("phi4", (4, 4), "float64")
+    assert md_kernels(theory, "auto").name.startswith("compiled (Numba")
+    for other, why in [(make_theory("u1", (4, 4), "float32"), "need [run] dtype = 'float64'"),
+                       (Ising(Lattice((4, 4), comm=MPI.COMM_SELF), 0.4), "Ising has no compiled")]:
+        assert md_kernels(other, "auto").name == "numpy"
+        with pytest.raises(ValueError, match=re.escape(why)):
+            md_kernels(other, "compiled")
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba fails
+    assert "numba is not installed" in unavailable(theory)
+    assert md_kernels(theory, "auto").name == "numpy"
+
+
+def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path):
+    """`lqcdflow run` with kernels = "compiled" on 2 ranks writes the chain of kernels =
+    "numpy" on 1 rank, bit for bit (HMC with nested levels, and MALA), and says which ran."""
+    for algorithm, keys in [("hmc", "n_steps = [2, 2]"),
+                            ("langevin", 'algorithm = "langevin"\nepsilon = 0.02')]:
+        chains = {}
+        for kernels, ranks in [("numpy", None), ("compiled", 2)]:
+            run = write_run_file(tmp_path / f"{algorithm}-{kernels}.toml", 40,
+                                 **{'integrator = "omelyan2"\nn_steps = 4': keys,
+                                    "seed = 7": f'seed = 7\nkernels = "{kernels}"'})
+            result = lqcdflow(["run", str(run)], ranks=ranks)
+            assert result.returncode == 0, result.stderr
+            assert f"kernels: {kernels}" in result.stdout
+            chains[kernels] = series(run.with_suffix(".h5"))
+        assert chains["compiled"] == chains["numpy"], algorithm
+        accepted = np.frombuffer(chains["numpy"]["mc/accepted"], np.int8)
+        assert 0 < accepted.mean() < 1 or algorithm == "hmc"
+
+
+def test_u1_chain_with_compiled_kernels_is_the_array_one(tmp_path):
+    """A U(1) HMC chain with kernels = "compiled" on 2 ranks is the chain of "numpy" on 1."""
+    chains = {}
+    for kernels, ranks in [("numpy", None), ("compiled", 2)]:
+        run = write_run_file(tmp_path / f"{kernels}.toml", 30, text=U1_RUN_FILE,
+                             **{"seed = 11": f'seed = 11\nkernels = "{kernels}"'})
+        result = lqcdflow(["run", str(run)], ranks=ranks)
+        assert result.returncode == 0, result.stderr
+        assert f"kernels: {kernels}" in result.stdout
+        chains[kernels] = series(run.with_suffix(".h5"))
+    assert chains["compiled"] == chains["numpy"]
+
+
+@pytest.mark.parametrize("text, replace, message", [
+    (U1_RUN_FILE, {"seed = 11": 'seed = 11\nkernels = "compiled"\ndtype = "float32"'},
+     "[run] kernels = 'compiled' cannot be used: the U(1) kernels need [run] dtype = "
+     "'float64'"),
+    (None, {'integrator = "omelyan2"\nn_steps = 4': 'algorithm = "metropolis"',
+            "seed = 7": 'seed = 7\nkernels = "compiled"'},
+     "algorithm = 'metropolis' has no compiled kernels"),
+    (None, {"seed = 7": 'seed = 7\nkernels = "fast"'}, "[run] kernels"),
+])
+def test_compiled_kernels_where_there_are_none_is_a_one_line_error(tmp_path, text, replace,
+                                                                    message):
+    run = write_run_file(tmp_path / "bad.toml", **({"text": text} if text else {}), **replace)
+    one_line_error(lqcdflow(["run", str(run)]), message)

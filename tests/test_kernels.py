@@ -11,6 +11,7 @@ import pytest
 from mpi4py import MPI
 
 from lqcdflow.backend import make_backend
+from lqcdflow.kernels import rng_numba
 from lqcdflow.kernels.select import md_kernels, unavailable
 from lqcdflow.mc.integrators import SCHEMES, levels_of
 from lqcdflow.parallel import Lattice
@@ -35,12 +36,11 @@ def make_theory(name, shape, dtype, comm=MPI.COMM_SELF, grid=None):
 
 def trajectory(theory, kernels, scheme, n_steps):
     """(start, field, momenta): a hot start, and the field and momenta after one trajectory
-    of length 1 from it, gathered."""
-    rng = CounterRNG(5)
-    field, pi = theory.hot_start(rng), theory.momenta(rng, 1)
+    of length 1 from it with momenta drawn by the kernels, gathered."""
+    rng, md = CounterRNG(5), md_kernels(theory, kernels)
+    field, pi = theory.hot_start(rng), md.momenta(rng, 1)
     start = theory.lattice.gather(field)
-    levels = levels_of(theory, SCHEMES[scheme](), n_steps)
-    md_kernels(theory, kernels).integrate(field, pi, levels, 1.0)
+    md.integrate(field, pi, levels_of(theory, SCHEMES[scheme](), n_steps), 1.0)
     return start, theory.lattice.gather(field), theory.lattice.gather(pi)
 
 
@@ -61,6 +61,21 @@ def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, co
                     assert a.tobytes() == b.tobytes(), (
                         f"{what} differs on grid {grid} ({scheme}, {n_steps}): max "
                         f"|diff| {np.abs(a - b).max()}")
+
+
+def test_compiled_gaussians_are_the_counter_rngs():
+    """rng_numba.normal gives CounterRNG.normal's bits: 10^5 numbers at site indices beyond
+    2^32, for two seeds (one beyond 2^32), draws and streams; one changed key word changes
+    them."""
+    sites = np.arange(10**5, dtype=np.uint64) * np.uint64(977) + np.uint64(2**33 - 5)
+    for seed, draw, stream in [(5, 1, 1), (2**40 + 3, 2**32 - 1, 4)]:
+        rng, got = CounterRNG(seed), np.empty(sites.size)
+        key = [np.uint64(word) for word in rng.key]
+        rng_numba.normal(sites, np.uint64(draw), np.uint64(stream), *key, got)
+        assert got.tobytes() == rng.normal(sites, draw, stream).tobytes()
+        rng_numba.normal(sites, np.uint64(draw), np.uint64(stream), key[0] ^ np.uint64(1),
+                         key[1], got)
+        assert not np.any(got == rng.normal(sites, draw, stream))
 
 
 def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):

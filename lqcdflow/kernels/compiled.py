@@ -1,7 +1,8 @@
-"""What the compiled (Numba) molecular dynamics of every theory shares: running a trajectory's
-updates (lqcdflow.mc.integrators.trajectory_updates) through a theory's compiled momentum
-update, the field update U <- U + c P, the faces of split directions packed into one halo
-array, and the threads.
+"""What the compiled (Numba) molecular dynamics of every theory shares: the momenta drawn by
+the compiled Gaussian generator (lqcdflow.kernels.rng_numba), running a trajectory's updates
+(lqcdflow.mc.integrators.trajectory_updates) through a theory's compiled momentum update, the
+field update U <- U + c P, the faces of split directions packed into one halo array, and the
+threads.
 
 Bitwise equality with the array path rests on three rules every kernel keeps: the operations,
 operands and their order are those of the NumPy code; constants are rounded to the field's
@@ -13,8 +14,11 @@ independent within an update, so the threads do not change the bits either.
 import numba
 import numpy as np
 
+from lqcdflow.kernels import rng_numba
 from lqcdflow.kernels.select import threads_per_rank
 from lqcdflow.mc.integrators import trajectory_updates
+from lqcdflow.rng import STREAM_MOMENTA
+from lqcdflow.theories.base import Theory
 
 # Sites per rank from which an update is shared among threads: below, waking the threads takes
 # longer than the update (64^2 sites: ~2 us of phi^4 work per update).
@@ -44,7 +48,7 @@ class CompiledMD:
     Parameters
     ----------
     theory : lqcdflow.theories.base.Theory
-        On the NumPy backend.
+        On the NumPy backend, with the Gaussian momenta of Theory.momenta.
     threads : int
         Threads of the updates.
     """
@@ -55,11 +59,26 @@ class CompiledMD:
         lattice = theory.lattice
         if lattice.backend.on_gpu:
             raise ValueError("the Numba kernels run on CPUs (backend numpy)")
+        if type(theory).momenta is not Theory.momenta:
+            raise ValueError(f"{type(theory).__name__} draws its own momenta")
         self.theory, self.lattice, self.threads = theory, lattice, threads
+        self._dofs = lattice.dof_index(theory.momentum_shape).reshape(-1)
         self.shape = np.asarray(lattice.local_shape, np.int64)
         self.split = np.asarray([g > 1 for g in lattice.grid], np.bool_)
         self.name = f"compiled (Numba {numba.__version__}, {threads} thread(s))"
         self._plan = None  # (levels, trajectory length, dtype; the updates as arrays)
+
+    def momenta(self, rng, draw):
+        """Theory.momenta(rng, draw): P ~ N(0, 1) per degree of freedom from the counter RNG,
+        the same bits, drawn by rng_numba.normal."""
+        if not 0 <= draw < 2**32:
+            raise ValueError(f"draw number must be in [0, 2^32), got {draw}")
+        numba.set_num_threads(self.threads)
+        out = np.empty(self._dofs.size)
+        key = (np.uint64(word) for word in rng.key)
+        rng_numba.normal(self._dofs, np.uint64(draw), np.uint64(STREAM_MOMENTA), *key, out)
+        shape = tuple(self.lattice.local_shape) + tuple(self.theory.momentum_shape)
+        return out.reshape(shape).astype(self.lattice.backend.dtype)
 
     def integrate(self, field, pi, levels, trajectory_length):
         """Run the MD trajectory of ``levels`` (lqcdflow.mc.integrators.trajectory_updates) in

@@ -19,13 +19,16 @@ KERNELS = ("auto", "numpy", "compiled")
 
 
 class ArrayKernels:
-    """The molecular dynamics in array operations of the lattice's backend
-    (:func:`lqcdflow.mc.integrators.integrate`)."""
+    """The molecular dynamics in array operations of the lattice's backend: the theory's
+    momenta, and :func:`lqcdflow.mc.integrators.integrate`."""
 
     name = "numpy"
 
     def __init__(self, theory):
         self.theory = theory
+
+    def momenta(self, rng, draw):
+        return self.theory.momenta(rng, draw)
 
     def integrate(self, field, pi, levels, trajectory_length):
         integrate(field, pi, levels, trajectory_length, self.theory.update_field,

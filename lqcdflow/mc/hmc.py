@@ -114,8 +114,9 @@ class HMC:
         tau; the outermost step size is eps = tau / n_steps of the first level.
     rng : CounterRNG
     kernels : object
-        What integrates the trajectory: ``integrate(field, pi, levels, trajectory_length)``
-        in place (lqcdflow.kernels.select: array operations or compiled kernels).
+        What draws the momenta, ``momenta(rng, draw)``, and integrates the trajectory,
+        ``integrate(field, pi, levels, trajectory_length)`` in place (lqcdflow.kernels.select:
+        array operations or compiled kernels).
     metropolis : bool
         The Metropolis test at the end of each trajectory (False only for the unadjusted
         Langevin algorithm, lqcdflow.mc.langevin, which is then inexact).
@@ -147,8 +148,9 @@ class HMC:
         return self.trajectory_length / self.levels[0].n_steps
 
     def momenta(self, draw):
-        """Gaussian momenta of trajectory ``draw`` on the local sub-lattice."""
-        return self.theory.momenta(self.rng, draw)
+        """Gaussian momenta of trajectory ``draw`` on the local sub-lattice (the kernels'
+        draw of the theory's momenta)."""
+        return self.kernels.momenta(self.rng, draw)
 
     def hamiltonian_density(self, field, pi):
         """h_x = k(P_x) + s_x(U), with H = sum_x h_x."""

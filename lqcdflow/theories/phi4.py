@@ -210,7 +210,9 @@ class Phi4(Theory):
         w = 2.0 * lat.sum(links)
         slices = lat.timeslice_sum(phi)
         m = math.fsum(slices)
-        corr = np.array([np.dot(slices, np.roll(slices, -t)) for t in range(lat.shape[0])])
+        # slices(t0 + t) for each t as new arrays (what np.roll makes, at a fraction of its cost)
+        corr = np.array([np.dot(slices, np.concatenate((slices[t:], slices[:t])))
+                         for t in range(lat.shape[0])])
         return {"action": action, "m": m, "abs_m": abs(m), "m2": m * m, "m4": m**4, "W": w,
                 "correlator": corr / lat.volume}
 

@@ -83,6 +83,9 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     "compiled" where they cannot is a ValueError that says why."""
     theory = make_theory("phi4", (4, 4), "float64")
     assert md_kernels(theory, "auto").name.startswith("compiled (Numba")
+    # U(1): where they are faster, from 2^14 sites per rank on
+    assert md_kernels(make_theory("u1", (8, 8), "float64"), "auto").name == "numpy"
+    assert md_kernels(make_theory("u1", (128, 128), "float64"), "auto").name != "numpy"
     for other, why in [(make_theory("u1", (4, 4), "float32"), "need [run] dtype = 'float64'"),
                        (Ising(Lattice((4, 4), comm=MPI.COMM_SELF), 0.4), "Ising has no compiled")]:
         assert md_kernels(other, "auto").name == "numpy"

@@ -3,7 +3,8 @@
 ``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a theory's
 compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory)`` returns
 them and whose ``unavailable(theory)``, if it has one, says why they cannot serve a run; an
-error where there are none), "auto" (compiled where they can serve, else array operations).
+error where there are none), "auto" (compiled where they can serve and, if the module has
+``faster(theory)``, where that says they are faster; else array operations).
 Both give the same bits (lqcdflow.kernels.compiled says how), so the switch changes the speed
 and never the chain.
 """
@@ -60,7 +61,10 @@ def md_kernels(theory, kernels="auto"):
         return ArrayKernels(theory)
     if why:
         raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
-    return importlib.import_module(theory.compiled_kernels).make(theory)
+    module = importlib.import_module(theory.compiled_kernels)
+    if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
+        return ArrayKernels(theory)
+    return module.make(theory)
 
 
 def threads_per_rank(comm):

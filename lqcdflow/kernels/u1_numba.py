@@ -108,6 +108,16 @@ def unavailable(theory):
     return None
 
 
+# Sites per rank from which the kernels beat the array path (tools/bench_md.py, one thread:
+# 0.87x on 64^2, 1.3x on 16^4): below, a pass is too short for the time of entering it.
+FASTER_FROM = 1 << 14
+
+
+def faster(theory):
+    """Whether "auto" takes these kernels: from FASTER_FROM sites per rank on."""
+    return theory.lattice.local_volume >= FASTER_FROM
+
+
 def make(theory):
     """The compiled kernels of ``theory`` (lqcdflow.kernels.select; collective)."""
     return U1Compiled(theory, threads_for(theory.lattice))

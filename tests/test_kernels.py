@@ -20,7 +20,7 @@ from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.ising import Ising
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 from lqcdflow.theories.u1 import U1
-from runs import U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
+from runs import RUN_FILE, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
 
 # (scheme, n_steps): one level of the whole force, or (phi^4) hopping outside the potential
 # (nested): every force term of the kernels (the schemes differ only in their coefficients)
@@ -96,36 +96,27 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     assert md_kernels(theory, "auto").name == "numpy"
 
 
-def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path):
+@pytest.mark.parametrize("name, text, replace", [
+    ("hmc", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4': "n_steps = [2, 2]"}),
+    ("mala", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4':
+                        'algorithm = "langevin"\nepsilon = 0.02'}),
+    ("u1", U1_RUN_FILE, {})])
+def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, replace):
     """`lqcdflow run` with kernels = "compiled" on 2 ranks writes the chain of kernels =
-    "numpy" on 1 rank, bit for bit (HMC with nested levels, and MALA), and says which ran."""
-    for algorithm, keys in [("hmc", "n_steps = [2, 2]"),
-                            ("langevin", 'algorithm = "langevin"\nepsilon = 0.02')]:
-        chains = {}
-        for kernels, ranks in [("numpy", None), ("compiled", 2)]:
-            run = write_run_file(tmp_path / f"{algorithm}-{kernels}.toml", 40,
-                                 **{'integrator = "omelyan2"\nn_steps = 4': keys,
-                                    "seed = 7": f'seed = 7\nkernels = "{kernels}"'})
-            result = lqcdflow(["run", str(run)], ranks=ranks)
-            assert result.returncode == 0, result.stderr
-            assert f"kernels: {kernels}" in result.stdout
-            chains[kernels] = series(run.with_suffix(".h5"))
-        assert chains["compiled"] == chains["numpy"], algorithm
-        accepted = np.frombuffer(chains["numpy"]["mc/accepted"], np.int8)
-        assert 0 < accepted.mean() < 1 or algorithm == "hmc"
-
-
-def test_u1_chain_with_compiled_kernels_is_the_array_one(tmp_path):
-    """A U(1) HMC chain with kernels = "compiled" on 2 ranks is the chain of "numpy" on 1."""
+    "numpy" on 1 rank, bit for bit (phi^4 HMC with nested levels, MALA, U(1) HMC), and says
+    which kernels ran."""
+    seed = re.search(r"seed = \d+", text).group(0)
     chains = {}
     for kernels, ranks in [("numpy", None), ("compiled", 2)]:
-        run = write_run_file(tmp_path / f"{kernels}.toml", 30, text=U1_RUN_FILE,
-                             **{"seed = 11": f'seed = 11\nkernels = "{kernels}"'})
+        run = write_run_file(tmp_path / f"{kernels}.toml", 30, text=text,
+                             **replace, **{seed: f'{seed}\nkernels = "{kernels}"'})
         result = lqcdflow(["run", str(run)], ranks=ranks)
         assert result.returncode == 0, result.stderr
         assert f"kernels: {kernels}" in result.stdout
         chains[kernels] = series(run.with_suffix(".h5"))
     assert chains["compiled"] == chains["numpy"]
+    accepted = np.frombuffer(chains["numpy"]["mc/accepted"], np.int8)
+    assert accepted.mean() > 0 and (name != "mala" or accepted.mean() < 1)
 
 
 @pytest.mark.parametrize("text, replace, message", [

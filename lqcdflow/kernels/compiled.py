@@ -15,14 +15,9 @@ import numba
 import numpy as np
 
 from lqcdflow.kernels import rng_numba
-from lqcdflow.kernels.select import threads_per_rank
 from lqcdflow.mc.integrators import trajectory_updates
 from lqcdflow.rng import STREAM_MOMENTA
 from lqcdflow.theories.base import Theory
-
-# Sites per rank from which an update is shared among threads: below, waking the threads takes
-# longer than the update (64^2 sites: ~2 us of phi^4 work per update).
-THREADED_FROM = 1 << 15
 
 
 @numba.njit(cache=True, parallel=True)
@@ -31,14 +26,6 @@ def field_update(field, pi, c):
     the array path's axpy(field, c, pi))."""
     for i in numba.prange(field.size):
         field[i] = field[i] + pi[i] * c
-
-
-def threads_for(lattice):
-    """Threads for the updates on ``lattice``: those of
-    :func:`lqcdflow.kernels.select.threads_per_rank` from THREADED_FROM sites per rank on,
-    else one (collective)."""
-    threads = threads_per_rank(lattice.comm) if lattice.local_volume >= THREADED_FROM else 1
-    return min(numba.config.NUMBA_NUM_THREADS, threads)
 
 
 class CompiledMD:
@@ -50,12 +37,13 @@ class CompiledMD:
     theory : lqcdflow.theories.base.Theory
         On the NumPy backend, with the Gaussian momenta of Theory.momenta.
     threads : int
-        Threads of the updates.
+        Threads of the updates (lqcdflow.kernels.select.threads_for), at most Numba's pool.
     """
 
     terms = {"action": 0}
 
     def __init__(self, theory, threads=1):
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         lattice = theory.lattice
         if lattice.backend.on_gpu:
             raise ValueError("the Numba kernels run on CPUs (backend numpy)")

@@ -22,7 +22,7 @@ are not bound by Python's dispatch.
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledMD, field_update, threads_for
+from lqcdflow.kernels.compiled import CompiledMD, field_update
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
 
@@ -135,9 +135,9 @@ def _trajectory(phi, pi, kinds, terms, coefficients, shape, minus_h, four_c4, tw
             field_update(phi, pi, coefficients[k])
 
 
-def make(theory):
-    """The compiled kernels of ``theory`` (lqcdflow.kernels.select; collective)."""
-    return Phi4Compiled(theory, threads_for(theory.lattice))
+def make(theory, threads):
+    """The compiled kernels of ``theory`` with ``threads`` threads (lqcdflow.kernels.select)."""
+    return Phi4Compiled(theory, threads)
 
 
 class Phi4Compiled(CompiledMD):

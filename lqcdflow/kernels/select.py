@@ -1,7 +1,7 @@
 """Which kernels run the molecular dynamics: NumPy/CuPy array operations, or compiled ones.
 
 ``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a theory's
-compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory)`` returns
+compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory, threads)`` returns
 them and whose ``unavailable(theory)``, if it has one, says why they cannot serve a run; an
 error where there are none), "auto" (compiled where they can serve and, if the module has
 ``faster(theory)``, where that says they are faster; else array operations).
@@ -11,12 +11,16 @@ and never the chain.
 
 import importlib
 import os
+import sys
 
 from mpi4py import MPI
 
 from lqcdflow.mc.integrators import integrate
 
 KERNELS = ("auto", "numpy", "compiled")
+# Sites per rank from which the compiled updates are shared among threads: below, waking the
+# threads takes longer than an update (64^2 sites: ~2 us of phi^4 work per update).
+THREADED_FROM = 1 << 15
 
 
 class ArrayKernels:
@@ -56,6 +60,10 @@ def md_kernels(theory, kernels="auto"):
     docstring). Raises ValueError (one line) for "compiled" where there are none."""
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    threads = 1
+    if kernels != "numpy" and getattr(theory, "compiled_kernels", None):
+        threads = threads_for(theory.lattice)
+        _size_thread_pool(threads)
     why = None if kernels == "numpy" else unavailable(theory)
     if kernels == "numpy" or (kernels == "auto" and why):
         return ArrayKernels(theory)
@@ -64,14 +72,27 @@ def md_kernels(theory, kernels="auto"):
     module = importlib.import_module(theory.compiled_kernels)
     if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
         return ArrayKernels(theory)
-    return module.make(theory)
+    return module.make(theory, threads)
 
 
-def threads_per_rank(comm):
-    """CPU threads for a rank's compiled kernels: the cores this process may run on, shared
-    by the ranks of its node (collective over ``comm``)."""
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+def threads_for(lattice):
+    """CPU threads for a rank's compiled kernels: one below THREADED_FROM sites per rank, else
+    the cores this process may run on shared by the ranks of its node (collective over the
+    lattice's communicator then; every rank has the same local volume)."""
+    if lattice.local_volume < THREADED_FROM:
+        return 1
+    node = lattice.comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         return max(1, len(os.sched_getaffinity(0)) // node.Get_size())
     finally:
         node.Free()
+
+
+def _size_thread_pool(threads):
+    """Numba makes its thread pool once, at the first parallel call, with NUMBA_NUM_THREADS
+    threads (default: all cores), and idle pool threads spin: with several ranks per node they
+    take the cores of the other ranks (an 8x8 chain on 2 ranks ran 10x slower). So the pool
+    gets this rank's threads, set before numba is imported (unless the user set the
+    variable)."""
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))

@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledMD, threads_for
+from lqcdflow.kernels.compiled import CompiledMD
 
 # The sites are cut into this many blocks for the threads (a parallel loop over single sites
 # schedules too finely: it ran 2.4x slower than a serial one on one thread).
@@ -118,9 +118,9 @@ def faster(theory):
     return theory.lattice.local_volume >= FASTER_FROM
 
 
-def make(theory):
-    """The compiled kernels of ``theory`` (lqcdflow.kernels.select; collective)."""
-    return U1Compiled(theory, threads_for(theory.lattice))
+def make(theory, threads):
+    """The compiled kernels of ``theory`` with ``threads`` threads (lqcdflow.kernels.select)."""
+    return U1Compiled(theory, threads)
 
 
 class U1Compiled(CompiledMD):

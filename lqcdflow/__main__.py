@@ -13,12 +13,12 @@ from lqcdflow.mc.stop import STOP_SIGNALS
 
 def main(argv=None):
     """Run the lqcdflow command line; returns its exit code."""
-    early = []
+    early, inherited = [], {}
     for sig in STOP_SIGNALS:
-        signal.signal(sig, lambda signum, frame: early.append(signum))
+        inherited[sig] = signal.signal(sig, lambda signum, frame: early.append(signum))
     from lqcdflow.cli import main as command
 
-    return command(argv, early)
+    return command(argv, early, inherited)
 
 
 if __name__ == "__main__":

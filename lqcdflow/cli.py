@@ -383,16 +383,18 @@ SERIAL_COMMANDS = (cmd_status, cmd_stop, cmd_info, cmd_analyze)
 STOPPABLE_COMMANDS = (cmd_run, cmd_train, cmd_sample)  # they checkpoint on a stop signal
 
 
-def main(argv=None, early=None):
+def main(argv=None, early=None, inherited=None):
     """The command line; returns the exit code.
 
     ``early``: the stop signals that arrived before this was called (a list, possibly empty,
     from the entry point lqcdflow.__main__, whose handlers noted them); None when called as a
-    library, which leaves the signal handlers alone.
+    library, which leaves the signal handlers alone. ``inherited``: {signal: the handler the
+    process started with} (from the entry point), restored for the commands that do not stop
+    in order.
     """
     args = make_parser().parse_args(argv)
     if early is not None and args.func not in STOPPABLE_COMMANDS:
-        _default_signal_handlers(early)
+        _started_signal_handlers(early, inherited or {})
     try:
         if args.func in SERIAL_COMMANDS:
             try:
@@ -415,12 +417,14 @@ def main(argv=None, early=None):
         return 0
 
 
-def _default_signal_handlers(early):
-    """The usual handlers of the stop signals for the commands that do not stop in order, and
-    a signal that came before them acted on now."""
+def _started_signal_handlers(early, inherited):
+    """For the commands that do not stop in order: the handlers of the stop signals the process
+    started with (``inherited``; else the usual ones), so that one the caller ignores stays
+    ignored (the job scripts' queries of `lqcdflow status` under `scancel --full`), and a
+    signal that came before them acted on now."""
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT
-                      else signal.SIG_DFL)
+        usual = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        signal.signal(sig, inherited.get(sig, usual))
     for sig in early:
         signal.raise_signal(sig)
 

@@ -10,7 +10,7 @@ import time
 
 from mpi4py import MPI
 
-from lqcdflow.mc.stop import StopRule, request_path, request_stop
+from lqcdflow.mc.stop import EXIT_RESUBMIT, StopRule, request_path, request_stop
 from runs import TIMEOUT, interrupted, lqcdflow, one_line_error, series, write_run_file
 
 
@@ -97,9 +97,9 @@ import os, signal, sys
 import lqcdflow.__main__ as entry
 import lqcdflow.cli as cli
 command = cli.main
-def signalled(argv, early):
+def signalled(argv, *signal_state):
     os.kill(os.getpid(), signal.SIGUSR1)
-    return command(argv, early)
+    return command(argv, *signal_state)
 cli.main = signalled
 raise SystemExit(entry.main(sys.argv[1:]))
 """
@@ -117,6 +117,16 @@ def test_a_signal_before_the_command_started_is_noted(tmp_path):
     status = subprocess.run([sys.executable, "-c", EARLY, "status", str(run)],
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert status.returncode == -signal.SIGUSR1
+
+
+def test_a_command_started_with_a_signal_ignored_keeps_it_ignored(tmp_path):
+    """`lqcdflow status` started with SIGUSR1 ignored (the job scripts' `immune` queries, which
+    `scancel --full --signal=USR1` reaches too) is not ended by it: it answers as usual."""
+    run = write_run_file(tmp_path / "e.toml", n_trajectories=20)
+    ignored = "import signal\nsignal.signal(signal.SIGUSR1, signal.SIG_IGN)\n" + EARLY
+    status = subprocess.run([sys.executable, "-c", ignored, "status", str(run)],
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert status.returncode == EXIT_RESUBMIT, status.stderr  # the chain has not started
 
 
 def test_signal_module_is_left_as_it_was(tmp_path):

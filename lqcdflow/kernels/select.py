@@ -13,8 +13,6 @@ import importlib
 import os
 import sys
 
-from mpi4py import MPI
-
 from lqcdflow.mc.integrators import integrate
 
 KERNELS = ("auto", "numpy", "compiled")
@@ -81,6 +79,8 @@ def threads_for(lattice):
     lattice's communicator then; every rank has the same local volume)."""
     if lattice.local_volume < THREADED_FROM:
         return 1
+    from mpi4py import MPI  # here: serial commands import this module and never MPI
+
     node = lattice.comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         return max(1, len(os.sched_getaffinity(0)) // node.Get_size())

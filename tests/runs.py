@@ -9,6 +9,10 @@ from lqcdflow.io.ensemble import last_commit
 
 TIMEOUT = 120
 
+# The shared run files take the array kernels: each process that loads the compiled ones pays
+# ~0.7 s of start-up (numba), which over the hundreds of runs of the suite would cost minutes;
+# the compiled kernels' chains are the same bits (tests/test_kernels.py, on 1 and 2 ranks).
+
 RUN_FILE = """
 [lattice]
 shape = [8, 4]
@@ -36,6 +40,7 @@ every = {every}
 [run]
 seed = 7
 start = "hot"
+kernels = "numpy"
 """
 
 U1_RUN_FILE = """
@@ -64,6 +69,7 @@ every = {every}
 [run]
 seed = 11
 start = "hot"
+kernels = "numpy"
 """
 
 FLOW_RUN_FILE = """

@@ -731,13 +731,13 @@ def test_slurm_chain_stopped_cancelled_and_resumed_with_a_copied_script(
 
 
 STOP_TIMEOUT = 90
-# A chain of about 70 s of trajectories (3 ms each with the array kernels: the compiled ones
-# would finish it in one job) on one rank, under a time limit of one minute set with
-# SBATCH_TIMELIMIT (which the resubmissions inherit): each job stops by itself before the
-# limit, and two complete it. The uninterrupted chain runs meanwhile, on the other core.
+# A chain of about 70 s of trajectories (3 ms each with the array kernels of the shared run
+# file: the compiled ones would finish it in one job) on one rank, under a time limit of one
+# minute set with SBATCH_TIMELIMIT (which the resubmissions inherit): each job stops by itself
+# before the limit, and two complete it. The uninterrupted chain runs meanwhile, on the other
+# core.
 SHORT_RUN = {"shape = [8, 4]": "shape = [32, 32]", "n_steps = 4": "n_steps = 16",
-             "progress_every = 10": "progress_every = 1000",
-             "seed = 7": 'seed = 7\nkernels = "numpy"'}
+             "progress_every = 10": "progress_every = 1000"}
 SHORT_TRAJECTORIES, SHORT_TIMEOUT = 22000, 240
 
 

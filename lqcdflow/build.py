@@ -82,13 +82,19 @@ def make_initial_state(config, theory):
 
 
 def make_flow_spec(config):
-    """The FlowSpec of the run file's [flow] architecture and its standard-form target.
+    """The spec of the run file's [flow] architecture and its target: a FlowSpec of phi^4 in
+    the standard form, or a U1FlowSpec (lqcdflow.flows.gauge).
 
     ``bins`` and ``bound`` are passed for spline couplings only (None otherwise, see config).
     """
     from lqcdflow.flows import FlowSpec
+    from lqcdflow.flows.gauge import U1FlowSpec
 
     flow, theory = config.flow, config.theory
+    if theory.name == "u1":
+        return U1FlowSpec(shape=tuple(config.lattice.shape), n_layers=flow.n_layers,
+                          hidden=tuple(flow.hidden), kernel_size=flow.kernel_size,
+                          beta=theory.beta, seed=config.run.seed, components=flow.components)
     spline = {"bins": flow.bins, "bound": flow.bound} if flow.coupling == "spline" else {}
     return FlowSpec(shape=tuple(config.lattice.shape), n_layers=flow.n_layers,
                     hidden=tuple(flow.hidden), kernel_size=flow.kernel_size,

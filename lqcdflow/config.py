@@ -38,7 +38,9 @@ RUN_ALGORITHMS = MD_ALGORITHMS + LOCAL_ALGORITHMS  # those `lqcdflow run` runs
 TRAINED_ALGORITHMS = {"nmcmc": "flow", "diffusion": "diffusion"}
 # [flow] keys of one coupling or schedule only.
 FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
-             "lr_min": ("schedule", "cosine")}
+             "components": ("coupling", "ncp"), "lr_min": ("schedule", "cosine")}
+# The [flow] couplings of each theory flows sample, the default first; "z2" is phi^4's only.
+FLOW_COUPLINGS = {"phi4": ("spline", "affine"), "u1": ("ncp",)}
 # Training step n draws its batch from the flow prior's draw number n (0 .. steps - 1); flow
 # sampling draws its proposals from the last draw number, which training never reaches.
 SAMPLING_DRAW = 2**32 - 1
@@ -97,7 +99,7 @@ SCHEMA = {
         "metropolis": Key("bool", True),
     },
     "flow": {
-        "coupling": Key("choice", "spline", choices=("affine", "spline")),
+        "coupling": Key("choice", "spline", choices=("affine", "spline", "ncp")),
         "n_layers": Key("int", 8, check=positive, allowed="an integer > 0"),
         "hidden": Key("int list", [8, 8], check=lambda v: all(x > 0 for x in v),
                       allowed="a list of positive channel counts, e.g. [8, 8]"),
@@ -106,6 +108,7 @@ SCHEMA = {
         "bins": Key("int", 8, check=positive, allowed="an integer > 0 (spline only)"),
         "bound": Key("float", 4.0, check=positive, allowed="a number > 0 (spline only)"),
         "z2": Key("bool", True),
+        "components": Key("int", 2, check=positive, allowed="an integer > 0 (ncp only)"),
         **_training_keys("flow", batch=32, batch_min=2, steps=5000),
     },
     "diffusion": {
@@ -259,7 +262,7 @@ def validate(raw):
     for trained, section in TRAINED_ALGORITHMS.items():
         if algorithm == trained:
             _check_trained(section, trained, config[section], given[section],
-                           config["theory"])
+                           config["theory"], config["lattice"]["shape"])
             if not config[section]["state"].strip():
                 config[section]["state"] = f"{stem}.{section}.h5"
         elif section in raw:
@@ -331,16 +334,27 @@ def _check_algorithm(config):
                           "checkerboard), which needs even extents")
 
 
-def _check_trained(section, algorithm, values, given, theory):
-    """The [flow] or [diffusion] section of a trained model of phi^4 in the standard form,
-    sampled by ``algorithm``."""
-    if theory["name"] != "phi4":
-        raise ConfigError(f"[theory] name = '{theory['name']}' cannot be used with algorithm = "
-                          f"'{algorithm}': trained models sample phi^4 (so far)")
-    if theory["form"] != "standard":
+def _check_trained(section, algorithm, values, given, theory, shape):
+    """The [flow] or [diffusion] section of a trained model sampled by ``algorithm``: flows of
+    phi^4 in the standard form (affine or spline couplings) or of 2D U(1) (ncp couplings, the
+    extents multiples of 4: the masks' stripes), diffusion models of phi^4 in the standard
+    form."""
+    name = theory["name"]
+    if name not in FLOW_COUPLINGS or (section == "diffusion" and name != "phi4"):
+        models = "flows sample phi^4 and U(1)" if section == "flow" else \
+            "diffusion models sample phi^4"
+        raise ConfigError(f"[theory] name = '{name}' cannot be used with algorithm = "
+                          f"'{algorithm}': {models} (so far)")
+    if name == "phi4" and theory["form"] != "standard":
         raise ConfigError(f"[theory] form = '{theory['form']}' cannot be used with algorithm = "
                           f"'{algorithm}': trained models sample the standard form (m2, "
                           "lambda)")
+    if name == "u1" and (len(shape) != 2 or any(n % 4 for n in shape)):
+        raise ConfigError(f"[lattice] shape {shape} cannot be used with algorithm = "
+                          f"'{algorithm}': U(1) flows need a 2D lattice with extents that "
+                          "are multiples of 4")
+    if section == "flow":
+        _check_coupling(values, given, name)
     if section == "diffusion" and not values["data"].strip():
         raise ConfigError("[diffusion] missing key 'data' (the configurations file of an "
                           "ensemble to learn from, e.g. an HMC run's [output] configurations)")
@@ -350,6 +364,21 @@ def _check_trained(section, algorithm, values, given, theory):
     if values["schedule"] == "cosine" and values["lr_min"] > values["learning_rate"]:
         raise ConfigError(f"[{section}] lr_min = {values['lr_min']} exceeds learning_rate = "
                           f"{values['learning_rate']}")
+
+
+def _check_coupling(values, given, name):
+    """[flow] coupling: one of the theory's (its default if not given); z2 for phi^4 only."""
+    allowed = FLOW_COUPLINGS[name]
+    if "coupling" not in given:
+        values["coupling"] = allowed[0]
+    elif values["coupling"] not in allowed:
+        raise ConfigError(f"[flow] coupling = '{values['coupling']}' cannot be used with "
+                          f"[theory] name = '{name}': expected "
+                          f"{' or '.join(repr(c) for c in allowed)}")
+    if name != "phi4":
+        if "z2" in given:
+            raise ConfigError("[flow] key 'z2' is only used by [theory] name = 'phi4'")
+        del values["z2"]
 
 
 def _check_lattice(lattice):

@@ -4,7 +4,8 @@ flow MCMC (serial in test_flow_train.py, on a decomposed lattice in test_flow_nm
 import torch
 
 from lqcdflow.analysis.gamma import mean
-from lqcdflow.flows import FlowSpec, nmcmc
+from lqcdflow.flows import FlowSpec, TorchLattice, nmcmc
+from lqcdflow.flows.state import standard_phi4
 
 M2, LAM = -4.0, 8.0
 
@@ -12,6 +13,11 @@ M2, LAM = -4.0, 8.0
 def spec_for(shape, m2=M2, lam=LAM, n_layers=2):
     return FlowSpec(shape=tuple(shape), n_layers=n_layers, hidden=(8, 8), kernel_size=3,
                     m2=m2, lam=lam, seed=7)
+
+
+def theories(lat, m2, lam):
+    """(theory, target) of nmcmc: standard-form phi^4 on ``lat`` and on TorchLattice(lat)."""
+    return standard_phi4(lat, m2, lam), standard_phi4(TorchLattice(lat), m2, lam)
 
 
 def setup(spec, lat, init_seed=0, mult=1.5):
@@ -45,7 +51,8 @@ def free_field_z_scores(proposer, lat, m2, n, seed=9, batch=500):
     evaluation (the chain does not depend on it). Collective over ``lat.comm``; the z-scores
     are the same on every rank.
     """
-    res, _ = nmcmc(proposer, lat, m2, 0.0, n, batch, seed=seed, draw=10**6)
+    res, _ = nmcmc(proposer, *theories(lat, m2, 0.0), n, batch, seed=seed, draw=10**6)
     volume = lat.volume
-    chi, act = mean(res.magnetisation_sq / volume), mean(res.action / volume)
+    chi = mean(res.observables["m"] ** 2 / volume)
+    act = mean(res.observables["action"] / volume)
     return (chi.value - 1 / (2 * m2)) / chi.error, (act.value - 0.5) / act.error

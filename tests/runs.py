@@ -109,6 +109,38 @@ every = {every}
 seed = 11
 """
 
+U1_FLOW_RUN_FILE = """
+[lattice]
+shape = [8, 4]
+
+[theory]
+name = "u1"
+beta = 1.0
+
+[sampler]
+algorithm = "nmcmc"
+n_trajectories = {n_trajectories}
+n_thermalization = 5
+batch = 6
+
+[flow]
+n_layers = 4
+hidden = [4]
+batch = 8
+steps = 10
+learning_rate = 0.01
+
+[output]
+file = "{out}"
+
+[checkpoint]
+directory = "{checkpoints}"
+every = {every}
+
+[run]
+seed = 11
+"""
+
 SERIES = ("mc/trajectory", "mc/accepted", "mc/delta_H", "observables/trajectory",
           "observables/action", "observables/m", "observables/abs_m", "observables/m2",
           "observables/m4", "observables/W", "observables/correlator")

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from flow_helpers import theories
 from mpi4py import MPI
 
 from lqcdflow.analysis.gamma import mean
@@ -177,18 +178,19 @@ def trained():
 def free_field_z(result):
     """z-scores of <M^2>/V = 1/(2 m^2) and <S>/V = 1/2 (each Gaussian mode carries 1/2)."""
     volume = L * L
-    checks = [(mean(result.magnetisation_sq / volume), 1 / (2 * M2)),
-              (mean(result.action / volume), 0.5)]
+    checks = [(mean(result.observables["m"] ** 2 / volume), 1 / (2 * M2)),
+              (mean(result.observables["action"] / volume), 0.5)]
     return [(e.value - exact) / e.error for e, exact in checks]
 
 
 def test_corrected_chain_is_exact_and_a_wrong_log_density_is_detected(trained):
     lattice, model = trained
-    result, _ = nmcmc(model, lattice, M2, 0.0, 4000, 500, 7, 10**6)
+    result, _ = nmcmc(model, *theories(lattice, M2, 0.0), 4000, 500, 7, 10**6)
     z = free_field_z(result)
     assert max(map(abs, z)) < Z_MAX, z
     assert 0.3 < result.acceptance < 1.0
-    wrong, _ = nmcmc(PriorAtTheProposal(model), lattice, M2, 0.0, 4000, 500, 7, 10**6)
+    wrong, _ = nmcmc(PriorAtTheProposal(model), *theories(lattice, M2, 0.0), 4000, 500, 7,
+                     10**6)
     z_wrong = free_field_z(wrong)
     assert max(map(abs, z_wrong)) > Z_MAX, z_wrong
     assert math.isfinite(result.ess) and result.ess > 0.1

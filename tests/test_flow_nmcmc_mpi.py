@@ -38,7 +38,7 @@ def proposal_flow():
     spec = spec_for(SHAPE, m2=M2_FREE, lam=0.0, n_layers=4)
     single = Lattice(SHAPE, comm=MPI.COMM_SELF)
     trained, opt = setup(spec, single, mult=1.0)
-    train(trained, opt, single, M2_FREE, 0.0, 64, 200, cosine_lr(1e-2, 200))
+    train(trained, opt, spec.target(single), 64, 200, cosine_lr(1e-2, 200))
     lat = decomposed_lattice(MPI.COMM_WORLD)
     flow = spec.build(lat)
     flow.load_state_dict(trained.state_dict())

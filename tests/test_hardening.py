@@ -209,12 +209,12 @@ def test_a_diverging_training_step_changes_no_parameter():
                     seed=1)
     flow = spec.build(lattice)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    train_step(flow, optimizer, lattice, -4.0, 6.0, 8, 0, constant_lr(1e-3))
+    train_step(flow, optimizer, spec.target(lattice), 8, 0, constant_lr(1e-3))
     with torch.no_grad():
         next(flow.parameters())[...] = math.inf
     before = [p.detach().clone() for p in flow.parameters()]
     with pytest.raises(DivergenceError, match="^training step 1: loss = nan: the flow diverged"):
-        train_step(flow, optimizer, lattice, -4.0, 6.0, 8, 1, constant_lr(1e-3))
+        train_step(flow, optimizer, spec.target(lattice), 8, 1, constant_lr(1e-3))
     assert all(torch.equal(a, b) for a, b in zip(before, flow.parameters()))
 
 

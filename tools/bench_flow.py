@@ -22,13 +22,14 @@ What is measured
 ``--steps`` timed steps, each after an MPI barrier.
 
 - Time: wall time of a step, the slowest rank's; median, min and max over the steps.
-- Communication: time spent inside the halo exchange (``lqcdflow.flows.halo._exchange``,
-  nonblocking send/receive and wait, host staging included) and the all-reduces
-  (``lqcdflow.flows.reduce._allreduce_host``: log-densities, actions, gradients), summed per
-  step, as a fraction of the step (the slowest rank's fraction). It includes the time a rank
-  waits for a slower neighbour, so it also measures load imbalance and, with more ranks than
-  cores, the time a neighbour waits to be scheduled. The two functions are wrapped by timers
-  in this process only.
+- Communication: time spent inside the lattice's halo exchange (``Lattice._start_exchange``
+  and ``_finish``: faces posted, nonblocking send/receive and wait, host staging included),
+  the reproducible sums (``reproducible_sum``: log-densities, actions, with their digit
+  splitting) and the gradient all-reduce (``allreduce_gradients``), summed per step, as a
+  fraction of the step (the slowest rank's fraction). It includes the time a rank waits for
+  a slower neighbour, so it also measures load imbalance and, with more ranks than cores,
+  the time a neighbour waits to be scheduled. The functions are wrapped by timers in this
+  process only.
 - Peer (``--peer``): every rank also trains the same architecture on its local lattice alone
   (``Lattice(local_shape, comm=MPI.COMM_SELF)``: the same work, no communication), all ranks at
   once, step by step alternating with the decomposed steps, so both see the same load on the
@@ -76,9 +77,9 @@ import time
 import torch
 from mpi4py import MPI
 
-import lqcdflow.flows.halo as halo
-import lqcdflow.flows.reduce as reduce
-from lqcdflow.flows import FlowSpec, PeriodicConv, constant_lr, phi4_action, train_step
+import lqcdflow.flows.torch_lattice as torch_lattice
+import lqcdflow.flows.train as training
+from lqcdflow.flows import FlowSpec, PeriodicConv, constant_lr, train_step
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.comm import guarded
 from lqcdflow.parallel.grid import GridError, halo_sites, valid_grids
@@ -209,7 +210,7 @@ def saved_tensor_bytes(flow, lattice, args):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         phi, logq = flow.sample(args.batch, 0)
-        loss = (logq + phi4_action(phi, lattice, args.m2, args.lam)).mean()
+        loss = (logq + flow_spec(args, lattice).target(lattice).action(phi)).mean()
     del loss, phi, logq
     return sum(seen.values())
 
@@ -229,11 +230,14 @@ def model_bytes(flow, lattice, args, itemsize):
     return sum(per_layer) * args.batch * volume * itemsize, channels
 
 
-def build(args, lattice):
+def flow_spec(args, lattice):
     arch = {f.name: getattr(args, f.name) for f in architecture_fields()}
-    spec = FlowSpec(shape=tuple(lattice.shape), n_layers=args.layers, hidden=tuple(args.hidden),
+    return FlowSpec(shape=tuple(lattice.shape), n_layers=args.layers, hidden=tuple(args.hidden),
                     kernel_size=args.kernel, m2=args.m2, lam=args.lam, seed=1, **arch)
-    flow = spec.build(lattice, init_seed=0, dtype=DTYPES[args.dtype])
+
+
+def build(args, lattice):
+    flow = flow_spec(args, lattice).build(lattice, init_seed=0, dtype=DTYPES[args.dtype])
     return flow, torch.optim.Adam(flow.parameters(), lr=1e-3)
 
 
@@ -252,8 +256,11 @@ def measure(args, trainees, comm):
     """Time and memory of the training steps; returns the figures (a dict, on every rank)."""
     lat = trainees["decomposed"][0]
     timer = CommTimer()
-    halo._exchange = timer.wrap(halo._exchange)
-    reduce._allreduce_host = timer.wrap(reduce._allreduce_host)
+    lat._start_exchange, lat._finish = timer.wrap(lat._start_exchange), timer.wrap(lat._finish)
+    torch_lattice.reproducible_sum = timer.wrap(torch_lattice.reproducible_sum)
+    training.allreduce_gradients = timer.wrap(training.allreduce_gradients)
+    targets = {name: flow_spec(args, lattice).target(lattice)
+               for name, (lattice, _, _) in trainees.items()}
     resettable = reset_peak()
     baseline = _status_kib("VmRSS")  # before any step: interpreter, torch, the flow(s)
     lr = constant_lr(1e-3)
@@ -265,7 +272,7 @@ def measure(args, trainees, comm):
             comm.Barrier()
             timer.reset()
             start = time.perf_counter()
-            train_step(flow, opt, lattice, args.m2, args.lam, args.batch, step, lr)
+            train_step(flow, opt, targets[name], args.batch, step, lr)
             seconds = time.perf_counter() - start
             if step < args.warmup:
                 continue

@@ -66,14 +66,15 @@ def main(argv=None):
     schedule = cosine_lr(a.lr, steps) if a.schedule == "cosine" else constant_lr(a.lr)
     start, recent = time.time(), []
     for n in range(steps):
-        recent = (recent + [train_step(flow, optimizer, lattice, a.m2, a.lam, a.batch, n,
+        recent = (recent + [train_step(flow, optimizer, spec.target(lattice), a.batch, n,
                                        schedule)])[-50:]
         if n % max(1, steps // 10) == 0:
             print(f"step {n} loss {recent[-1].loss:.4f} batch ESS (last 50) "
                   f"{sum(m.ess for m in recent) / len(recent):.3f} {time.time() - start:.0f} s",
                   flush=True)
     train_s = time.time() - start
-    result, _ = nmcmc(flow, lattice, a.m2, a.lam, a.eval, 1024, seed=CHAIN_SEED, draw=CHAIN_DRAW)
+    result, _ = nmcmc(flow, spec.theory(lattice), spec.target(lattice), a.eval, 1024,
+                      seed=CHAIN_SEED, draw=CHAIN_DRAW)
     out = dict(vars(a), train_s=train_s, ess=result.ess, acceptance=result.acceptance,
                longest=result.longest_rejection_run,
                n_params=sum(p.numel() for p in flow.parameters()))

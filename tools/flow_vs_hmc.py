@@ -234,16 +234,16 @@ def run_flow(args, lattice, say):
     metrics = []
     while len(metrics) < args.steps:
         count = min(PROGRESS_CHUNK, args.steps - len(metrics))
-        metrics += train(flow, optimizer, lattice, spec.m2, spec.lam, args.batch, count,
-                         schedule, start=len(metrics))
+        metrics += train(flow, optimizer, spec.target(lattice), args.batch, count, schedule,
+                         start=len(metrics))
         last = metrics[-count:]
         say(f"  train step {len(metrics)}/{args.steps}: loss {np.mean([m.loss for m in last]):.4f}"
             f", batch ESS/N {np.mean([m.ess for m in last]):.3f}")
     train_time = watch.seconds()
 
     watch = Stopwatch()
-    result, _ = nmcmc(flow, lattice, spec.m2, spec.lam, args.n_flow, args.sample_batch,
-                      args.seed, draw=args.steps)
+    result, _ = nmcmc(flow, spec.theory(lattice), spec.target(lattice), args.n_flow,
+                      args.sample_batch, args.seed, draw=args.steps)
     sample_time = watch.seconds()
     tail = metrics[-max(1, args.steps // 10):]
     figures = {
@@ -256,7 +256,7 @@ def run_flow(args, lattice, say):
         "n": args.n_flow, "acceptance": result.acceptance,
         "longest_rejection_run": result.longest_rejection_run, "ess": result.ess,
     }
-    return figures, result.magnetisation / lattice.volume
+    return figures, result.observables["m"] / lattice.volume
 
 
 class Recorder:

@@ -66,12 +66,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lqcdflow.flows.halo import halo_pad, shifted
-from lqcdflow.flows.layers import checkerboard
+from lqcdflow.flows.layers import SiLU, SiteLinear, checkerboard, softplus
 from lqcdflow.flows.model import PriorPushForward
 from lqcdflow.flows.prior import GaussianPrior
-from lqcdflow.flows.reduce import allreduce_gradients, allreduce_sum
-from lqcdflow.flows.state import spec_attrs
+from lqcdflow.flows.reduce import allreduce_gradients
+from lqcdflow.flows.state import spec_attrs, standard_phi4
+from lqcdflow.flows.torch_lattice import TorchLattice, pad, sample_sum, window
 from lqcdflow.flows.train import check_finite, set_learning_rate
 from lqcdflow.rng import CounterRNG
 
@@ -120,21 +120,21 @@ def neighbour_sums(phi, lattice):
     the 2D nearest neighbours and over the 4D(D - 1) sites at +-2 e_mu +- e_nu (all of the
     opposite parity), each of shape (batch, *local_shape). Needs halos of width 2."""
     ndim, shape = lattice.ndim, lattice.local_shape
-    padded = halo_pad(phi, lattice, 2)
+    padded = pad(phi, lattice, 2)
     n1 = torch.zeros_like(phi)
     n3 = torch.zeros_like(phi)
     for mu in range(ndim):
         for sign in (1, -1):
             d = [0] * ndim
             d[mu] = sign
-            n1 = n1 + shifted(padded, shape, 2, d)
+            n1 = n1 + window(padded, shape, 2, d)
             for nu in range(ndim):
                 if nu == mu:
                     continue
                 for sign_nu in (1, -1):
                     d = [0] * ndim
                     d[mu], d[nu] = 2 * sign, sign_nu
-                    n3 = n3 + shifted(padded, shape, 2, d)
+                    n3 = n3 + window(padded, shape, 2, d)
     return n1, n3
 
 
@@ -155,19 +155,17 @@ class HollowScore(nn.Module):
 
     def __init__(self, lattice, schedule, hidden=(32, 32)):
         super().__init__()
-        if any(n % 2 for n in lattice.shape) or min(lattice.local_shape) < 2:
-            raise ValueError(f"the diffusion model needs even extents (a checkerboard) and "
-                             f"at least 2 sites per rank in every direction (halos of width "
-                             f"2), got {list(lattice.shape)} split into blocks of "
-                             f"{list(lattice.local_shape)}")
+        if any(n % 2 for n in lattice.shape):
+            raise ValueError(f"the diffusion model needs even extents (a checkerboard), got "
+                             f"{list(lattice.shape)}")
         self.lattice, self.schedule = lattice, schedule
         sizes = [5, *hidden, 3]
         modules = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             last = i == len(sizes) - 2
-            modules.append(nn.Linear(a, b, bias=not last, dtype=torch.float64))
+            modules.append(SiteLinear(a, b, bias=not last, dtype=torch.float64))
             if not last:
-                modules.append(nn.SiLU())
+                modules.append(SiLU())
         nn.init.zeros_(modules[-1].weight)
         self.net = nn.Sequential(*modules)
         self.even_bias = nn.Parameter(torch.tensor([0.0, _CUBIC_OFFSET], dtype=torch.float64))
@@ -184,7 +182,7 @@ class HollowScore(nn.Module):
         plus, minus = both.chunk(2)
         a = 0.5 * (plus[..., 0] + minus[..., 0]) + self.even_bias[0]
         b = 0.5 * (plus[..., 1] - minus[..., 1])
-        c = nn.functional.softplus(0.5 * (plus[..., 2] + minus[..., 2]) + self.even_bias[1])
+        c = softplus(0.5 * (plus[..., 2] + minus[..., 2]) + self.even_bias[1])
         return a.to(phi.dtype), b.to(phi.dtype), c.to(phi.dtype)
 
     def forward(self, phi, t):
@@ -196,14 +194,13 @@ class HollowScore(nn.Module):
 def denoising_loss(score, phi0, t, eps):
     """The denoising score-matching loss L of the module docstring for a batch: data
     ``phi0`` (batch, *local_shape), times ``t`` (batch,), noise ``eps`` like phi0; the mean
-    over the batch of the per-sample global mean (all-reduced over the lattice's ranks)."""
+    over the batch of the per-sample global mean (summed reproducibly over the lattice)."""
     lattice = score.lattice
     shape = (-1,) + (1,) * lattice.ndim
     sigma = score.schedule.sigma(t).reshape(shape)
     noisy = score.schedule.alpha(t).reshape(shape) * phi0 + sigma * eps
     residual = -sigma * score(noisy, t) - eps
-    per_sample = allreduce_sum((residual * residual).flatten(1).sum(dim=1), lattice.comm)
-    return (per_sample / lattice.volume).mean()
+    return (sample_sum(residual * residual, lattice) / lattice.volume).mean()
 
 
 class DenoisingBatches:
@@ -316,7 +313,7 @@ class ProbabilityFlow(PriorPushForward):
         moved = phi * torch.exp(kh) + half_beta_h * b * phi1
         active = active.to(dtype=torch.bool, device=phi.device)
         log_derivative = torch.where(active, kh - 1.5 * torch.log(stretch), 0.0)
-        log_det = allreduce_sum(log_derivative.flatten(1).sum(dim=1), self.score.lattice.comm)
+        log_det = sample_sum(log_derivative, self.score.lattice)
         # where, not a masked sum: an overflow at a frozen site must not turn it into NaN
         return torch.where(active, moved, start), logq - log_det
 
@@ -375,3 +372,11 @@ class DiffusionSpec:
     def attrs(self):
         """The spec as HDF5 attribute values."""
         return spec_attrs(self)
+
+    def theory(self, lattice):
+        """The target theory on ``lattice`` (a Lattice or TorchLattice)."""
+        return standard_phi4(lattice, self.m2, self.lam)
+
+    def target(self, lattice):
+        """The target theory on ``TorchLattice(lattice)``."""
+        return self.theory(TorchLattice(lattice))

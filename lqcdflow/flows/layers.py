@@ -2,17 +2,27 @@
 
 The layers follow the flow tutorial of M. S. Albergo, G. Kanwar and P. E. Shanahan,
 Phys. Rev. D 100 (2019) 034515 (RealNVP couplings, L. Dinh et al., arXiv:1605.08803), with
-every convolution getting its periodic halo from the neighbouring ranks (:func:`halo_pad`), so
-that a layer on a decomposed lattice computes exactly the single-process layer.
+every convolution getting its periodic halo from the neighbouring ranks
+(:func:`lqcdflow.flows.torch_lattice.pad`), so that a layer on a decomposed lattice computes
+the single-process layer.
+
+Without autograd (proposals are made under ``torch.no_grad()``) every operation gives each site
+the same bits on any process grid and batch size: convolutions add their terms in a fixed
+order (torch's own convolution orders its sums by the tensor shapes), the element-wise maps use
+only operations whose result does not depend on a value's position in memory (+, *, /, exp,
+log, tanh, sqrt, comparisons; not torch's softplus, softmax or sums over channels, whose
+vectorised and scalar paths round differently), and global sums are reproducible. So a flow
+chain's proposals, log-densities and decisions are bitwise the same on any decomposition.
 
 Fields are tensors of shape (batch, l_0, ..., l_{D-1}), this rank's block of the lattice.
 """
 
+import itertools
+
 import torch
 from torch import nn
 
-from lqcdflow.flows.halo import halo_pad
-from lqcdflow.flows.reduce import allreduce_sum
+from lqcdflow.flows.torch_lattice import pad, sample_sum
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -20,10 +30,13 @@ _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 class PeriodicConv(nn.Module):
     """A convolution with periodic boundaries across ranks (D = 1, 2, 3).
 
-    out_c(x) = b_c + sum_{c'} sum_{|d_mu| <= w} K_{c c'}(d) in_{c'}(x + d),   w = (k - 1) / 2,
+    out_c(x) = b_c + sum_{|d_mu| <= w} sum_{c'} K_{c c'}(d) in_{c'}(x + d),   w = (k - 1) / 2,
 
     with x + d taken periodically on the global lattice: the input is padded by
-    :func:`halo_pad` and convolved with ``padding=0``.
+    :func:`~lqcdflow.flows.torch_lattice.pad`. With autograd, torch's convolution (with
+    ``padding=0``) evaluates it; without, the terms are added one at a time, d in C order and
+    c' in order within each d, so that every site gets the same bits on any decomposition and
+    batch (as fast as torch's float64 convolution; its backward would be 2.3x slower).
 
     Parameters
     ----------
@@ -44,14 +57,58 @@ class PeriodicConv(nn.Module):
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         self.lattice = lattice
         self.width = kernel_size // 2
-        if any(self.width > l for l in lattice.local_shape):
-            raise ValueError(f"kernel_size {kernel_size} needs halos of width {self.width}, wider "
-                             f"than the local lattice {list(lattice.local_shape)}")
         self.conv = _CONV[ndim](in_channels, out_channels, kernel_size, padding=0, bias=bias)
 
     def forward(self, x):
         """(batch, in_channels, *local_shape) -> (batch, out_channels, *local_shape)."""
-        return self.conv(halo_pad(x, self.lattice, self.width))
+        padded = pad(x, self.lattice, self.width, first=2)
+        if torch.is_grad_enabled():
+            return self.conv(padded)
+        return self._fixed_order(padded)
+
+    def _fixed_order(self, padded):
+        weight, bias = self.conv.weight, self.conv.bias
+        shape = (padded.shape[0], weight.shape[0]) + self.lattice.local_shape
+        column = (1, -1) + (1,) * self.lattice.ndim
+        out = torch.zeros(shape, dtype=padded.dtype, device=padded.device)
+        if bias is not None:
+            out = out + bias.reshape(column)
+        for d in itertools.product(range(2 * self.width + 1), repeat=self.lattice.ndim):
+            window = padded[(slice(None), slice(None))
+                            + tuple(slice(k, k + n) for k, n in zip(d, self.lattice.local_shape))]
+            for c in range(weight.shape[1]):
+                out = out + weight[(slice(None), c) + d].reshape(column) * window[:, c:c + 1]
+        return out
+
+
+def softplus(x):
+    """log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), from exp and log alone (whose bits do not
+    depend on the position in memory, unlike torch's softplus and log1p)."""
+    return torch.clamp(x, min=0) + torch.log(1 + torch.exp(-torch.abs(x)))
+
+
+class SiLU(nn.Module):
+    """x sigma(x) = x / (1 + e^-x), from exp alone (torch's sigmoid rounds by position)."""
+
+    def forward(self, x):
+        return x / (1 + torch.exp(-x))
+
+
+class SiteLinear(nn.Linear):
+    """nn.Linear on the last axis of every site, y_j = b_j + sum_k W_jk x_k: torch's matrix
+    product with autograd; without, the terms added in order of k, so that every site gets
+    the same bits on any decomposition and batch (the matrix product's summation order
+    changes with the number of rows)."""
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        out = torch.zeros(x.shape[:-1] + (self.out_features,), dtype=x.dtype, device=x.device)
+        if self.bias is not None:
+            out = out + self.bias
+        for k in range(self.in_features):
+            out = out + x[..., k:k + 1] * self.weight[:, k]
+        return out
 
 
 def conditioner(lattice, hidden=(8, 8), kernel_size=3, in_channels=1, out_channels=2,
@@ -134,9 +191,8 @@ class Coupling(nn.Module):
         return 0.5 * (plus + self.mirror(minus))
 
     def _log_jacobian(self, active, log_derivative):
-        """sum over the global lattice of (1 - m) log g', per sample (all-reduced)."""
-        local = (active * log_derivative).flatten(1).sum(dim=1)
-        return allreduce_sum(local, self.lattice.comm)
+        """sum over the global lattice of (1 - m) log g', per sample (reproducible)."""
+        return sample_sum(active * log_derivative, self.lattice)
 
     def forward(self, x, logq):
         """(x, log q_X(x)) -> (y, log q_Y(y)) with log q_Y(y) = log q_X(x) - log|J(x)|."""

@@ -3,10 +3,12 @@
 :func:`nmcmc` runs the independence Metropolis chain of
 :class:`~lqcdflow.flows.sampler.IndependenceMetropolis` (proposals, decisions, state and
 restarts are the sampler's; see :mod:`lqcdflow.flows.sampler`) and records, after each step,
-the chain's M = sum_x phi_x, |M|, M^2 and S. Reported over the run's n proposals: the
-acceptance rate, the longest run of consecutive rejections, and the effective sample size per
-proposal of their importance weights, ESS / N = (sum_k w_k)^2 / (N sum_k w_k^2) (see
-:func:`lqcdflow.flows.train.ess_fraction`).
+the theory's global-sum observables of the chain's configuration (``sum_observables``: S, and
+M for phi^4, <cos theta_P> and Q for U(1); computed for a block of proposals at once, so the
+chain needs no collective per step). Reported over the run's
+n proposals: the acceptance rate, the longest run of consecutive rejections, and the effective
+sample size per proposal of their importance weights, ESS / N = (sum_k w_k)^2 / (N sum_k
+w_k^2) (see :func:`lqcdflow.flows.train.ess_fraction`).
 """
 
 from dataclasses import dataclass
@@ -24,13 +26,11 @@ __all__ = ["STREAM_NMCMC", "ChainState", "NMCMCResult", "nmcmc"]
 
 @dataclass
 class NMCMCResult:
-    """Per configuration of the chain (after each proposal): M = sum_x phi_x (global), |M|,
-    M^2, S and whether the proposal was accepted; and the run's summary statistics."""
+    """Per configuration of the chain (after each proposal): the theory's sum observables
+    ({name: array with one entry per step}, e.g. phi^4's ``m`` and ``action``) and whether
+    the proposal was accepted; and the run's summary statistics."""
 
-    magnetisation: np.ndarray
-    abs_magnetisation: np.ndarray
-    magnetisation_sq: np.ndarray
-    action: np.ndarray
+    observables: dict
     accepted: np.ndarray
     acceptance: float
     longest_rejection_run: int
@@ -46,16 +46,17 @@ def _longest_run(rejected):
     return longest
 
 
-def nmcmc(flow, lattice, m2, lam, n_steps, batch, seed, draw, state=None):
-    """Run ``n_steps`` independence-Metropolis steps; collective over ``lattice.comm``.
+def nmcmc(flow, theory, target, n_steps, batch, seed, draw, state=None):
+    """Run ``n_steps`` independence-Metropolis steps; collective over the lattice's ranks.
 
     Parameters
     ----------
     flow : Flow
         Or any object with ``sample(batch, draw, start) -> (phi, log q)``.
-    lattice : lqcdflow.parallel.Lattice
-    m2, lam : float
-        Standard-form couplings of the target (:func:`phi4_action`).
+    theory : lqcdflow.theories.base.Theory
+        The target theory on the chain's lattice (``theory.lattice``).
+    target : lqcdflow.theories.base.Theory
+        The same theory on ``TorchLattice(theory.lattice)``: S = ``target.action(phi)``.
     n_steps : int
         Proposals to run (the number of configurations returned).
     batch : int
@@ -72,31 +73,30 @@ def nmcmc(flow, lattice, m2, lam, n_steps, batch, seed, draw, state=None):
     (NMCMCResult, ChainState)
     """
     first = 0 if state is None else state.trajectory
-    sampler = IndependenceMetropolis(flow, lattice, m2, lam, batch, seed, draw,
+    sampler = IndependenceMetropolis(flow, theory.lattice, target, batch, seed, draw,
                                      last=first + n_steps)
     if state is None:
         state = sampler.initial_state()
-        initial = sampler.proposal(0)
-        current = (initial.magnetisation, initial.action)
+        current = sampler.proposal(0).observables
     else:
-        action, mag = sampler.observables(torch.as_tensor(state.field)[None])
-        current = (float(mag[0]), float(action[0]))
-    series = {"magnetisation": [], "action": [], "accepted": [], "log_weight": []}
+        current = {name: float(value)
+                   for name, value in theory.sum_observables(state.field).items()}
+    series = {name: [] for name in current}
+    accepted, log_weights = [], []
 
     def record(state, info):
         nonlocal current
         new = sampler.proposal(info.trajectory)  # the block just used: no flow evaluation
         if info.accepted:
-            current = (new.magnetisation, new.action)
-        series["magnetisation"].append(current[0])
-        series["action"].append(current[1])
-        series["accepted"].append(info.accepted)
-        series["log_weight"].append(new.log_weight)
+            current = new.observables
+        for name, value in current.items():
+            series[name].append(value)
+        accepted.append(info.accepted)
+        log_weights.append(new.log_weight)
 
     state = run_chain(sampler, state, first + n_steps, hooks=[record])
-    mags = np.asarray(series["magnetisation"])
-    accepted = np.asarray(series["accepted"], dtype=bool)
-    result = NMCMCResult(mags, np.abs(mags), mags * mags, np.asarray(series["action"]),
+    accepted = np.asarray(accepted, dtype=bool)
+    result = NMCMCResult({name: np.asarray(values) for name, values in series.items()},
                          accepted, float(accepted.mean()), _longest_run(~accepted),
-                         ess_fraction(torch.tensor(series["log_weight"], dtype=torch.float64)))
+                         ess_fraction(torch.tensor(log_weights, dtype=torch.float64)))
     return result, state

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from lqcdflow.flows.reduce import allreduce_sum
+from lqcdflow.flows.torch_lattice import sample_sum
 from lqcdflow.rng import CounterRNG
 
 # Philox stream of the flow prior; lqcdflow.rng uses 1 (momenta), 2 (accept), 3 (hot start).
@@ -59,7 +59,7 @@ class GaussianPrior:
         return torch.from_numpy(z).to(dtype=self.dtype, device=self.device)
 
     def log_prob(self, phi):
-        """log q(phi) per sample, summed over the global lattice (differentiable)."""
-        local = -0.5 * (phi * phi).flatten(1).sum(dim=1)
-        return (allreduce_sum(local, self.lattice.comm)
+        """log q(phi) per sample, summed over the global lattice (float64, reproducible,
+        differentiable)."""
+        return (sample_sum(-0.5 * phi * phi, self.lattice)
                 - 0.5 * self.lattice.volume * math.log(2 * math.pi))

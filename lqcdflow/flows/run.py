@@ -149,8 +149,8 @@ def _training_step(config, lattice, model, optimizer, schedule, data):
     learns from ``data``, this rank's blocks of its configurations)."""
     keys = config.trained
     if config.sampler.algorithm == "nmcmc":
-        return lambda n: train_step(model, optimizer, lattice, config.theory.m2,
-                                    config.theory.lambda_, keys.batch, n, schedule)
+        target = build.make_model_spec(config).target(lattice)
+        return lambda n: train_step(model, optimizer, target, keys.batch, n, schedule)
     data = data.to(next(model.parameters()).device)
     batches = DenoisingBatches(data, lattice, keys.batch, config.run.seed, keys.t_min)
     return lambda n: denoising_step(model.score, optimizer, batches, n, schedule)
@@ -259,7 +259,7 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     chain's acceptance, the ESS / N of the importance weights of all its proposals and its
     longest run of rejections. Exit codes as :func:`lqcdflow.runner.run_sampler`.
     """
-    fl, couplings, kind = config.trained, config.theory, config.trained_name
+    fl, kind = config.trained, config.trained_name
     path = fl.state
     lattice = build.make_lattice(config, comm)
     theory = build.make_theory(config, lattice)
@@ -275,9 +275,8 @@ def run_sampling(config, run_file_text, comm, stop_rule, say=None):
     if dtype != config.run.dtype:
         warn(lattice.comm, f"the {kind} in {path} was trained in {dtype}; sampling in "
              f"{config.run.dtype} with its parameters converted")
-    sampler = IndependenceMetropolis(flow, lattice, couplings.m2, couplings.lambda_,
-                                     config.sampler.batch, config.run.seed,
-                                     SAMPLING_DRAW)
+    sampler = IndependenceMetropolis(flow, lattice, spec.target(lattice),
+                                     config.sampler.batch, config.run.seed, SAMPLING_DRAW)
     code, state = run_sampler(config, run_file_text, theory, sampler, stop_rule, say)
     if say and state.trajectory:
         say(f"{kind} chain: acceptance {state.accepted / state.trajectory:.4f}, ESS/N of the "

@@ -13,8 +13,11 @@ a fresh chain starts in proposal 0, and step t (t = 1, 2, ...) accepts proposal 
 
 phi the chain's configuration. That is min(1, w(phi'_t) / w(phi)), which satisfies detailed
 balance with respect to p(phi) ~ exp(-S(phi)) for any q that is positive wherever p is (exactly,
-given the exact log q). u_t depends on (seed, draw, t) only and is the same on every rank; S
-and log q are all-reduced, so every rank takes the same decisions.
+given the exact log q). S is the target theory's action (the formula its Markov chains use,
+evaluated on a :class:`~lqcdflow.flows.torch_lattice.TorchLattice`). u_t depends on (seed,
+draw, t) only; the proposals, S and log q are the same bits on every rank, process grid and
+batch size (see :mod:`lqcdflow.flows.layers`), so every decomposition takes the same decisions
+on the same configurations: the chain is bitwise that of one process.
 
 Proposals are generated ``batch`` at a time in blocks aligned to multiples of ``batch``
 (k in [j batch, (j + 1) batch)), so a chain continued from a checkpoint evaluates exactly the
@@ -37,8 +40,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from lqcdflow.flows.action import phi4_action
-from lqcdflow.flows.reduce import allreduce_sum
 from lqcdflow.io.checksum import array_sha256
 from lqcdflow.mc.hmc import HMC_RECORD, TrajectoryInfo
 from lqcdflow.rng import CounterRNG
@@ -89,13 +90,13 @@ class ChainState:
 @dataclass(frozen=True)
 class Proposal:
     """Proposal k: this rank's block of phi'_k (a tensor), and, the same on every rank,
-    log w(phi'_k), M = sum_x phi'_k (global), S(phi'_k) and the log u_k it is judged with."""
+    log w(phi'_k), the log u_k it is judged with and the target's ``sum_observables`` of
+    phi'_k ({name: float})."""
 
     phi: torch.Tensor
     log_weight: float
-    magnetisation: float
-    action: float
     log_u: float
+    observables: dict
 
 
 class IndependenceMetropolis:
@@ -109,8 +110,8 @@ class IndependenceMetropolis:
         and ``parameters()`` for :meth:`identity` and :meth:`describe`.
     lattice : lqcdflow.parallel.Lattice
         Its backend holds the chain's fields (and ``lattice.xp`` converts the proposals).
-    m2, lam : float
-        Standard-form couplings of the target.
+    target : lqcdflow.theories.base.Theory
+        The target theory, built on ``TorchLattice(lattice)``: S = ``target.action(phi)``.
     batch : int
         Proposals per flow evaluation (does not change the chain).
     seed : int
@@ -126,18 +127,10 @@ class IndependenceMetropolis:
     record = HMC_RECORD  # the /mc series: the decision and Delta H = -log(w'/w)
     updates_per_step = 1
 
-    def __init__(self, flow, lattice, m2, lam, batch, seed, draw, last=None):
-        self.flow, self.lattice, self.m2, self.lam = flow, lattice, m2, lam
+    def __init__(self, flow, lattice, target, batch, seed, draw, last=None):
+        self.flow, self.lattice, self.target = flow, lattice, target
         self.batch, self.rng, self.draw, self.last = batch, CounterRNG(seed), draw, last
         self._block = None  # (first proposal, phi, then lists of log w, M, S, log u)
-
-    def observables(self, phi):
-        """(S, M) of a batch of configurations (tensor of shape (batch, *local_shape)) as
-        float64 NumPy arrays, identical on every rank; collective."""
-        with torch.no_grad():
-            action = phi4_action(phi, self.lattice, self.m2, self.lam)
-            mag = allreduce_sum(phi.flatten(1).sum(dim=1), self.lattice.comm)
-        return _numpy(action), _numpy(mag)
 
     def proposal(self, k):
         """Proposal k (collective when its block is not the cached one)."""
@@ -146,14 +139,16 @@ class IndependenceMetropolis:
             count = self.batch if self.last is None else min(self.batch, self.last + 1 - start)
             with torch.no_grad():
                 phi, logq = self.flow.sample(count, self.draw, start)
-            action, mag = self.observables(phi)
+                observables = {name: _numpy(value).tolist()
+                               for name, value in self.target.sum_observables(phi).items()}
+            log_w = (-np.asarray(observables["action"]) - _numpy(logq)).tolist()
             indices = np.arange(start, start + count, dtype=np.uint64)
             log_u = np.log(self.rng.uniform(indices, self.draw, STREAM_NMCMC))
-            self._block = (start, phi, *(a.tolist() for a in (-action - _numpy(logq), mag,
-                                                                action, log_u)))
-        _, phi, logw, mag, action, log_u = self._block
+            self._block = (start, phi, log_w, log_u.tolist(), observables)
+        _, phi, log_w, log_u, observables = self._block
         i = k - start
-        return Proposal(phi[i], logw[i], mag[i], action[i], log_u[i])
+        return Proposal(phi[i], log_w[i], log_u[i],
+                        {name: values[i] for name, values in observables.items()})
 
     def _field(self, tensor):
         """A proposal as a lattice backend array (a copy: the block is not kept alive)."""

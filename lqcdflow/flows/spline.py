@@ -28,17 +28,27 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lqcdflow.flows.layers import Coupling, conditioner
+from lqcdflow.flows.layers import Coupling, conditioner, softplus
 
 # Smallest bin width / height (fraction of 2B) and knot derivative: keeps the map and its
 # inverse well conditioned.
 _EPS = 1e-3
 
 
+def _softmax(raw):
+    """softmax over the last axis, its sum taken term by term (torch.softmax's sum rounds
+    differently with a site's position in memory, see lqcdflow.flows.layers)."""
+    e = torch.exp(raw - raw.max(dim=-1, keepdim=True).values)
+    total = e[..., :1]
+    for k in range(1, raw.shape[-1]):
+        total = total + e[..., k:k + 1]
+    return e / total
+
+
 def _knots(raw, bound):
     """Knot positions (..., K + 1) from unnormalised bin sizes (..., K), from -B to B."""
     k = raw.shape[-1]
-    sizes = _EPS + (1 - k * _EPS) * torch.softmax(raw, dim=-1)
+    sizes = _EPS + (1 - k * _EPS) * _softmax(raw)
     knots = torch.cumsum(sizes, dim=-1)
     knots = F.pad(knots, (1, 0))
     # the last knot is exactly B, whatever the rounding of the cumulative sum
@@ -48,7 +58,7 @@ def _knots(raw, bound):
 
 def _derivatives(raw):
     """Knot derivatives (..., K + 1): 1 at both ends, positive in between."""
-    inner = _EPS + (1 - _EPS) * F.softplus(raw) / math.log(2)
+    inner = _EPS + (1 - _EPS) * softplus(raw) / math.log(2)
     return F.pad(inner, (1, 1), value=1.0)
 
 

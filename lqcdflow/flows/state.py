@@ -33,8 +33,10 @@ from lqcdflow.flows.layers import affine_couplings
 from lqcdflow.flows.model import Flow
 from lqcdflow.flows.prior import GaussianPrior
 from lqcdflow.flows.spline import spline_couplings
+from lqcdflow.flows.torch_lattice import TorchLattice
 from lqcdflow.io import flow_states
 from lqcdflow.io.files import READ_ERRORS, reason
+from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 
 COUPLINGS = ("affine", "spline")
 _ADAM_HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
@@ -104,20 +106,40 @@ class FlowSpec:
                                 tuple(self.hidden), self.kernel_size, self.z2)
 
     def build(self, lattice, init_seed=0, dtype=torch.float64, device="cpu"):
-        """The flow on ``lattice``, parameters initialised by torch's default init after
-        ``torch.manual_seed(init_seed)`` (the same on every rank; global RNG state restored)."""
-        if tuple(lattice.shape) != tuple(self.shape):
-            raise ValueError(f"lattice shape {lattice.shape} differs from the spec's "
-                             f"{tuple(self.shape)}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            layers = self.layers(lattice)
-        prior = GaussianPrior(lattice, self.seed, dtype=dtype, device=device)
-        return Flow(prior, layers).to(dtype=dtype, device=device)
+        """The flow on ``lattice`` (:func:`build_flow`, the Gaussian prior)."""
+        return build_flow(self, lattice, GaussianPrior, init_seed, dtype, device)
 
     def attrs(self):
         """The spec as HDF5 attribute values."""
         return spec_attrs(self)
+
+    def theory(self, lattice):
+        """The target theory on ``lattice`` (:func:`standard_phi4`)."""
+        return standard_phi4(lattice, self.m2, self.lam)
+
+    def target(self, lattice):
+        """The target theory on ``TorchLattice(lattice)``: S = ``target.action(phi)`` per
+        sample of a batch, the density the model is trained for and corrected to."""
+        return self.theory(TorchLattice(lattice))
+
+
+def build_flow(spec, lattice, prior, init_seed, dtype, device):
+    """Flow(prior(lattice, spec.seed), spec.layers(lattice)) in ``dtype`` on ``device``, the
+    layers initialised by torch's default init after ``torch.manual_seed(init_seed)`` (the
+    same on every rank; the global RNG state restored)."""
+    if tuple(lattice.shape) != tuple(spec.shape):
+        raise ValueError(f"lattice shape {lattice.shape} differs from the spec's "
+                         f"{tuple(spec.shape)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        layers = spec.layers(lattice)
+    return Flow(prior(lattice, spec.seed, dtype=dtype, device=device),
+                layers).to(dtype=dtype, device=device)
+
+
+def standard_phi4(lattice, m2, lam):
+    """phi^4 of the standard form (m^2, lambda) on ``lattice`` (a Lattice or TorchLattice)."""
+    return Phi4(lattice, Phi4Couplings.standard(m2, lam, lattice.ndim))
 
 
 def spec_attrs(spec):

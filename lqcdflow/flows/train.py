@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lqcdflow.flows.action import phi4_action
 from lqcdflow.flows.reduce import allreduce_gradients
 from lqcdflow.mc.driver import DivergenceError
 
@@ -105,17 +104,17 @@ def ess_fraction(log_weights):
                     - torch.logsumexp(2 * lw, 0).item()) / lw.numel()
 
 
-def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
-    """One reverse-KL Adam step on draw ``step``; collective over ``lattice.comm``.
+def train_step(flow, optimizer, target, batch, step, lr_schedule):
+    """One reverse-KL Adam step on draw ``step``; collective over the lattice's ranks.
 
     Parameters
     ----------
     flow : Flow
     optimizer : torch.optim.Optimizer
         Over ``flow.parameters()``; its learning rate is set to ``lr_schedule(step)``.
-    lattice : lqcdflow.parallel.Lattice
-    m2, lam : float
-        Couplings of the standard-form action (:func:`phi4_action`).
+    target : lqcdflow.theories.base.Theory
+        The target theory on a :class:`~lqcdflow.flows.torch_lattice.TorchLattice` of the
+        flow's lattice: S = ``target.action(phi)``.
     batch : int
     step : int
         Step number, also the prior's draw number.
@@ -131,10 +130,10 @@ def train_step(flow, optimizer, lattice, m2, lam, batch, step, lr_schedule):
     lr = set_learning_rate(optimizer, lr_schedule(step))
     optimizer.zero_grad()
     phi, logq = flow.sample(batch, step)
-    action = phi4_action(phi, lattice, m2, lam)
+    action = target.action(phi)
     loss = (logq + action).mean()
     loss.backward()
-    allreduce_gradients(flow, lattice.comm)
+    allreduce_gradients(flow, target.lattice.comm)
     check_finite(flow, loss.item(), step)
     optimizer.step()
     log_weights = -(action + logq).detach().to(device="cpu", dtype=torch.float64)
@@ -160,7 +159,7 @@ def check_finite(model, loss, step):
                               "file keeps the last saved step")
 
 
-def train(flow, optimizer, lattice, m2, lam, batch, steps, lr_schedule, start=0):
+def train(flow, optimizer, target, batch, steps, lr_schedule, start=0):
     """Steps ``start`` .. ``start + steps - 1`` of :func:`train_step`; returns their metrics."""
-    return [train_step(flow, optimizer, lattice, m2, lam, batch, n, lr_schedule)
+    return [train_step(flow, optimizer, target, batch, n, lr_schedule)
             for n in range(start, start + steps)]

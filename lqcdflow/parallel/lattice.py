@@ -177,8 +177,8 @@ class Lattice:
         local shape with axis mu of length 1 (+ site shape), the same on every rank of a line.
 
         The line's ranks add exact integer digits (:mod:`lqcdflow.parallel.reduce`) over the
-        sub-communicator of direction mu, with the exponent of the digits taken over the whole
-        lattice, so the sums do not depend on the decomposition. Collective over all ranks.
+        sub-communicator of direction mu, each line's digits below the exponent of its own
+        largest term, so the sums do not depend on the decomposition. Collective over all ranks.
         """
         total = self._reproducible(field, (mu,), self.shape[mu], self._line_comm(mu))
         return self.xp.expand_dims(self.xp.asarray(total), mu)
@@ -233,12 +233,11 @@ class Lattice:
         put together again."""
         comm = self.comm if comm is None else comm
         if not self.xp.iscomplexobj(field):
-            return reproducible_sum(field, comm, count, axes=axes, xp=self.xp,
-                                    scale_comm=self.comm)
+            return reproducible_sum(field, comm, count, axes=axes, xp=self.xp)
         pairs = self.xp.ascontiguousarray(field).view(field.real.dtype)
         pairs = pairs.reshape(field.shape + (2,))
         axes = tuple(range(field.ndim)) if axes is None else axes
-        total = reproducible_sum(pairs, comm, count, axes=axes, xp=self.xp, scale_comm=self.comm)
+        total = reproducible_sum(pairs, comm, count, axes=axes, xp=self.xp)
         return total[..., 0] + 1j * total[..., 1]
 
     # ----------------------------------------------------------------- halo exchange

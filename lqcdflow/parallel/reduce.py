@@ -3,7 +3,7 @@
 Floating-point addition is not associative, so a plain MPI_Allreduce of per-rank partial sums
 changes in the last bits with the decomposition, and so would an HMC accept/reject decision.
 Here every value is split, elementwise and exactly, into ``nbins`` fixed-point integer digits of
-``width`` bits below a global exponent E (2^E > max |x|):
+``width`` bits below an exponent E (2^E > max |x| over the terms of the same sum, on all ranks):
 
     x = sum_k a_k 2^(E - (k+1) width) + r,   a_k integers, 0 <= r < 2^(E - nbins width),
 
@@ -34,7 +34,8 @@ def digit_layout(global_count):
 
 
 def _digits(x, exponent, width, nbins, axes, xp):
-    """Integer digits of ``x`` summed over ``axes``: int64 array of shape (nbins, *rest)."""
+    """Integer digits of ``x`` summed over ``axes``: int64 array of shape (nbins, *rest).
+    ``exponent`` holds E per output entry, broadcastable against ``x``."""
     y = xp.ldexp(x.astype(np.float64), width - exponent)
     out = []
     for _ in range(nbins):
@@ -44,7 +45,7 @@ def _digits(x, exponent, width, nbins, axes, xp):
     return xp.stack(out)
 
 
-def reproducible_sum(x, comm, global_count, axes=None, xp=np, scale_comm=None):
+def reproducible_sum(x, comm, global_count, axes=None, xp=np):
     """Sum of ``x`` over ``axes`` and over all ranks of ``comm``, independent of the decomposition.
 
     Parameters
@@ -60,45 +61,40 @@ def reproducible_sum(x, comm, global_count, axes=None, xp=np, scale_comm=None):
         Axes to sum over locally (default: all).
     xp : module
         ``numpy`` or ``cupy``.
-    scale_comm : mpi4py communicator, optional
-        The ranks over whose values the exponent E is taken (default ``comm``). Sums over
-        sub-communicators (e.g. along lines) pass the whole lattice's, so that E, and with it
-        the bits, do not depend on which ranks share a sub-communicator.
 
     Returns
     -------
     numpy.ndarray (float64) of the shape of ``x`` without ``axes``, the same on every rank
     (a 0-d array when all axes are summed).
 
-    The caller must make the per-rank partial results line up entry by entry across ranks
-    (e.g. by placing them into a global index range, zero elsewhere). A NaN anywhere makes
-    the result NaN, an infinity (and no NaN) +inf, on every rank alike.
+    Every output entry j has its own exponent E_j, from the largest |x| among the terms of
+    entry j on all ranks, so its bits depend on its own terms only: not on the other entries
+    (other samples of a batch, other lines), nor on which ranks hold which terms. The caller
+    must make the per-rank partial results line up entry by entry across ranks (e.g. by
+    placing them into a global index range, zero elsewhere). A NaN among an entry's terms
+    makes it NaN, an infinity (and no NaN) +inf, on every rank alike.
     """
-    local_max = float(xp.max(xp.abs(x))) if x.size else 0.0
+    axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim
+                                                           for a in np.atleast_1d(axes))
+    kept = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+    local_max = xp.max(xp.abs(x), axis=axes) if x.size else xp.zeros(kept)
+    local_max = local_max.get() if hasattr(local_max, "get") else np.asarray(local_max)
     # gathered, not MPI_MAX: a comparison-based maximum keeps or drops a NaN depending on
-    # which rank holds it
-    maxima = (scale_comm or comm).allgather(local_max)
-    global_max = math.nan if any(math.isnan(m) for m in maxima) else max(maxima)
-    if not math.isfinite(global_max):
-        return np.full(_reduced_shape(x.shape, axes), global_max)
-    if global_max == 0.0:
-        return np.zeros(_reduced_shape(x.shape, axes))
-    exponent = math.frexp(global_max)[1]
+    # which rank holds it; np.max propagates it
+    global_max = np.max(np.stack(comm.allgather(local_max.astype(np.float64))), axis=0)
+    finite = np.isfinite(global_max)
+    exponent = np.where(finite, np.frexp(np.where(finite, global_max, 0.0))[1], 0)
     width, nbins = digit_layout(global_count)
-    local = _digits(x, exponent, width, nbins, axes, xp)
+    broadcast = xp.asarray(np.expand_dims(exponent, axes))
+    values = x if bool(finite.all()) else xp.where(xp.asarray(np.expand_dims(finite, axes)),
+                                                   x, 0)
+    local = _digits(values, broadcast, width, nbins, axes, xp)
     local = local.get() if hasattr(local, "get") else np.asarray(local)
     total = np.empty_like(local)
     comm.Allreduce(np.ascontiguousarray(local), total, op=MPI.SUM)
-    flat = total.reshape(nbins, -1)
-    result = np.empty(flat.shape[1])
-    for j in range(flat.shape[1]):
+    flat, scale = total.reshape(nbins, -1), exponent.reshape(-1) - nbins * width
+    result = np.array(global_max, dtype=np.float64).reshape(-1)
+    for j in np.flatnonzero(finite.reshape(-1)):
         exact = sum(int(flat[k, j]) << ((nbins - 1 - k) * width) for k in range(nbins))
-        result[j] = math.ldexp(float(exact), exponent - nbins * width) if exact else 0.0
-    return result.reshape(total.shape[1:])
-
-
-def _reduced_shape(shape, axes):
-    if axes is None:
-        return ()
-    axes = {a % len(shape) for a in np.atleast_1d(axes)}
-    return tuple(n for i, n in enumerate(shape) if i not in axes)
+        result[j] = math.ldexp(float(exact), int(scale[j])) if exact else 0.0
+    return result.reshape(kept)

@@ -139,6 +139,14 @@ class Theory(ABC):
         """S[field], summed reproducibly (identical on every rank and decomposition)."""
         return self.lattice.sum(self.action_density(field))
 
+    def sum_observables(self, field):
+        """{name: value} of the observables that are one global sum each (here the action;
+        theories add theirs), with the names of :meth:`measure`. On a
+        :class:`~lqcdflow.flows.torch_lattice.TorchLattice` the field is a batch and every
+        value a tensor with one entry per sample: flow chains measure their proposals a block
+        at a time with it."""
+        return {"action": self.action(field)}
+
     @abstractmethod
     def force(self, field, out=None):
         """F = dS/dU in the coordinates of the momenta (array of the momenta's shape);

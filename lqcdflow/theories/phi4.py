@@ -198,6 +198,10 @@ class Phi4(Theory):
         (the value accepted is the one stored)."""
         return (phi + width * (2.0 * u - 1.0)).astype(phi.dtype)
 
+    def sum_observables(self, phi):
+        """S and M = sum_x phi_x (see Theory.sum_observables)."""
+        return {"action": self.action(phi), "m": self.lattice.sum(phi)}
+
     def measure(self, phi):
         """Per-configuration observables (see ``observables``), identical on all ranks.
 

@@ -138,6 +138,16 @@ class U1(Theory):
 
     def measure(self, theta):
         """The declared observables of ``theta`` (floats; ``polyakov`` a complex array)."""
+        values = {name: float(value) for name, value in self.sum_observables(theta).items()}
+        values["polyakov"] = np.array([self._polyakov(theta, mu)
+                                       for mu in range(self.lattice.ndim)])
+        return values
+
+    def sum_observables(self, theta):
+        """S, <cos theta_P> and, in 2D, Q (see Theory.sum_observables). Q is counted exactly:
+        wrap(theta_01(x)) = theta_01(x) - 2 pi n(x) with n(x) an integer, and the plaquette
+        angles add up to zero on the torus (every link enters two with opposite signs), so
+        Q = (1/2 pi) sum_x wrap(theta_01(x)) = -sum_x n(x)."""
         lat, xp = self.lattice, self.lattice.xp
         angles = self.plaquette_angles(theta)
         cosines = None
@@ -147,11 +157,11 @@ class U1(Theory):
         n_plaquettes = lat.volume * len(self.planes)
         sum_cos = lat.sum(cosines)
         values = {"action": self.beta * (n_plaquettes - sum_cos),
-                  "plaquette": sum_cos / n_plaquettes,
-                  "polyakov": np.array([self._polyakov(theta, mu) for mu in range(lat.ndim)])}
+                  "plaquette": sum_cos / n_plaquettes}
         if lat.ndim == 2:
-            q = lat.sum(wrap(angles[(0, 1)], xp)) / TWO_PI
-            values["topological_charge"] = float(np.rint(q))
+            angle = angles[(0, 1)]
+            n = xp.round((angle - wrap(angle, xp)) / TWO_PI)
+            values["topological_charge"] = 0.0 - lat.sum(n)
         return values
 
     def _polyakov(self, theta, mu):
@@ -243,7 +253,7 @@ _MAX_HEATBATH_ATTEMPTS = 200
 
 # ---------------------------------------------------------------------- run file: [theory]
 KEYS = {"beta": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0")}
-ALGORITHMS = ("hmc", "langevin", "metropolis", "heatbath")  # [sampler] algorithms for it
+ALGORITHMS = ("hmc", "langevin", "metropolis", "heatbath", "nmcmc")  # [sampler] algorithms
 
 
 def check(values, given, ndim):

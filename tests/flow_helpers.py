@@ -1,5 +1,5 @@
 """Helpers shared by the flow tests: a small flow, its optimiser, and the free-field check of
-flow MCMC (serial in test_flow_train.py, on a decomposed lattice in test_flow_nmcmc_mpi.py)."""
+flow MCMC (test_flow_train.py; a decomposed chain is bitwise the serial one, tested there)."""
 
 import torch
 

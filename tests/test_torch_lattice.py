@@ -80,11 +80,12 @@ def test_adjoints_by_the_dot_product(shape, comm):
 @pytest.mark.mpi
 def test_gradcheck(comm):
     shape = (4, 2, 4)
-    for lat in lattices(shape, comm):
+    for k, lat in enumerate(lattices(shape, comm)):
         torch.manual_seed(lat.rank)
-        x = torch.randn((2,) + lat.local_shape, dtype=torch.float64, requires_grad=True)
+        x = torch.randn((1,) + lat.local_shape, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda t: pad(t, lat, 1), (x,))
-        assert torch.autograd.gradgradcheck(lambda t: pad(t, lat, 1), (x,))
+        if k == 0:  # the double backward is the same shifts again: one grid is enough
+            assert torch.autograd.gradgradcheck(lambda t: pad(t, lat, 1), (x,))
     # the sum over ranks feels every rank's perturbation at once: one process only
     alone = Lattice(shape, comm=MPI.COMM_SELF)
     x = torch.randn((2,) + shape, dtype=torch.float64, requires_grad=True)

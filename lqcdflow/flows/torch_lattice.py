@@ -168,7 +168,7 @@ class TorchLattice:
         self.lattice = lattice
         self.shape, self.ndim, self.comm = lattice.shape, lattice.ndim, lattice.comm
         self.local_shape, self.offset = lattice.local_shape, lattice.offset
-        self.volume, self.size = lattice.volume, lattice.size
+        self.volume = lattice.volume
 
     def __repr__(self):
         return f"TorchLattice({self.lattice!r})"

@@ -214,8 +214,9 @@ class Phi4(Theory):
         w = 2.0 * lat.sum(links)
         slices = lat.timeslice_sum(phi)
         m = math.fsum(slices)
-        # slices(t0 + t) for each t as new arrays (what np.roll makes, at a fraction of its cost)
-        corr = np.array([np.dot(slices, np.concatenate((slices[t:], slices[:t])))
+        # exactly rounded sums of the products (a BLAS dot's order, and so its last bit,
+        # depends on the library build); slices(t0 + t) for each t made without np.roll's cost
+        corr = np.array([math.fsum(slices * np.concatenate((slices[t:], slices[:t])))
                          for t in range(lat.shape[0])])
         return {"action": action, "m": m, "abs_m": abs(m), "m2": m * m, "m4": m**4, "W": w,
                 "correlator": corr / lat.volume}

@@ -59,21 +59,29 @@ def chain(L, beta, n_traj, n_steps, seed):
             seconds / n_traj)
 
 
-def row(L, beta, n_traj, n_steps, seed):
-    q, plaquette, accepted, seconds = chain(L, beta, n_traj, n_steps, seed)
+def figures(q, plaquette, L, beta):
+    """tau_int(Q), chi_t = <Q^2>/V and <cos theta_P> of the series, with the exact values;
+    ``reliable`` when the chain is at least RELIABLE_TAUS tau_int(Q) long."""
     V = L * L
-    tau_q, tau_p, chi, plaq = (mean(q), mean(plaquette), mean(q * q / V), mean(plaquette))
+    tau_q, chi, plaq = mean(q), mean(q * q / V), mean(plaquette)
     return {
-        "L": L, "beta": beta, "trajectories": len(q), "acceptance": float(accepted.mean()),
-        "s_per_traj": seconds,
         "tau_int_Q": tau_q.tau_int, "tau_int_Q_error": tau_q.tau_int_error,
-        "tau_int_plaquette": tau_p.tau_int, "tau_int_plaquette_error": tau_p.tau_int_error,
         "chi_t": chi.value, "chi_t_error": chi.error,
         "chi_t_exact": exact_u1.topological_susceptibility(beta, V),
         "plaquette": plaq.value, "plaquette_error": plaq.error,
         "plaquette_exact": exact_u1.plaquette(beta, V),
-        "distinct_Q": int(len(np.unique(q))),
         "reliable": bool(len(q) >= RELIABLE_TAUS * tau_q.tau_int),
+    }
+
+
+def row(L, beta, n_traj, n_steps, seed):
+    q, plaquette, accepted, seconds = chain(L, beta, n_traj, n_steps, seed)
+    tau_p = mean(plaquette)
+    return {
+        "L": L, "beta": beta, "trajectories": len(q), "acceptance": float(accepted.mean()),
+        "s_per_traj": seconds, **figures(q, plaquette, L, beta),
+        "tau_int_plaquette": tau_p.tau_int, "tau_int_plaquette_error": tau_p.tau_int_error,
+        "distinct_Q": int(len(np.unique(q))),
     }
 
 

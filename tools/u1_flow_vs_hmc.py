@@ -59,7 +59,6 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from lqcdflow.analysis.gamma import mean
 from lqcdflow.flows import cosine_lr, nmcmc, train
 from lqcdflow.flows.gauge import U1FlowSpec
 from lqcdflow.mc.hmc import HMC, initial_state
@@ -70,7 +69,7 @@ from lqcdflow.theories.u1 import U1
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flow_vs_hmc import tune  # noqa: E402  (one tuning rule for both comparisons)
-from u1_autocorrelation import RELIABLE_TAUS, chain  # noqa: E402
+from u1_autocorrelation import chain, figures  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import exact_u1  # noqa: E402  (the exact 2D results live with the tests)
@@ -115,15 +114,11 @@ def log_partition(beta, volume):
             + math.log1p(2 * sum(r ** volume for r in ratios)))
 
 
-def q_figures(q, L, beta, seconds):
-    """tau_int(Q), chi_t and the cost of one independent Q sample from a Q series."""
-    V = L * L
-    tau, chi = mean(q), mean(q * q / V)
-    return {"n": len(q), "tau_int_Q": tau.tau_int, "tau_int_Q_error": tau.tau_int_error,
-            "chi_t": chi.value, "chi_t_error": chi.error,
-            "chi_t_exact": exact_u1.topological_susceptibility(beta, V),
-            "cost_s": seconds * 2 * tau.tau_int / len(q),
-            "reliable": bool(len(q) >= RELIABLE_TAUS * tau.tau_int)}
+def q_figures(q, plaquette, L, beta, seconds):
+    """The series' figures (tools/u1_autocorrelation.py) and the cost of one independent Q
+    sample."""
+    values = figures(q, plaquette, L, beta)
+    return {"n": len(q), **values, "cost_s": seconds * 2 * values["tau_int_Q"] / len(q)}
 
 
 def flow_rows(args, say):
@@ -165,16 +160,13 @@ def flow_rows(args, say):
                 result, _ = nmcmc(flow, spec.theory(lattice), spec.target(lattice), n_flow,
                                   args.sample_batch, args.seed, draw=steps)
             sample_s = time.process_time() - start
-            q = result.observables["topological_charge"]
-            plaquette = mean(result.observables["plaquette"])
-            figures = q_figures(q, L, beta, sample_s)
-            rows.append({"method": "flow", "L": L, "beta": beta, **figures,
-                         "cost_with_training_s": figures["cost_s"] * (train_s + sample_s)
+            values = q_figures(result.observables["topological_charge"],
+                               result.observables["plaquette"], L, beta, sample_s)
+            rows.append({"method": "flow", "L": L, "beta": beta, **values,
+                         "cost_with_training_s": values["cost_s"] * (train_s + sample_s)
                          / sample_s,
                          "train_s": train_s, "sample_s": sample_s,
                          "acceptance": result.acceptance, "ess": result.ess,
-                         "plaquette": plaquette.value, "plaquette_error": plaquette.error,
-                         "plaquette_exact": exact_u1.plaquette(beta, L * L),
                          "kl": float(np.mean([m.loss for m in metrics])) + log_z,
                          "layers": args.layers, "components": args.components,
                          "steps": steps, "batch": args.batch, "lr": lr,
@@ -198,11 +190,9 @@ def hmc_rows(args, say):
             q, plaquette, accepted, _ = chain(L, beta, args.hmc_trajectories, n_steps,
                                               args.seed)
             seconds = (time.process_time() - start) * len(q) / args.hmc_trajectories
-            plaquette = mean(plaquette)
             rows.append({"method": "hmc", "L": L, "beta": beta, "n_steps": n_steps,
-                         **q_figures(q, L, beta, seconds), "acceptance": accepted.mean(),
-                         "plaquette": plaquette.value, "plaquette_error": plaquette.error,
-                         "plaquette_exact": exact_u1.plaquette(beta, L * L)})
+                         **q_figures(q, plaquette, L, beta, seconds),
+                         "acceptance": accepted.mean()})
             say(format_table(rows[-1:]).splitlines()[-1])
     return rows
 

@@ -82,8 +82,8 @@ def make_initial_state(config, theory):
 
 
 def make_flow_spec(config):
-    """The spec of the run file's [flow] architecture and its target: a FlowSpec of phi^4 in
-    the standard form, or a U1FlowSpec (lqcdflow.flows.gauge).
+    """The spec of the run file's [flow] architecture and its target: a FlowSpec of phi^4 (of
+    the run file's form), or a U1FlowSpec (lqcdflow.flows.gauge).
 
     ``bins`` and ``bound`` are passed for spline couplings only (None otherwise, see config).
     """
@@ -92,14 +92,18 @@ def make_flow_spec(config):
 
     flow, theory = config.flow, config.theory
     if theory.name == "u1":
+        circle_map = ({"bins": flow.bins} if flow.coupling == "spline"
+                      else {"components": flow.components})
         return U1FlowSpec(shape=tuple(config.lattice.shape), n_layers=flow.n_layers,
                           hidden=tuple(flow.hidden), kernel_size=flow.kernel_size,
-                          beta=theory.beta, seed=config.run.seed, components=flow.components)
+                          beta=theory.beta, seed=config.run.seed, coupling=flow.coupling,
+                          **circle_map)
     spline = {"bins": flow.bins, "bound": flow.bound} if flow.coupling == "spline" else {}
     return FlowSpec(shape=tuple(config.lattice.shape), n_layers=flow.n_layers,
                     hidden=tuple(flow.hidden), kernel_size=flow.kernel_size,
                     m2=theory.m2, lam=theory.lambda_, seed=config.run.seed,
-                    coupling=flow.coupling, z2=flow.z2, **spline)
+                    coupling=flow.coupling, z2=flow.z2, form=theory.form, kappa=theory.kappa,
+                    **spline)
 
 
 def make_diffusion_spec(config):

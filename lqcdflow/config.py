@@ -40,7 +40,7 @@ TRAINED_ALGORITHMS = {"nmcmc": "flow", "diffusion": "diffusion"}
 FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
              "components": ("coupling", "ncp"), "lr_min": ("schedule", "cosine")}
 # The [flow] couplings of each theory flows sample, the default first; "z2" is phi^4's only.
-FLOW_COUPLINGS = {"phi4": ("spline", "affine"), "u1": ("ncp",)}
+FLOW_COUPLINGS = {"phi4": ("spline", "affine"), "u1": ("ncp", "spline")}
 # Training step n draws its batch from the flow prior's draw number n (0 .. steps - 1); flow
 # sampling draws its proposals from the last draw number, which training never reaches.
 SAMPLING_DRAW = 2**32 - 1
@@ -59,6 +59,8 @@ def _training_keys(model, batch, batch_min, steps):
         "learning_rate": Key("float", 3e-3, check=positive, allowed="a number > 0"),
         "schedule": Key("choice", "cosine", choices=("constant", "cosine")),
         "lr_min": Key("float", 0.0, check=lambda v: v >= 0, allowed="a number >= 0"),
+        "max_grad_norm": Key("float", 0.0, check=lambda v: v >= 0,
+                             allowed="a number >= 0 (0: the gradient is not clipped)"),
         "state": Key("str", "", allowed='a file name ("": next to the output file, '
                                         f'<file without .h5>.{model}.h5)'),
         "save_every": Key("int", 100, check=positive, allowed="an integer > 0"),
@@ -336,7 +338,7 @@ def _check_algorithm(config):
 
 def _check_trained(section, algorithm, values, given, theory, shape):
     """The [flow] or [diffusion] section of a trained model sampled by ``algorithm``: flows of
-    phi^4 in the standard form (affine or spline couplings) or of 2D U(1) (ncp couplings, the
+    phi^4 in either form (affine or spline couplings) or of 2D U(1) (ncp couplings, the
     extents multiples of 4: the masks' stripes), diffusion models of phi^4 in the standard
     form."""
     name = theory["name"]
@@ -345,9 +347,9 @@ def _check_trained(section, algorithm, values, given, theory, shape):
             "diffusion models sample phi^4"
         raise ConfigError(f"[theory] name = '{name}' cannot be used with algorithm = "
                           f"'{algorithm}': {models} (so far)")
-    if name == "phi4" and theory["form"] != "standard":
+    if section == "diffusion" and theory["form"] != "standard":
         raise ConfigError(f"[theory] form = '{theory['form']}' cannot be used with algorithm = "
-                          f"'{algorithm}': trained models sample the standard form (m2, "
+                          f"'{algorithm}': diffusion models sample the standard form (m2, "
                           "lambda)")
     if name == "u1" and (len(shape) != 2 or any(n % 4 for n in shape)):
         raise ConfigError(f"[lattice] shape {shape} cannot be used with algorithm = "
@@ -376,9 +378,11 @@ def _check_coupling(values, given, name):
                           f"[theory] name = '{name}': expected "
                           f"{' or '.join(repr(c) for c in allowed)}")
     if name != "phi4":
-        if "z2" in given:
-            raise ConfigError("[flow] key 'z2' is only used by [theory] name = 'phi4'")
-        del values["z2"]
+        # U(1) splines span the circle [-pi, pi): no bound
+        for key in ("z2", "bound"):
+            if key in given:
+                raise ConfigError(f"[flow] key '{key}' is only used by [theory] name = 'phi4'")
+            values.pop(key, None)
 
 
 def _check_lattice(lattice):

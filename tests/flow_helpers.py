@@ -42,17 +42,24 @@ class ScaledLogJacobian:
         return phi, logr + self.scale * minus_logj
 
 
-def free_field_z_scores(proposer, lat, m2, n, seed=9, batch=500):
-    """z-scores of <M^2>/V - 1/(2 m2) and <S>/V - 1/2 over an NMCMC chain of n proposals.
+def free_field_z_scores(proposer, spec, lat, n, seed=9, batch=500, chain_spec=None):
+    """z-scores of <M^2>/V - chi and <S>/V - 1/2 over an NMCMC chain of n proposals of the free
+    field of ``spec`` (lam = 0, either form); the chain targets ``chain_spec`` (default
+    ``spec``: a different one is a deliberately wrong target).
 
-    Free field (lam = 0), standard form: <phi phi>(p) = 1 / (2 (m2 + sum_mu 4 sin^2(p_mu / 2))),
-    so <M^2>/V = 1/(2 m2), and <S>/V = 1/2 (equipartition). The errors are the Gamma method's,
-    with the chain's integrated autocorrelation time. ``batch`` proposals are drawn per flow
-    evaluation (the chain does not depend on it). Collective over ``lat.comm``; the z-scores
-    are the same on every rank.
+    S = sum_x [-h sum_mu phi_x phi_{x+mu} + c2 phi_x^2] is a Gaussian with
+    <|phi~_p|^2> = 1 / (2 (c2 - h sum_mu cos p_mu)), so chi = <M^2>/V = 1 / (2 (c2 - h D))
+    (standard form: 1 / (2 m2); hopping form: 1 / (2 (1 - 2 D kappa))), and <S>/V = 1/2
+    (equipartition). The errors are the Gamma method's, with the chain's integrated
+    autocorrelation time. ``batch`` proposals are drawn per flow evaluation (the chain does not
+    depend on it). Collective over ``lat.comm``; the z-scores are the same on every rank.
     """
-    res, _ = nmcmc(proposer, *theories(lat, m2, 0.0), n, batch, seed=seed, draw=10**6)
-    volume = lat.volume
+    chain_spec = chain_spec or spec
+    res, _ = nmcmc(proposer, chain_spec.theory(lat), chain_spec.target(lat), n, batch,
+                   seed=seed, draw=10**6)
+    theory = spec.theory(lat)
+    c, volume = theory.couplings, lat.volume
+    chi_exact = 1 / (2 * (c.c2 - c.h * lat.ndim))
     chi = mean(res.observables["m"] ** 2 / volume)
     act = mean(res.observables["action"] / volume)
-    return (chi.value - 1 / (2 * m2)) / chi.error, (act.value - 0.5) / act.error
+    return (chi.value - chi_exact) / chi.error, (act.value - 0.5) / act.error

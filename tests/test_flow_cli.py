@@ -26,6 +26,10 @@ from lqcdflow.mc.stop import EXIT_RESUBMIT
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 
+# phi^4 of FLOW_RUN_FILE in the hopping form: (m^2, lambda) = (-4, 8) is (kappa, lambda) =
+# (0.25, 0.5) (lqcdflow.theories.phi4.standard_to_hopping)
+HOPPING = {'form = "standard"': 'form = "hopping"', "m2 = -4.0": "kappa = 0.25",
+           "lambda = 8.0": "lambda = 0.5"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -184,22 +188,48 @@ def test_sampling_restarts_and_rank_counts_give_the_same_chain(tmp_path, trained
     assert series(tmp_path / "b.h5") == ref
 
 
-def test_u1_flow_trains_and_samples_bitwise_on_any_rank_count(tmp_path, cli):
+@pytest.mark.parametrize("coupling", ["ncp", "spline"])
+def test_u1_flow_trains_and_samples_bitwise_on_any_rank_count(tmp_path, cli, coupling):
     """A gauge-equivariant U(1) flow through the commands: trained on 2 ranks, sampled 20 on
     2 ranks + 20 on 1 rank = 40 on 1 rank bitwise; the ensemble holds U(1)'s observables."""
-    run = write_run_file(tmp_path / "u.toml", 40, 20, text=U1_FLOW_RUN_FILE)
+    layers = {"n_layers = 4": f'n_layers = 4\ncoupling = "{coupling}"'
+              + ("\nbins = 4" if coupling == "spline" else "")}
+    run = write_run_file(tmp_path / "u.toml", 40, 20, text=U1_FLOW_RUN_FILE, **layers)
     trained = cli(["train", str(run)], ranks=2)
     assert trained.returncode == 0, trained.stderr
-    assert "(ncp couplings, 4 layers)" in trained.stdout
+    assert f"({coupling} couplings, 4 layers)" in trained.stdout
     assert cli(["sample", "-q", str(run)]).returncode == 0
     ref = series(tmp_path / "u.h5")
     assert "observables/topological_charge" in ref
-    state = {"n_layers = 4": f'state = "{tmp_path / "u.flow.h5"}"\nn_layers = 4'}
+    with h5py.File(tmp_path / "u.flow.h5", "r") as f:
+        assert f.attrs["coupling"] == coupling
+    state = {"n_layers = 4": f'state = "{tmp_path / "u.flow.h5"}"\n'
+             + layers["n_layers = 4"]}
     parts = write_run_file(tmp_path / "p.toml", 20, 20, text=U1_FLOW_RUN_FILE, **state)
     assert cli(["sample", "-q", str(parts)], ranks=2).returncode == 0
     write_run_file(parts, 40, 20, text=U1_FLOW_RUN_FILE, **state)
     assert cli(["sample", "-q", str(parts)]).returncode == 0
     assert series(tmp_path / "p.h5") == ref
+
+
+def test_a_hopping_form_flow_samples_the_hopping_form(tmp_path, cli):
+    """The hopping form's flow (its field phi_std / sqrt(kappa)) trains and samples; its
+    ensemble is the library's nmcmc chain of the hopping-form target."""
+    run = flow_run(tmp_path / "h.toml", n_trajectories=40, every=20, **HOPPING,
+                   **{"steps = 20": "steps = 20\nmax_grad_norm = 1.0"})
+    assert cli(["train", "-q", str(run)]).returncode == 0
+    assert cli(["sample", "-q", str(run)]).returncode == 0
+    with h5py.File(tmp_path / "h.h5", "r") as f:
+        assert f.attrs["theory.form"] == "hopping" and f.attrs["theory.kappa"] == 0.25
+        accepted, action = f["mc/accepted"][()].astype(bool), f["observables/action"][()]
+    config = parse(run.read_text(), str(run))
+    lattice = build.make_lattice(config, MPI.COMM_SELF)
+    spec, flow, optimizer = build.make_model(config, lattice)
+    load_state(str(tmp_path / "h.flow.h5"), flow, optimizer, spec, MPI.COMM_SELF)
+    ref, _ = nmcmc(flow, spec.theory(lattice), spec.target(lattice), 40, 16, seed=11,
+                   draw=SAMPLING_DRAW)
+    assert 0 < accepted.sum() < 40 and np.array_equal(accepted, ref.accepted)
+    assert np.array_equal(action, ref.observables["action"])
 
 
 def test_float32_and_a_partly_trained_flow(tmp_path, cli):
@@ -262,20 +292,23 @@ BAD_FLOW_RUN_FILES = [
     ({"batch = 7": "batch = 7\nn_steps = 4"},
      "[sampler] key 'n_steps' is only used by algorithm = 'hmc'"),
     ({"n_layers = 2": "n_layers = 2\nlayers = 3"}, "[flow] unknown key 'layers'"),
-    ({'form = "standard"': 'form = "hopping"', "m2 = -4.0": "kappa = 0.2"},
-     "[theory] form = 'hopping' cannot be used with algorithm = 'nmcmc'"),
     ({"n_layers = 2": "n_layers = 2\nbins = 4"},
      "[flow] key 'bins' is only used by coupling = 'spline'"),
     ({"steps = 20": 'steps = 20\nschedule = "constant"\nlr_min = 0.001'},
      "[flow] key 'lr_min' is only used by schedule = 'cosine'"),
     ({"batch = 8": "batch = 1"}, "[flow] batch = 1 is not allowed; expected an integer >= 2"),
+    ({"steps = 20": "steps = 20\nmax_grad_norm = -1.0"},
+     "[flow] max_grad_norm = -1.0 is not allowed; expected a number >= 0"),
     ({"hidden = [4]": "hidden = []"}, "[flow] hidden = [] is not allowed"),
 ]
 
 
 @pytest.mark.parametrize("text, replace, message", [
     (U1_FLOW_RUN_FILE, {"n_layers = 4": 'n_layers = 4\ncoupling = "affine"'},
-     "[flow] coupling = 'affine' cannot be used with [theory] name = 'u1': expected 'ncp'"),
+     "[flow] coupling = 'affine' cannot be used with [theory] name = 'u1': expected 'ncp' or "
+     "'spline'"),
+    (U1_FLOW_RUN_FILE, {"n_layers = 4": 'n_layers = 4\ncoupling = "spline"\nbound = 3.0'},
+     "[flow] key 'bound' is only used by [theory] name = 'phi4'"),
     (U1_FLOW_RUN_FILE, {"n_layers = 4": "n_layers = 4\nz2 = true"},
      "[flow] key 'z2' is only used by [theory] name = 'phi4'"),
     (U1_FLOW_RUN_FILE, {"n_layers = 4": "n_layers = 4\nbins = 3"},
@@ -286,6 +319,10 @@ BAD_FLOW_RUN_FILES = [
                         "n_layers = 4": 'data = "x.h5"'},
      "[theory] name = 'u1' cannot be used with algorithm = 'diffusion': diffusion models "
      "sample phi^4"),
+    (None, {**HOPPING, 'algorithm = "nmcmc"': 'algorithm = "diffusion"',
+            "[flow]": "[diffusion]", 'coupling = "affine"\nn_layers = 2': 'data = "x.h5"'},
+     "[theory] form = 'hopping' cannot be used with algorithm = 'diffusion': diffusion "
+     "models sample the standard form"),
     (None, {'coupling = "affine"': 'coupling = "ncp"'},
      "[flow] coupling = 'ncp' cannot be used with [theory] name = 'phi4': expected 'spline' "
      "or 'affine'"),
@@ -336,6 +373,11 @@ def test_missing_foreign_and_unfitting_flow_states_are_one_line_errors(tmp_path,
     wider = flow_run(tmp_path / "f.toml", **{"hidden = [4]": "hidden = [5]"})
     one_line_error(cli(["sample", str(wider)]),
                    f"{state} holds a different flow: hidden: file [4], expected [5]")
+    hopping = flow_run(tmp_path / "f.toml", **HOPPING)
+    one_line_error(cli(["sample", str(hopping)]),
+                   f"{state} holds a different flow: m2: file -4.0, expected none; lam: file "
+                   "8.0, expected 0.5; form: file standard, expected hopping; kappa: file none, "
+                   "expected 0.25")
     # more training changes the flow: its chain's checkpoints no longer continue
     longer = flow_run(tmp_path / "f.toml", n_trajectories=40, every=10,
                       **{"steps = 20": "steps = 25"})

@@ -6,6 +6,7 @@ independence sampler is serial.
 """
 
 import math
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -14,8 +15,9 @@ import torch
 from flow_helpers import ScaledLogJacobian, free_field_z_scores, setup, spec_for
 from mpi4py import MPI
 
-from lqcdflow.flows import (STREAM_FLOW_PRIOR, STREAM_NMCMC, cosine_lr, ess_fraction, load_state,
-                            nmcmc, save_state, step_lr, train)
+from lqcdflow.io import flow_states
+from lqcdflow.flows import (STREAM_FLOW_PRIOR, STREAM_NMCMC, constant_lr, cosine_lr, ess_fraction,
+                            load_state, nmcmc, save_state, step_lr, train, train_step)
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import STREAM_ACCEPT, STREAM_HOT_START, STREAM_MOMENTA
@@ -93,6 +95,15 @@ def test_checkpoint_rejects_other_flow(tmp_path):
         load_state(tmp_path / "f.h5", flow4, opt4, other, MPI.COMM_SELF)
     with pytest.raises(ValueError, match="missing.h5"):
         load_state(tmp_path / "missing.h5", flow, opt, spec, MPI.COMM_SELF)
+    # a file written before the spec had a form is of the standard form
+    with h5py.File(tmp_path / "f.h5", "r+") as f:
+        del f.attrs["form"], f.attrs["kappa"]
+        flow_states.seal(f)
+    assert load_state(tmp_path / "f.h5", flow, opt, spec, MPI.COMM_SELF) == (1, "float64")
+    hopping = replace(spec, form="hopping", m2=None, kappa=0.25, lam=0.5)
+    with pytest.raises(ValueError, match="form: file standard, expected hopping; kappa: file "
+                                         "none, expected 0.25"):
+        load_state(tmp_path / "f.h5", flow, opt, hopping, MPI.COMM_SELF)
 
 
 def test_checkpoint_dtype(tmp_path):
@@ -121,6 +132,22 @@ def test_checkpoint_dtype(tmp_path):
     with h5py.File(path, "r") as f:
         assert "dtype" not in f.attrs
     assert load_state(path, flow, opt, spec, MPI.COMM_SELF) == (2, "float64")
+
+
+def test_gradient_clipping_bounds_the_norm_of_the_summed_gradient():
+    shape = (4, 4)
+    spec = spec_for(shape)
+    lat = Lattice(shape, comm=MPI.COMM_SELF)
+
+    def gradient_norm(max_grad_norm):
+        flow, opt = setup(spec, lat)
+        train_step(flow, opt, spec.target(lat), 8, 0, constant_lr(1e-3), max_grad_norm)
+        return torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1)
+                                                   for p in flow.parameters()])).item()
+
+    free = gradient_norm(0.0)
+    assert free > 1 and gradient_norm(2 * free) == pytest.approx(free, rel=1e-14)
+    assert gradient_norm(0.5) == pytest.approx(0.5, rel=1e-6)
 
 
 def test_ess_and_schedules():
@@ -161,18 +188,25 @@ def test_nmcmc_is_bitwise_on_every_grid_batch_and_restart(comm):
         assert state.log_weight == ref_state.log_weight
 
 
-def test_nmcmc_is_exact_for_free_field():
-    """Free field, standard form: <phi phi>(p) = 1 / (2 (m2 + sum_mu 4 sin^2(p_mu / 2))), so
-    <M^2>/V = 1/(2 m2), and <S>/V = 1/2 (equipartition). A briefly trained flow proposes; the
-    exact log q gives agreement within 4.5 sigma (Gamma method), log|J| scaled by 1/2 not
-    (other chain seeds: |z| < 3 exact, > 6 with the wrong log|J|)."""
-    m2, shape = 1.0, (4, 4)
-    spec = spec_for(shape, m2=m2, lam=0.0, n_layers=4)
+@pytest.mark.parametrize("form", ["standard", "hopping"])
+def test_nmcmc_is_exact_for_free_field(form):
+    """Free field: <M^2>/V = 1/(2 m2) in the standard form (m2 = 1), 1/(2 (1 - 2 D kappa)) in
+    the hopping form (kappa = 0.1, whose field is phi_std / sqrt(kappa)), and <S>/V = 1/2
+    (:func:`free_field_z_scores`). A briefly trained flow proposes; the exact log q gives
+    agreement within 4.5 sigma (Gamma method), a wrong input not: in the standard form log|J|
+    scaled by 1/2 (other chain seeds: |z| < 3 exact, > 6 wrong), in the hopping form a chain
+    targeting kappa 10% too large (z = 7.4; there log|J| barely fluctuates: without it z = 5
+    .. 6)."""
+    shape = (4, 4)
+    couplings = {"m2": 1.0} if form == "standard" else {"m2": None, "kappa": 0.1}
+    spec = replace(spec_for(shape, lam=0.0, n_layers=4), form=form, **couplings)
     lat = Lattice(shape, comm=MPI.COMM_SELF)
     flow, opt = setup(spec, lat, mult=1.0)
     train(flow, opt, spec.target(lat), 64, 200, cosine_lr(1e-2, 200))
     with torch.no_grad():
-        z_exact = free_field_z_scores(ScaledLogJacobian(flow, 1.0), lat, m2, 40000)
-        z_wrong = free_field_z_scores(ScaledLogJacobian(flow, 0.5), lat, m2, 40000)
+        z_exact = free_field_z_scores(ScaledLogJacobian(flow, 1.0), spec, lat, 40000)
+        z_wrong = (free_field_z_scores(ScaledLogJacobian(flow, 0.5), spec, lat, 40000)
+                   if form == "standard" else
+                   free_field_z_scores(flow, spec, lat, 40000, chain_spec=replace(spec, kappa=0.11)))
     assert max(map(abs, z_exact)) < 4.5, z_exact
     assert max(map(abs, z_wrong)) > 4.5, z_wrong

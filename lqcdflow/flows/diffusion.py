@@ -69,10 +69,9 @@ from torch import nn
 from lqcdflow.flows.layers import SiLU, SiteLinear, checkerboard, softplus
 from lqcdflow.flows.model import PriorPushForward
 from lqcdflow.flows.prior import GaussianPrior
-from lqcdflow.flows.reduce import allreduce_gradients
 from lqcdflow.flows.state import spec_attrs, standard_phi4
 from lqcdflow.flows.torch_lattice import TorchLattice, pad, sample_sum, window
-from lqcdflow.flows.train import check_finite, set_learning_rate
+from lqcdflow.flows.train import descend, set_learning_rate
 from lqcdflow.rng import CounterRNG
 
 # The cubic coefficient C = softplus(raw) starts at softplus(-10) = 4.5e-5: the untrained
@@ -252,18 +251,16 @@ class DenoisingMetrics:
         return f"loss {self.loss:.6e}"
 
 
-def denoising_step(score, optimizer, batches, step, lr_schedule):
+def denoising_step(score, optimizer, batches, step, lr_schedule, max_grad_norm=0.0):
     """One optimiser step of denoising score matching on the batch ``batches(step)``, with
     the learning rate ``lr_schedule(step)``; the gradients are summed over the lattice's
-    ranks, so every rank takes the same step. Returns its DenoisingMetrics (the loss before
+    ranks (and clipped to ``max_grad_norm`` if > 0), so every rank takes the same step
+    (:func:`~lqcdflow.flows.train.descend`). Returns its DenoisingMetrics (the loss before
     the update); DivergenceError, without updating, if the loss or a gradient is not finite."""
     lr = set_learning_rate(optimizer, lr_schedule(step))
     optimizer.zero_grad()
     loss = denoising_loss(score, *batches(step))
-    loss.backward()
-    allreduce_gradients(score, score.lattice.comm)
-    check_finite(score, loss.item(), step)
-    optimizer.step()
+    descend(score, optimizer, loss, step, score.lattice.comm, max_grad_norm)
     return DenoisingMetrics(step, loss.item(), lr)
 
 

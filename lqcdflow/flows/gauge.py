@@ -36,7 +36,13 @@ components s_1 .. s_n and a rotation t,
     h(x) = wrap((1/n) sum_i g_{s_i}(x) + t),
     h'(x) = (1/n) sum_i e^{s_i} / (cos^2(x/2) + e^{2 s_i} sin^2(x/2)).
 
-Its inverse (:func:`ncp_inverse`) bisects the increasing mixture to the last bit. Every
+Its inverse (:func:`ncp_inverse`) bisects the increasing mixture to the last bit. The other
+circle map (:class:`CircularSplineMap`) is a circular rational-quadratic spline of K bins
+(:mod:`lqcdflow.flows.spline`; D. J. Rezende et al., arXiv:2002.02428) followed by a rotation,
+
+    h(x) = wrap(g(x) + t),   h'(x) = g'(x),
+
+inverted in closed form (Boyda et al., arXiv:2008.05456, use both maps). Every
 operation is one whose bits do not depend on a value's position in memory (see
 :mod:`lqcdflow.flows.layers`), so proposals are bitwise the same on any decomposition.
 """
@@ -49,12 +55,14 @@ import torch
 from torch import nn
 
 from lqcdflow.flows.layers import conditioner
+from lqcdflow.flows.spline import RationalQuadraticSpline
 from lqcdflow.flows.prior import STREAM_FLOW_PRIOR
 from lqcdflow.flows.state import build_flow, spec_attrs
 from lqcdflow.flows.torch_lattice import TorchLattice, sample_sum
 from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.u1 import TWO_PI, U1, wrap
 
+CIRCLE_MAPS = ("ncp", "spline")  # U1FlowSpec.coupling
 # Bisection steps of ncp_inverse: the interval [-pi, pi] halved 64 times is below one ulp.
 _BISECTIONS = 64
 
@@ -148,6 +156,46 @@ def ncp_inverse(y, s, t):
     return wrap((low + high) / 2, torch)
 
 
+class NCPMap:
+    """The NCP mixture of ``components`` components (:func:`ncp`) as the circle map of a
+    coupling: the conditioner's channels are (s_1 .. s_n, t)."""
+
+    def __init__(self, components):
+        self.channels = int(components) + 1
+
+    def forward(self, x, out):
+        """(h(x), log h'(x)) with the parameters ``out`` (batch, channels, *local)."""
+        return ncp(x, out[:, :-1], out[:, -1])
+
+    def inverse(self, y, out):
+        """(x, log h'(x)) with h(x) = y."""
+        x = ncp_inverse(y, out[:, :-1], out[:, -1])
+        return x, ncp(x, out[:, :-1], out[:, -1])[1]
+
+
+class CircularSplineMap:
+    """A circular rational-quadratic spline of ``bins`` bins and a rotation t (module
+    docstring) as the circle map of a coupling: the conditioner's channels are the spline's
+    3K (:class:`~lqcdflow.flows.spline.RationalQuadraticSpline`) and t."""
+
+    def __init__(self, bins):
+        self.bins = int(bins)
+        self.channels = 3 * self.bins + 1
+
+    def _spline(self, out):
+        return RationalQuadraticSpline(torch.movedim(out[:, :-1], 1, -1), self.bins, math.pi,
+                                       circular=True)
+
+    def forward(self, x, out):
+        """(h(x), log h'(x)) with the parameters ``out`` (batch, channels, *local)."""
+        y, log_derivative = self._spline(out).forward(x)
+        return wrap(y + out[:, -1], torch), log_derivative
+
+    def inverse(self, y, out):
+        """(x, log h'(x)) with h(x) = y."""
+        return self._spline(out).inverse(wrap(y - out[:, -1], torch))
+
+
 def line_mask(lattice, nu, residues):
     """1 where the GLOBAL coordinate x_nu mod 4 is in ``residues``, else 0 (float64 tensor of
     the local shape): the same stripes on every decomposition."""
@@ -163,19 +211,22 @@ class U1Coupling(nn.Module):
     Parameters
     ----------
     net : nn.Module
-        (batch, 2, *local) -> (batch, n + 1, *local): cos and sin of the frozen plaquettes
-        (zero elsewhere) to the components s_1 .. s_n and the rotation t.
+        (batch, 2, *local) -> (batch, circle_map.channels, *local): cos and sin of the frozen
+        plaquettes (zero elsewhere) to the parameters of the circle map.
     theory : lqcdflow.theories.u1.U1
         On a TorchLattice: its plaquette angles.
     mu : int
         Direction of the links moved (0 or 1).
     offset : int
         o: the lines x_nu = o (mod 4) move.
+    circle_map : NCPMap or CircularSplineMap
+        h.
     """
 
-    def __init__(self, net, theory, mu, offset):
+    def __init__(self, net, theory, mu, offset, circle_map):
         super().__init__()
         self.net, self.theory, self.mu = net, theory, int(mu)
+        self.circle_map = circle_map
         lattice, nu = theory.lattice.lattice, 1 - int(mu)
         self.sign = 1.0 if self.mu == 0 else -1.0
         # not in the state dict: they depend on the rank's block, the parameters do not
@@ -186,8 +237,7 @@ class U1Coupling(nn.Module):
     def _plaquette_and_parameters(self, theta):
         plaquette = wrap(self.theory.plaquette_angles(theta)[(0, 1)], torch)
         frozen = self.frozen.to(theta.dtype) * plaquette
-        out = self.net(torch.stack([torch.cos(frozen), torch.sin(frozen)], dim=1))
-        return plaquette, out[:, :-1], out[:, -1]
+        return plaquette, self.net(torch.stack([torch.cos(frozen), torch.sin(frozen)], dim=1))
 
     def _move(self, theta, shift):
         """theta_mu(x) + s_mu shift(x), wrapped, on the active links; the others unchanged."""
@@ -202,27 +252,26 @@ class U1Coupling(nn.Module):
 
     def forward(self, theta, logq):
         """(theta, log q(theta)) -> (theta', log q(theta') = log q(theta) - log|J|)."""
-        plaquette, s, t = self._plaquette_and_parameters(theta)
-        new, log_derivative = ncp(plaquette, s, t)
+        plaquette, out = self._plaquette_and_parameters(theta)
+        new, log_derivative = self.circle_map.forward(plaquette, out)
         return (self._move(theta, new - plaquette),
                 logq - self._log_jacobian(log_derivative))
 
     def reverse(self, theta, logq):
         """(theta', log q(theta')) -> (theta, log q(theta) = log q(theta') + log|J|)."""
-        plaquette, s, t = self._plaquette_and_parameters(theta)
-        old = ncp_inverse(plaquette, s, t)
-        _, log_derivative = ncp(old, s, t)
+        plaquette, out = self._plaquette_and_parameters(theta)
+        old, log_derivative = self.circle_map.inverse(plaquette, out)
         return (self._move(theta, old - plaquette),
                 logq + self._log_jacobian(log_derivative))
 
 
-def u1_couplings(theory, n_layers, hidden=(8, 8), kernel_size=3, components=2):
-    """``n_layers`` U1Coupling layers cycling through the 8 masks: mu = k mod 2,
-    offset = (k // 2) mod 4 (the tutorial's arrangement)."""
+def u1_couplings(theory, n_layers, circle_map, hidden=(8, 8), kernel_size=3):
+    """``n_layers`` U1Coupling layers with ``circle_map`` cycling through the 8 masks:
+    mu = k mod 2, offset = (k // 2) mod 4 (the tutorial's arrangement)."""
     lattice = theory.lattice.lattice
     return [U1Coupling(conditioner(lattice, hidden, kernel_size, in_channels=2,
-                                   out_channels=components + 1, final_tanh=False),
-                       theory, k % 2, (k // 2) % 4)
+                                   out_channels=circle_map.channels, final_tanh=False),
+                       theory, k % 2, (k // 2) % 4, circle_map)
             for k in range(n_layers)]
 
 
@@ -242,7 +291,11 @@ class U1FlowSpec:
     seed : int
         Seed of the Haar prior.
     components : int
-        n, the components of each circle map.
+        n, the components of each NCP circle map.
+    coupling : str
+        The circle map: "ncp" (:class:`NCPMap`) or "spline" (:class:`CircularSplineMap`).
+    bins : int
+        K, the bins of each spline.
     """
 
     shape: tuple
@@ -252,8 +305,13 @@ class U1FlowSpec:
     beta: float
     seed: int
     components: int = 2
+    coupling: str = "ncp"
+    bins: int = 8
 
     def __post_init__(self):
+        if self.coupling not in CIRCLE_MAPS:
+            raise ValueError(f"coupling must be one of {', '.join(CIRCLE_MAPS)}, "
+                             f"got {self.coupling!r}")
         if len(self.shape) != 2 or any(n % 4 for n in self.shape):
             raise ValueError(f"gauge-equivariant U(1) flows need a 2D lattice with extents that "
                              f"are multiples of 4 (stripes of period 4), got {list(self.shape)}")
@@ -275,8 +333,10 @@ class U1FlowSpec:
 
     def layers(self, lattice):
         """The coupling layers on ``lattice`` (torch's default initialisation)."""
-        return u1_couplings(self.target(lattice), self.n_layers, tuple(self.hidden),
-                            self.kernel_size, self.components)
+        circle_map = (NCPMap(self.components) if self.coupling == "ncp"
+                      else CircularSplineMap(self.bins))
+        return u1_couplings(self.target(lattice), self.n_layers, circle_map,
+                            tuple(self.hidden), self.kernel_size)
 
     def build(self, lattice, init_seed=0, dtype=torch.float64, device="cpu"):
         """The flow on ``lattice`` (:func:`~lqcdflow.flows.state.build_flow`, Haar prior)."""

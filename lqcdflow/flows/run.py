@@ -150,10 +150,12 @@ def _training_step(config, lattice, model, optimizer, schedule, data):
     keys = config.trained
     if config.sampler.algorithm == "nmcmc":
         target = build.make_model_spec(config).target(lattice)
-        return lambda n: train_step(model, optimizer, target, keys.batch, n, schedule)
+        return lambda n: train_step(model, optimizer, target, keys.batch, n, schedule,
+                                    keys.max_grad_norm)
     data = data.to(next(model.parameters()).device)
     batches = DenoisingBatches(data, lattice, keys.batch, config.run.seed, keys.t_min)
-    return lambda n: denoising_step(model.score, optimizer, batches, n, schedule)
+    return lambda n: denoising_step(model.score, optimizer, batches, n, schedule,
+                                    keys.max_grad_norm)
 
 
 def _describe(config, model):

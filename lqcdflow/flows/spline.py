@@ -21,6 +21,11 @@ The conditioner gives 3K - 1 channels per site, theta = (W_1..W_K, H_1..H_K, D_1
 
 so theta = 0 is the identity map (equal bins, unit slopes). Mirroring, -g(-x; R theta) =
 g(x; theta), reverses the order of the bins: R reverses W, H and D.
+
+Circular splines (D. J. Rezende et al., arXiv:2002.02428) map the circle [-pi, pi) to itself:
+B = pi, no identity outside, and the end derivatives are one free parameter, d_K = d_0, so that
+g is continuously differentiable across -pi = pi. Their conditioner gives 3K channels,
+theta = (W_1..W_K, H_1..H_K, D_0..D_{K-1}).
 """
 
 import math
@@ -56,10 +61,13 @@ def _knots(raw, bound):
     return bound * (2 * knots - 1)
 
 
-def _derivatives(raw):
-    """Knot derivatives (..., K + 1): 1 at both ends, positive in between."""
-    inner = _EPS + (1 - _EPS) * softplus(raw) / math.log(2)
-    return F.pad(inner, (1, 1), value=1.0)
+def _derivatives(raw, circular):
+    """Knot derivatives (..., K + 1), positive: from raw (..., K - 1) with 1 at both ends, or
+    (circular) from raw (..., K) with d_K = d_0."""
+    free = _EPS + (1 - _EPS) * softplus(raw) / math.log(2)
+    if circular:
+        return torch.cat([free, free[..., :1]], dim=-1)
+    return F.pad(free, (1, 1), value=1.0)
 
 
 def _gather(values, index):
@@ -72,18 +80,26 @@ class RationalQuadraticSpline:
     Parameters
     ----------
     theta : Tensor
-        Shape (..., 3K - 1).
+        Shape (..., 3K - 1), or (..., 3K) if circular.
     bins : int
         K.
     bound : float
-        B.
+        B (pi if circular).
+    circular : bool
+        A map of the circle [-B, B) (every x inside, d_K = d_0).
     """
 
-    def __init__(self, theta, bins, bound):
-        self.bound = bound
+    def __init__(self, theta, bins, bound, circular=False):
+        self.bound, self.circular = bound, circular
         self.xs = _knots(theta[..., :bins], bound)
         self.ys = _knots(theta[..., bins:2 * bins], bound)
-        self.ds = _derivatives(theta[..., 2 * bins:])
+        self.ds = _derivatives(theta[..., 2 * bins:], circular)
+
+    def _inside(self, value):
+        """Where the spline applies: everywhere on the circle, else in (-B, B)."""
+        if self.circular:
+            return torch.ones_like(value, dtype=torch.bool)
+        return (value > -self.bound) & (value < self.bound)
 
     def _bin(self, knots, value):
         """Bin parameters (x_k, w_k, y_k, h_k, d_k, d_{k+1}) of the bin holding ``value``."""
@@ -103,7 +119,7 @@ class RationalQuadraticSpline:
 
     def forward(self, x):
         """(g(x), log g'(x))."""
-        inside = (x > -self.bound) & (x < self.bound)
+        inside = self._inside(x)
         xc = x.clamp(-self.bound, self.bound)
         x0, w, y0, h, d0, d1 = self._bin(self.xs, xc)
         s = h / w
@@ -115,7 +131,7 @@ class RationalQuadraticSpline:
 
     def inverse(self, y):
         """(g^{-1}(y), log g'(g^{-1}(y)))."""
-        inside = (y > -self.bound) & (y < self.bound)
+        inside = self._inside(y)
         yc = y.clamp(-self.bound, self.bound)
         x0, w, y0, h, d0, d1 = self._bin(self.ys, yc)
         s = h / w

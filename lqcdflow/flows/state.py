@@ -23,7 +23,7 @@ asked for (``convert_dtype``): training continued in another precision would not
 run it came from, while a trained flow may well be sampled from in another one.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import h5py
 import numpy as np
@@ -55,7 +55,8 @@ class FlowSpec:
         Hidden channels of each conditioner.
     kernel_size : int
     m2, lam : float
-        Standard-form couplings of the target action.
+        Couplings of the target action: (m^2, lambda) of the standard form, or with
+        ``form = "hopping"`` m2 None and lam the hopping form's lambda (with ``kappa``).
     seed : int
         Seed of the Gaussian prior.
     coupling : str
@@ -65,6 +66,11 @@ class FlowSpec:
         Bins K and interval [-B, B] of the spline couplings.
     z2 : bool
         Z2-equivariant layers (:class:`~lqcdflow.flows.layers.Coupling`).
+    form : str
+        "standard" or "hopping" (:mod:`lqcdflow.theories.phi4`): the flow samples the field of
+        that form, phi_hop = phi_std / sqrt(kappa).
+    kappa : float or None
+        The hopping parameter (``form = "hopping"``; None in the standard form).
     """
 
     shape: tuple
@@ -78,11 +84,19 @@ class FlowSpec:
     bins: int = 8
     bound: float = 5.0
     z2: bool = False
+    form: str = "standard"
+    kappa: float = None
 
     def __post_init__(self):
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {', '.join(COUPLINGS)}, "
                              f"got {self.coupling!r}")
+        used = {"standard": "m2", "hopping": "kappa"}.get(self.form)
+        if used is None:
+            raise ValueError(f"form must be 'standard' or 'hopping', got {self.form!r}")
+        unused = "kappa" if used == "m2" else "m2"
+        if getattr(self, used) is None or getattr(self, unused) is not None:
+            raise ValueError(f"the {self.form} form needs {used} and no {unused}")
 
     def memory_needed(self, local_volume, batch, itemsize, training):
         """Bytes per rank a batch of ``batch`` through the flow needs at least, with
@@ -114,8 +128,9 @@ class FlowSpec:
         return spec_attrs(self)
 
     def theory(self, lattice):
-        """The target theory on ``lattice`` (:func:`standard_phi4`)."""
-        return standard_phi4(lattice, self.m2, self.lam)
+        """The target phi^4 theory, of the spec's form, on ``lattice``."""
+        return Phi4(lattice, Phi4Couplings.of_form(self.form, self.kappa, self.m2, self.lam,
+                                                   lattice.ndim))
 
     def target(self, lattice):
         """The target theory on ``TorchLattice(lattice)``: S = ``target.action(phi)`` per
@@ -143,9 +158,30 @@ def standard_phi4(lattice, m2, lam):
 
 
 def spec_attrs(spec):
-    """A model's spec (a dataclass) as HDF5 attribute values, tuples as int64 arrays."""
-    return {key: np.asarray(value, dtype=np.int64) if isinstance(value, tuple) else value
-            for key, value in asdict(spec).items()}
+    """A model's spec (a dataclass) as HDF5 attribute values (:func:`_attr_value`)."""
+    return {key: _attr_value(value) for key, value in asdict(spec).items()}
+
+
+def _attr_value(value):
+    """A spec field's value as an HDF5 attribute: a tuple as an int64 array, None as "" (as in
+    the run attributes of an ensemble)."""
+    if isinstance(value, tuple):
+        return np.asarray(value, dtype=np.int64)
+    return "" if value is None else value
+
+
+def _stored_spec(f, spec):
+    """The spec attributes of an open state file; a field added to the spec after the file
+    was written reads as its default (what files written before it meant)."""
+    defaults = {field.name: _attr_value(field.default) for field in fields(spec)
+                if field.default is not MISSING}
+    return {key: f.attrs[key] if key in f.attrs else defaults[key] for key in spec.attrs()}
+
+
+def _shown(value):
+    """An attribute value as an error message shows it ("" of None as "none")."""
+    value = np.asarray(value).tolist()
+    return "none" if value == "" else value
 
 
 def _single_group(optimizer):
@@ -217,9 +253,8 @@ def _read(path, spec):
         if not flow_states.intact(f):
             raise ValueError(f"flow state {path} is damaged (checksum mismatch); lqcdflow info "
                              "tells more")
-        stored = {key: f.attrs[key] for key in spec.attrs()}
-        wrong = [f"{key}: file {np.asarray(stored[key]).tolist()}, "
-                 f"expected {np.asarray(value).tolist()}"
+        stored = _stored_spec(f, spec)
+        wrong = [f"{key}: file {_shown(stored[key])}, expected {_shown(value)}"
                  for key, value in spec.attrs().items()
                  if not np.array_equal(np.asarray(stored[key]), np.asarray(value))]
         if wrong:

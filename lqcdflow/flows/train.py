@@ -104,7 +104,7 @@ def ess_fraction(log_weights):
                     - torch.logsumexp(2 * lw, 0).item()) / lw.numel()
 
 
-def train_step(flow, optimizer, target, batch, step, lr_schedule):
+def train_step(flow, optimizer, target, batch, step, lr_schedule, max_grad_norm=0.0):
     """One reverse-KL Adam step on draw ``step``; collective over the lattice's ranks.
 
     Parameters
@@ -120,6 +120,8 @@ def train_step(flow, optimizer, target, batch, step, lr_schedule):
         Step number, also the prior's draw number.
     lr_schedule : callable
         step -> learning rate, e.g. :func:`cosine_lr`.
+    max_grad_norm : float
+        Clip the gradient to this norm before the step (:func:`descend`); 0: no clipping.
 
     Returns
     -------
@@ -132,12 +134,29 @@ def train_step(flow, optimizer, target, batch, step, lr_schedule):
     phi, logq = flow.sample(batch, step)
     action = target.action(phi)
     loss = (logq + action).mean()
-    loss.backward()
-    allreduce_gradients(flow, target.lattice.comm)
-    check_finite(flow, loss.item(), step)
-    optimizer.step()
+    descend(flow, optimizer, loss, step, target.lattice.comm, max_grad_norm)
     log_weights = -(action + logq).detach().to(device="cpu", dtype=torch.float64)
     return TrainMetrics(step, loss.item(), ess_fraction(log_weights), lr, log_weights)
+
+
+def descend(model, optimizer, loss, step, comm, max_grad_norm=0.0):
+    """The optimiser step of a model partitioned over the ranks of ``comm`` on ``loss``.
+
+    The gradient g is summed over the ranks (:func:`allreduce_gradients`), checked
+    (:func:`check_finite`) and, with ``max_grad_norm`` c > 0, scaled to at most norm c,
+
+        g <- g min(1, c / |g|),  |g| = (sum over all parameters of g^2)^(1/2),
+
+    which keeps a rare batch of huge weights (a flow at strong coupling meets them: its
+    log q + S spans tens of units) from throwing Adam's moments off; every rank clips the same
+    summed gradient, so the parameters stay identical.
+    """
+    loss.backward()
+    allreduce_gradients(model, comm)
+    check_finite(model, loss.item(), step)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
 
 
 def set_learning_rate(optimizer, lr):
@@ -159,7 +178,7 @@ def check_finite(model, loss, step):
                               "file keeps the last saved step")
 
 
-def train(flow, optimizer, target, batch, steps, lr_schedule, start=0):
+def train(flow, optimizer, target, batch, steps, lr_schedule, start=0, max_grad_norm=0.0):
     """Steps ``start`` .. ``start + steps - 1`` of :func:`train_step`; returns their metrics."""
-    return [train_step(flow, optimizer, target, batch, n, lr_schedule)
+    return [train_step(flow, optimizer, target, batch, n, lr_schedule, max_grad_norm)
             for n in range(start, start + steps)]

@@ -73,6 +73,11 @@ class Phi4Couplings:
     def standard(cls, m2, lam, ndim):
         return cls(2.0, 2.0 * ndim + m2, lam, 0.0)
 
+    @classmethod
+    def of_form(cls, form, kappa, m2, lam, ndim):
+        """The couplings of ``form`` ("hopping": kappa, lambda; "standard": m2, lambda)."""
+        return cls.hopping(kappa, lam) if form == "hopping" else cls.standard(m2, lam, ndim)
+
 
 OBSERVABLES = (
     Observable("action", (), "S, the action"),
@@ -273,11 +278,8 @@ def check(values, given, ndim):
 
 def make(settings, lattice):
     """The Phi4 theory of the [theory] settings on ``lattice``."""
-    if settings.form == "hopping":
-        couplings = Phi4Couplings.hopping(settings.kappa, settings.lambda_)
-    else:
-        couplings = Phi4Couplings.standard(settings.m2, settings.lambda_, lattice.ndim)
-    return Phi4(lattice, couplings)
+    return Phi4(lattice, Phi4Couplings.of_form(settings.form, settings.kappa, settings.m2,
+                                               settings.lambda_, lattice.ndim))
 
 
 # ---------------------------------------------------------------------- analysis

@@ -6,7 +6,7 @@ from lqcdflow.backend import make_backend
 from lqcdflow.config import ConfigError
 from lqcdflow.kernels.select import md_kernels
 from lqcdflow.mc.hmc import HMC, initial_state
-from lqcdflow.mc.integrators import SCHEMES, levels_of
+from lqcdflow.mc.integrators import SCHEMES
 from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
 
@@ -35,12 +35,12 @@ def make_hmc(config, theory):
     """HMC of the [sampler] settings; ``n_steps`` as a list nests one level per force term of
     the theory (ConfigError if their numbers differ)."""
     sampler = config.sampler
+    kernels = make_kernels(config, theory)
     try:
-        levels = levels_of(theory, make_scheme(config), sampler.n_steps)
+        return HMC.of(theory, make_scheme(config), sampler.n_steps, sampler.trajectory_length,
+                      CounterRNG(config.run.seed), kernels)
     except ValueError as e:
         raise ConfigError(f"[sampler] n_steps = {sampler.n_steps}: {e}") from None
-    return HMC(theory, levels, sampler.trajectory_length, CounterRNG(config.run.seed),
-               make_kernels(config, theory))
 
 
 def make_kernels(config, theory):

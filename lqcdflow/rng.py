@@ -100,6 +100,12 @@ def log_exact(x, xp=np):
     return e.astype(np.float64) * _LN2 + 2.0 * t * series
 
 
+def check_draw(draw):
+    """ValueError unless ``draw`` fits the counter's draw word, [0, 2^32)."""
+    if not 0 <= draw < 2**32:
+        raise ValueError(f"draw number must be in [0, 2^32), got {draw}")
+
+
 @dataclass(frozen=True)
 class CounterRNG:
     """Random numbers as pure functions of (seed, global site, draw, stream).
@@ -122,8 +128,7 @@ class CounterRNG:
 
     def words(self, sites, draw, stream, attempt=0, xp=np):
         """The four Philox output words for each global site index in ``sites`` (uint64)."""
-        if not 0 <= draw < 2**32:
-            raise ValueError(f"draw number must be in [0, 2^32), got {draw}")
+        check_draw(draw)
         sites = xp.asarray(sites, dtype=xp.uint64)
         counter = (sites & _MASK32, sites >> np.uint64(32), draw, (stream << 24) | attempt)
         return philox4x32(counter, self.key, xp)

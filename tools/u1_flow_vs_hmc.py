@@ -9,7 +9,7 @@ Usage
         [--layers 16] [--hidden 8 8] [--kernel-size 3] [--coupling ncp|spline]
         [--components 2] [--bins 8] [--batch 64]
         [--steps 1000 [1000]] [--lr 1e-3] [--warm-start [beta] [size]] [--warm-lr LR]
-        [--max-grad-norm 0]
+        [--max-grad-norm 0] [--save-states DIR | --states DIR JSON]
         [--n-flow 20000 [20000]] [--sample-batch 1000]
         [--hmc-trajectories 20000] [--hmc-acceptance 0.9] [--hmc-tune 200] [--seed 1]
         [--json out.json]
@@ -30,6 +30,9 @@ training time of every flow it descends from is then counted too, and its learni
 ``--max-grad-norm`` c > 0 clips each step's gradient to norm c
 (:func:`lqcdflow.flows.train.descend`): at beta >= 5 rare batches of huge weights otherwise
 throw the flow back (KL 10.8 -> 26 within 200 steps at beta = 5).
+``--save-states DIR`` writes every trained flow (lqcdflow.flows.save_state) into DIR, and a
+later run with ``--states DIR JSON`` samples those flows, with the training figures of that
+run's JSON, instead of training: longer chains of the same flows.
 Then an independence-Metropolis chain (:func:`lqcdflow.flows.nmcmc`) of ``--n-flow``
 proposals (per size, like ``--steps``) records Q, the plaquette, the acceptance and the ESS
 per proposal.
@@ -64,7 +67,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from lqcdflow.flows import cosine_lr, nmcmc, train
+from lqcdflow.flows import cosine_lr, load_state, nmcmc, save_state, train
 from lqcdflow.flows.gauge import U1FlowSpec
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import omelyan2
@@ -101,6 +104,10 @@ def parse_args(argv=None):
     p.add_argument("--warm-lr", type=float, help="lr of warm-started flows (default: --lr)")
     p.add_argument("--max-grad-norm", type=float, default=0.0,
                    help="clip each gradient to this norm (0: no clipping)")
+    p.add_argument("--save-states", help="write each trained flow into this directory")
+    p.add_argument("--states", nargs=2, metavar=("DIR", "JSON"),
+                   help="sample the flows --save-states wrote into DIR instead of training, "
+                   "with the training figures of JSON, that run's --json")
     p.add_argument("--n-flow", type=int, nargs="+", default=[20000],
                    help="flow MCMC proposals, one number per size or one for all")
     p.add_argument("--sample-batch", type=int, default=1000)
@@ -130,8 +137,54 @@ def q_figures(q, plaquette, L, beta, seconds):
     return {"n": len(q), **values, "cost_s": seconds * 2 * values["tau_int_Q"] / len(q)}
 
 
+def state_path(directory, L, beta):
+    return Path(directory) / f"u1_L{L}_beta{beta:g}.flow.h5"
+
+
+def train_flow(args, spec, lattice, log_z, previous, say):
+    """Train ``spec``'s flow from scratch or from ``previous`` = (parameters, training
+    seconds); returns (flow, {train_s, kl, steps, lr, warm_started})."""
+    L = spec.shape[0]
+    flow = spec.build(lattice, init_seed=args.seed)
+    steps = args.steps[min(args.sizes.index(L), len(args.steps) - 1)]
+    train_s = 0.0
+    if previous is not None:
+        flow.load_state_dict(previous[0])
+        train_s = previous[1]
+    lr = args.lr if previous is None else (args.warm_lr or args.lr)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    schedule = cosine_lr(lr, steps)
+    start = time.process_time()
+    for first in range(0, steps, PROGRESS_EVERY):
+        count = min(PROGRESS_EVERY, steps - first)
+        metrics = train(flow, optimizer, spec.target(lattice), args.batch, count,
+                        schedule, start=first, max_grad_norm=args.max_grad_norm)
+        say(f"  L={L} beta={spec.beta} step {first + count}: KL(q|p) "
+            f"{np.mean([m.loss for m in metrics]) + log_z:.3f} ESS/N "
+            f"{np.mean([m.ess for m in metrics]):.3f}")
+    train_s += time.process_time() - start
+    if args.save_states:
+        save_state(state_path(args.save_states, L, spec.beta), flow, optimizer, steps, spec,
+                   MPI.COMM_SELF)
+    return flow, {"train_s": train_s, "kl": float(np.mean([m.loss for m in metrics])) + log_z,
+                  "steps": steps, "lr": lr, "warm_started": previous is not None}
+
+
+def saved_flow(args, spec, lattice):
+    """The flow ``--states`` holds for ``spec`` and its training figures (those of the row of
+    the run that saved it, in ``--states``'s JSON)."""
+    directory, rows = args.states
+    L = spec.shape[0]
+    row = next(r for r in json.loads(Path(rows).read_text())
+               if r["method"] == "flow" and r["L"] == L and r["beta"] == spec.beta)
+    flow = spec.build(lattice, init_seed=args.seed)
+    load_state(state_path(directory, L, spec.beta), flow, torch.optim.Adam(flow.parameters()),
+               spec, MPI.COMM_SELF)
+    return flow, {key: row[key] for key in ("train_s", "kl", "steps", "lr", "warm_started")}
+
+
 def flow_rows(args, say):
-    """Train and sample a flow for every (L, beta)."""
+    """Train (or load) and sample a flow for every (L, beta)."""
     rows, trained = [], {}
     for L in args.sizes:
         lattice = Lattice((L, L), comm=MPI.COMM_SELF)
@@ -140,48 +193,31 @@ def flow_rows(args, say):
             log_z = log_partition(beta, L * L)
             spec = U1FlowSpec((L, L), args.layers, tuple(args.hidden), args.kernel_size, beta,
                               args.seed, args.components, args.coupling, args.bins)
-            flow = spec.build(lattice, init_seed=args.seed)
-            previous = next((trained[key] for mode, key in
-                             (("size", beta), ("beta", (L, previous_beta)))
-                             if mode in args.warm_start and key in trained), None)
-            steps = args.steps[min(args.sizes.index(L), len(args.steps) - 1)]
-            train_s = 0.0
-            if previous is not None:
-                flow.load_state_dict(previous[0])
-                train_s = previous[1]
-            lr = args.lr if previous is None else (args.warm_lr or args.lr)
-            optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-            schedule = cosine_lr(lr, steps)
-            start = time.process_time()
-            for first in range(0, steps, PROGRESS_EVERY):
-                count = min(PROGRESS_EVERY, steps - first)
-                metrics = train(flow, optimizer, spec.target(lattice), args.batch, count,
-                                schedule, start=first, max_grad_norm=args.max_grad_norm)
-                say(f"  L={L} beta={beta} step {first + count}: KL(q|p) "
-                    f"{np.mean([m.loss for m in metrics]) + log_z:.3f} ESS/N "
-                    f"{np.mean([m.ess for m in metrics]):.3f}")
-            train_s += time.process_time() - start
-            trained[beta] = trained[(L, beta)] = (flow.state_dict(), train_s)
+            if args.states:
+                flow, training = saved_flow(args, spec, lattice)
+            else:
+                previous = next((trained[key] for mode, key in
+                                 (("size", beta), ("beta", (L, previous_beta)))
+                                 if mode in args.warm_start and key in trained), None)
+                flow, training = train_flow(args, spec, lattice, log_z, previous, say)
+            trained[beta] = trained[(L, beta)] = (flow.state_dict(), training["train_s"])
             previous_beta = beta
             start = time.process_time()
             n_flow = args.n_flow[min(args.sizes.index(L), len(args.n_flow) - 1)]
             with torch.no_grad():
                 result, _ = nmcmc(flow, spec.theory(lattice), spec.target(lattice), n_flow,
-                                  args.sample_batch, args.seed, draw=steps)
+                                  args.sample_batch, args.seed, draw=training["steps"])
             sample_s = time.process_time() - start
             values = q_figures(result.observables["topological_charge"],
                                result.observables["plaquette"], L, beta, sample_s)
-            rows.append({"method": "flow", "L": L, "beta": beta, **values,
-                         "cost_with_training_s": values["cost_s"] * (train_s + sample_s)
-                         / sample_s,
-                         "train_s": train_s, "sample_s": sample_s,
+            rows.append({"method": "flow", "L": L, "beta": beta, **values, **training,
+                         "cost_with_training_s": values["cost_s"]
+                         * (training["train_s"] + sample_s) / sample_s,
+                         "sample_s": sample_s,
                          "acceptance": result.acceptance, "ess": result.ess,
-                         "kl": float(np.mean([m.loss for m in metrics])) + log_z,
                          "layers": args.layers, "coupling": args.coupling,
                          "components": args.components, "bins": args.bins,
-                         "steps": steps, "batch": args.batch, "lr": lr,
-                         "max_grad_norm": args.max_grad_norm,
-                         "warm_started": previous is not None})
+                         "batch": args.batch, "max_grad_norm": args.max_grad_norm})
             say(format_table(rows[-1:]).splitlines()[-1])
     return rows
 

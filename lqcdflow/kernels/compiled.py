@@ -16,7 +16,7 @@ import numpy as np
 
 from lqcdflow.kernels import rng_numba
 from lqcdflow.mc.integrators import trajectory_updates
-from lqcdflow.rng import STREAM_MOMENTA
+from lqcdflow.rng import STREAM_MOMENTA, check_draw
 from lqcdflow.theories.base import Theory
 
 
@@ -59,8 +59,7 @@ class CompiledMD:
     def momenta(self, rng, draw):
         """Theory.momenta(rng, draw): P ~ N(0, 1) per degree of freedom from the counter RNG,
         the same bits, drawn by rng_numba.normal."""
-        if not 0 <= draw < 2**32:
-            raise ValueError(f"draw number must be in [0, 2^32), got {draw}")
+        check_draw(draw)
         numba.set_num_threads(self.threads)
         out = np.empty(self._dofs.size)
         key = (np.uint64(word) for word in rng.key)

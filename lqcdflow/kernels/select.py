@@ -40,8 +40,12 @@ class ArrayKernels:
 
 def unavailable(theory):
     """Why ``theory`` has no compiled kernels here (a sentence), or None if it has."""
-    module = getattr(theory, "compiled_kernels", None)
-    if module is None:
+    return _missing(theory) or _module_says(theory)
+
+
+def _missing(theory):
+    """Why no compiled kernels can run ``theory`` at all, without importing them, or None."""
+    if getattr(theory, "compiled_kernels", None) is None:
         return f"{type(theory).__name__} has no compiled kernels (yet)"
     if theory.lattice.backend.on_gpu:
         return "the compiled kernels run on CPUs ([run] backend = 'numpy')"
@@ -49,20 +53,29 @@ def unavailable(theory):
         importlib.import_module("numba")
     except ImportError:
         return "numba is not installed (pip install numba, or bash tools/setup.sh)"
-    check = getattr(importlib.import_module(module), "unavailable", None)
+    return None
+
+
+def _module_says(theory):
+    """What the kernels' module's own ``unavailable(theory)`` says (None if it has none)."""
+    check = getattr(importlib.import_module(theory.compiled_kernels), "unavailable", None)
     return check(theory) if check else None
 
 
 def md_kernels(theory, kernels="auto"):
     """The molecular-dynamics kernels of ``theory`` for the ``kernels`` setting (module
-    docstring). Raises ValueError (one line) for "compiled" where there are none."""
+    docstring). Raises ValueError (one line) for "compiled" where there are none.
+
+    "auto" asks the module's ``faster`` before its own ``unavailable``, whose checks may cost
+    start-up time (U(1) compiles a sine to compare with NumPy's).
+    """
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     threads = 1
     if kernels != "numpy" and getattr(theory, "compiled_kernels", None):
         threads = threads_for(theory.lattice)
         _size_thread_pool(threads)
-    why = None if kernels == "numpy" else unavailable(theory)
+    why = None if kernels == "numpy" else _missing(theory)
     if kernels == "numpy" or (kernels == "auto" and why):
         return ArrayKernels(theory)
     if why:
@@ -70,6 +83,11 @@ def md_kernels(theory, kernels="auto"):
     module = importlib.import_module(theory.compiled_kernels)
     if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
         return ArrayKernels(theory)
+    why = _module_says(theory)
+    if why and kernels == "auto":
+        return ArrayKernels(theory)
+    if why:
+        raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
     return module.make(theory, threads)
 
 

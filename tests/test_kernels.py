@@ -3,6 +3,7 @@ the array path for phi^4 and U(1) on every process grid, dtype and integrator (n
 included), whole chains through `lqcdflow run` (HMC and Langevin, on other rank counts), and
 one-line errors where there are none."""
 
+import os
 import re
 import sys
 
@@ -131,3 +132,26 @@ def test_compiled_kernels_where_there_are_none_is_a_one_line_error(tmp_path, tex
                                                                     message):
     run = write_run_file(tmp_path / "bad.toml", **({"text": text} if text else {}), **replace)
     one_line_error(lqcdflow(["run", str(run)]), message)
+
+
+def test_the_kernel_cache_is_keyed_by_every_source_they_compile_from(tmp_path, monkeypatch):
+    """Numba checks a cached function against its own file only; lqcdflow.kernels.jit keys the
+    cache directory by all the kernel sources and lqcdflow.rng, so a change in any of them (a
+    callee in another module, a constant) starts a fresh cache instead of running stale
+    machine code."""
+    from lqcdflow.kernels import compiled, jit, phi4_numba, u1_numba
+
+    kernels = [phi4_numba._momentum_update, phi4_numba._trajectory, compiled.field_update,
+               rng_numba.normal, u1_numba._momentum_update, u1_numba._sines]
+    # (Numba adds a subdirectory of the source's directory)
+    assert all(k._cache._cache_path.startswith(jit.CACHE_DIR + os.sep) for k in kernels)
+    assert jit.SOURCES[-1].name == "rng.py" and len(jit.SOURCES) > 5
+    copies = []
+    for path in jit.SOURCES:
+        copies.append(tmp_path / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    monkeypatch.setattr(jit, "SOURCES", tuple(copies))
+    assert jit._cache_dir() == jit.CACHE_DIR
+    copies[-1].write_bytes(copies[-1].read_bytes() + b"\n")  # e.g. rng.py's constants changed
+    changed = jit._cache_dir()
+    assert changed != jit.CACHE_DIR and changed.rsplit("-", 1)[0] == jit.CACHE_DIR.rsplit("-", 1)[0]

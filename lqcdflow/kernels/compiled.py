@@ -15,12 +15,13 @@ import numba
 import numpy as np
 
 from lqcdflow.kernels import rng_numba
+from lqcdflow.kernels.jit import kernel
 from lqcdflow.mc.integrators import trajectory_updates
 from lqcdflow.rng import STREAM_MOMENTA, check_draw
 from lqcdflow.theories.base import Theory
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def field_update(field, pi, c):
     """Q(c): U <- U + pi c on flat fields, in place (fields in a vector space or angles;
     the array path's axpy(field, c, pi))."""
@@ -73,6 +74,8 @@ class CompiledMD:
         if not (field.flags.c_contiguous and pi.flags.c_contiguous):
             raise ValueError("integrate updates the field and pi in place: they must be "
                              "C-contiguous")
+        # also starts Numba's threads: a kernel loaded from the cache that calls parallel
+        # ones (phi^4's trajectory) crashes when they run before any thread was started
         numba.set_num_threads(self.threads)
         self.run(field, pi, *self._updates(levels, trajectory_length, field.dtype))
 

@@ -23,11 +23,12 @@ import numba
 import numpy as np
 
 from lqcdflow.kernels.compiled import CompiledMD, field_update
+from lqcdflow.kernels.jit import kernel
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
                      minus_c):
     """P(c) of force term ``term`` (module docstring) on the flat local fields, in place.
@@ -120,7 +121,7 @@ def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c
                 mu -= 1
 
 
-@numba.njit(cache=True)
+@kernel()
 def _trajectory(phi, pi, kinds, terms, coefficients, shape, minus_h, four_c4, two_c2):
     """A whole trajectory without split directions: update k is P(coefficients[k]) of force
     term terms[k] where kinds[k] == 0, else Q(coefficients[k])."""

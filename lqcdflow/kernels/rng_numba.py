@@ -13,6 +13,7 @@ import math
 import numba
 import numpy as np
 
+from lqcdflow.kernels.jit import kernel
 from lqcdflow.rng import _LN2, _PHILOX_M, _PHILOX_W, _ROUNDS, _MAX_ATTEMPTS as MAX_ATTEMPTS
 
 _MASK = np.uint64(0xFFFFFFFF)
@@ -24,7 +25,7 @@ _MAX_ATTEMPTS = np.uint64(MAX_ATTEMPTS)
 _RECIPROCALS = np.array([1.0 / (2 * k + 1) for k in range(12)])
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(inline="always")
 def _philox(c0, c1, c2, c3, k0, k1):
     """lqcdflow.rng.philox4x32 of one counter (uint64 words < 2^32)."""
     for r in range(_ROUNDS):
@@ -37,14 +38,14 @@ def _philox(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(inline="always")
 def _uniform(a, b):
     """lqcdflow.rng.uniform_from_words of one pair."""
     k = ((a >> _6) << _26) | (b >> _6)
     return (np.float64(k) + 0.5) * 2.0**-52
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(inline="always")
 def _log(x):
     """lqcdflow.rng.log_exact of one positive number."""
     m, e = math.frexp(x)
@@ -60,7 +61,7 @@ def _log(x):
     return np.float64(e) * _LN2 + 2.0 * t * series
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def normal(sites, draw, stream, k0, k1, out):
     """out[i] = CounterRNG(seed).normal at global site index sites[i] (uint64), draw ``draw``,
     stream ``stream``; (k0, k1) the key words (uint64). NaN where 2^24 attempts all failed

@@ -30,13 +30,14 @@ import numba
 import numpy as np
 
 from lqcdflow.kernels.compiled import CompiledMD
+from lqcdflow.kernels.jit import kernel
 
 # The sites are cut into this many blocks for the threads (a parallel loop over single sites
 # schedules too finely: it ran 2.4x slower than a serial one on one thread).
 BLOCKS = 64
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _plaquette_sines(theta, halo, up, sines):
     """Pass 1 (module docstring): sines[i * P + p] = s_p(x_i), p the planes in order; up[mu, i]
     is the site x_i + mu (>= V: site - V of ``halo``). Plane by plane over a block of sites, so
@@ -57,7 +58,7 @@ def _plaquette_sines(theta, halo, up, sines):
                 p += 1
 
 
-@numba.njit(cache=True, parallel=True)
+@kernel(parallel=True)
 def _momentum_update(sines, halo, down, pi, beta, minus_c):
     """Pass 2 (module docstring): pi <- pi + (f beta) (-c), f from the sines at x and x - nu;
     down[mu, i] is the site x_i - mu (>= V: site - V of ``halo``). Plane by plane over a block
@@ -87,7 +88,7 @@ def _momentum_update(sines, halo, down, pi, beta, minus_c):
                 pi[i * ndim + mu] = pi[i * ndim + mu] + (f_mu[i - first] * beta) * minus_c
 
 
-@numba.njit(cache=True)
+@kernel()
 def _sines(angles):
     out = np.empty_like(angles)
     for i in range(angles.size):

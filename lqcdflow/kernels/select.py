@@ -71,19 +71,18 @@ def md_kernels(theory, kernels="auto"):
     """
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    if kernels == "numpy":
+        return ArrayKernels(theory)
     threads = 1
-    if kernels != "numpy" and getattr(theory, "compiled_kernels", None):
+    if getattr(theory, "compiled_kernels", None):
         threads = threads_for(theory.lattice)
         _size_thread_pool(threads)
-    why = None if kernels == "numpy" else _missing(theory)
-    if kernels == "numpy" or (kernels == "auto" and why):
-        return ArrayKernels(theory)
-    if why:
-        raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
-    module = importlib.import_module(theory.compiled_kernels)
-    if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
-        return ArrayKernels(theory)
-    why = _module_says(theory)
+    why = _missing(theory)
+    if not why:
+        module = importlib.import_module(theory.compiled_kernels)
+        if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
+            return ArrayKernels(theory)
+        why = _module_says(theory)
     if why and kernels == "auto":
         return ArrayKernels(theory)
     if why:

@@ -39,8 +39,6 @@ TRAINED_ALGORITHMS = {"nmcmc": "flow", "diffusion": "diffusion"}
 # [flow] keys of one coupling or schedule only.
 FLOW_ONLY = {"bins": ("coupling", "spline"), "bound": ("coupling", "spline"),
              "components": ("coupling", "ncp"), "lr_min": ("schedule", "cosine")}
-# The [flow] couplings of each theory flows sample, the default first; "z2" is phi^4's only.
-FLOW_COUPLINGS = {"phi4": ("spline", "affine"), "u1": ("ncp", "spline")}
 # Training step n draws its batch from the flow prior's draw number n (0 .. steps - 1); flow
 # sampling draws its proposals from the last draw number, which training never reaches.
 SAMPLING_DRAW = 2**32 - 1
@@ -260,6 +258,7 @@ def validate(raw):
     if not config["checkpoint"]["directory"].strip():
         # each output file gets its own checkpoints, so that runs never mix by accident
         config["checkpoint"]["directory"] = stem + ".checkpoints"
+    _check_algorithm(config)
     algorithm = config["sampler"]["algorithm"]
     for trained, section in TRAINED_ALGORITHMS.items():
         if algorithm == trained:
@@ -272,7 +271,6 @@ def validate(raw):
                               f"'{trained}'")
         else:
             del config[section]
-    _check_algorithm(config)
     keys = {**SCHEMA, "theory": _theory_keys(raw.get("theory"))}
     return Settings(**{section: _section(section, keys[section], values)
                        for section, values in config.items()})
@@ -341,12 +339,7 @@ def _check_trained(section, algorithm, values, given, theory, shape):
     phi^4 in either form (affine or spline couplings) or of 2D U(1) (ncp couplings, the
     extents multiples of 4: the masks' stripes), diffusion models of phi^4 in the standard
     form."""
-    name = theory["name"]
-    if name not in FLOW_COUPLINGS or (section == "diffusion" and name != "phi4"):
-        models = "flows sample phi^4 and U(1)" if section == "flow" else \
-            "diffusion models sample phi^4"
-        raise ConfigError(f"[theory] name = '{name}' cannot be used with algorithm = "
-                          f"'{algorithm}': {models} (so far)")
+    name = theory["name"]  # a theory with the algorithm in its ALGORITHMS (_check_algorithm)
     if section == "diffusion" and theory["form"] != "standard":
         raise ConfigError(f"[theory] form = '{theory['form']}' cannot be used with algorithm = "
                           f"'{algorithm}': diffusion models sample the standard form (m2, "
@@ -370,7 +363,7 @@ def _check_trained(section, algorithm, values, given, theory, shape):
 
 def _check_coupling(values, given, name):
     """[flow] coupling: one of the theory's (its default if not given); z2 for phi^4 only."""
-    allowed = FLOW_COUPLINGS[name]
+    allowed = theories.module(name).FLOW_COUPLINGS
     if "coupling" not in given:
         values["coupling"] = allowed[0]
     elif values["coupling"] not in allowed:

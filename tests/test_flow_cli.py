@@ -317,8 +317,8 @@ BAD_FLOW_RUN_FILES = [
      "U(1) flows need a 2D lattice with extents that are multiples of 4"),
     (U1_FLOW_RUN_FILE, {'algorithm = "nmcmc"': 'algorithm = "diffusion"', "[flow]": "[diffusion]",
                         "n_layers = 4": 'data = "x.h5"'},
-     "[theory] name = 'u1' cannot be used with algorithm = 'diffusion': diffusion models "
-     "sample phi^4"),
+     "[theory] name = 'u1' cannot be used with algorithm = 'diffusion'; it is sampled with "
+     "'hmc' or 'langevin' or 'metropolis' or 'heatbath' or 'nmcmc'"),
     (None, {**HOPPING, 'algorithm = "nmcmc"': 'algorithm = "diffusion"',
             "[flow]": "[diffusion]", 'coupling = "affine"\nn_layers = 2': 'data = "x.h5"'},
      "[theory] form = 'hopping' cannot be used with algorithm = 'diffusion': diffusion "

@@ -60,9 +60,8 @@ from lqcdflow.flows.prior import STREAM_FLOW_PRIOR
 from lqcdflow.flows.state import build_flow, spec_attrs
 from lqcdflow.flows.torch_lattice import TorchLattice, sample_sum
 from lqcdflow.rng import CounterRNG
-from lqcdflow.theories.u1 import TWO_PI, U1, wrap
+from lqcdflow.theories.u1 import FLOW_COUPLINGS, TWO_PI, U1, wrap
 
-CIRCLE_MAPS = ("ncp", "spline")  # U1FlowSpec.coupling
 # Bisection steps of ncp_inverse: the interval [-pi, pi] halved 64 times is below one ulp.
 _BISECTIONS = 64
 
@@ -309,8 +308,8 @@ class U1FlowSpec:
     bins: int = 8
 
     def __post_init__(self):
-        if self.coupling not in CIRCLE_MAPS:
-            raise ValueError(f"coupling must be one of {', '.join(CIRCLE_MAPS)}, "
+        if self.coupling not in FLOW_COUPLINGS:
+            raise ValueError(f"coupling must be one of {', '.join(FLOW_COUPLINGS)}, "
                              f"got {self.coupling!r}")
         if len(self.shape) != 2 or any(n % 4 for n in self.shape):
             raise ValueError(f"gauge-equivariant U(1) flows need a 2D lattice with extents that "

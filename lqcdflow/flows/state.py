@@ -36,9 +36,8 @@ from lqcdflow.flows.spline import spline_couplings
 from lqcdflow.flows.torch_lattice import TorchLattice
 from lqcdflow.io import flow_states
 from lqcdflow.io.files import READ_ERRORS, reason
-from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
+from lqcdflow.theories.phi4 import FLOW_COUPLINGS, Phi4, Phi4Couplings
 
-COUPLINGS = ("affine", "spline")
 _ADAM_HYPER = ("lr", "betas", "eps", "weight_decay", "amsgrad")
 
 
@@ -88,8 +87,8 @@ class FlowSpec:
     kappa: float = None
 
     def __post_init__(self):
-        if self.coupling not in COUPLINGS:
-            raise ValueError(f"coupling must be one of {', '.join(COUPLINGS)}, "
+        if self.coupling not in FLOW_COUPLINGS:
+            raise ValueError(f"coupling must be one of {', '.join(FLOW_COUPLINGS)}, "
                              f"got {self.coupling!r}")
         used = {"standard": "m2", "hopping": "kappa"}.get(self.form)
         if used is None:

@@ -14,6 +14,8 @@ A theory is one module here with
 - ``REQUIRED``: the measured series its analysis cannot do without; ``THERMALIZATION``: the
   series from which ``analyze -t auto`` detects the thermalisation cut; ``CORRELATOR``: True
   if it measures a time-slice correlator ``correlator`` (C(t), m_eff and xi_2nd then);
+- with ``nmcmc`` in ALGORITHMS, ``FLOW_COUPLINGS``: the [flow] couplings its flows accept, the
+  default first;
 - optionally ``MEASUREMENT_KEYS``: [theory] keys that change only what is measured, not the
   ensemble (``lqcdflow measure`` may use other values than the run that stored the
   configurations);
@@ -21,7 +23,8 @@ A theory is one module here with
   ...), "autocorrelation": (result, ...), "histogram": (series, power of V, label)};
 
 and one entry in THEORIES. io/, analysis/, parallel/, mc/ and the runner name no theory; the
-run-file edge (config.py) names phi^4 only where flows, so far phi^4 only, require it.
+run-file edge (config.py) names phi^4 and U(1) only where their flows and diffusion models
+require it.
 """
 
 import importlib

@@ -254,6 +254,7 @@ KEYS = {
     "lambda": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0"),
 }
 ALGORITHMS = ("hmc", "langevin", "nmcmc", "diffusion", "metropolis")  # [sampler] algorithms
+FLOW_COUPLINGS = ("spline", "affine")  # [flow] couplings of its flows, the default first
 
 
 def check(values, given, ndim):

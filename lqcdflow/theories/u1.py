@@ -254,6 +254,7 @@ _MAX_HEATBATH_ATTEMPTS = 200
 # ---------------------------------------------------------------------- run file: [theory]
 KEYS = {"beta": Key("float", check=lambda v: v >= 0, allowed="a real number >= 0")}
 ALGORITHMS = ("hmc", "langevin", "metropolis", "heatbath", "nmcmc")  # [sampler] algorithms
+FLOW_COUPLINGS = ("ncp", "spline")  # [flow] circle maps of its flows, the default first
 
 
 def check(values, given, ndim):

@@ -71,6 +71,10 @@ seed = 11
 start = "hot"
 kernels = "numpy"
 """
+SU3_RUN_FILE = U1_RUN_FILE.replace("shape = [8, 8]", "shape = [4, 4, 4, 4]").replace(
+    'name = "u1"\nbeta = 1.5', 'name = "su3"\nbeta = 5.7').replace(
+    "n_steps = 5", "n_steps = 6").replace("n_thermalization = 10", "n_thermalization = 4")
+
 
 FLOW_RUN_FILE = """
 [lattice]

@@ -1,5 +1,5 @@
 """Compiled molecular-dynamics kernels ([run] kernels, lqcdflow.kernels): the same bits as
-the array path for phi^4 and U(1) on every process grid, dtype and integrator (nested
+the array path for phi^4, U(1), SU(2) and SU(3) on every process grid, dtype and integrator (nested
 included), whole chains through `lqcdflow run` (HMC and Langevin, on other rank counts), and
 one-line errors where there are none."""
 
@@ -20,14 +20,18 @@ from lqcdflow.parallel.grid import valid_grids
 from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.ising import Ising
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
+from lqcdflow.theories.sun import SUN
 from lqcdflow.theories.u1 import U1
-from runs import RUN_FILE, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
+from runs import RUN_FILE, SU3_RUN_FILE, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
 
 # (scheme, n_steps): one level of the whole force, or (phi^4) hopping outside the potential
 # (nested): every force term of the kernels (the schemes differ only in their coefficients)
-INTEGRATORS = {"phi4": [("omelyan2", 2), ("leapfrog", [2, 3])], "u1": [("omelyan2", 2)]}
+INTEGRATORS = {"phi4": [("omelyan2", 2), ("leapfrog", [2, 3])], "u1": [("omelyan2", 2)],
+               "su2": [("omelyan2", 2)], "su3": [("omelyan2", 2), ("leapfrog", 3)]}
 THEORIES = {"phi4": lambda lattice: Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4)),
-            "u1": lambda lattice: U1(lattice, 1.3)}
+            "u1": lambda lattice: U1(lattice, 1.3),
+            "su2": lambda lattice: SUN(lattice, 2, 2.2),
+            "su3": lambda lattice: SUN(lattice, 3, 5.7)}
 
 
 def make_theory(name, shape, dtype, comm=MPI.COMM_SELF, grid=None):
@@ -49,7 +53,9 @@ def trajectory(theory, kernels, scheme, n_steps):
 @pytest.mark.parametrize("name, shape, dtype", [
     ("phi4", (12,), "float64"), ("phi4", (4, 6), "float64"), ("phi4", (2, 4, 2, 4), "float64"),
     ("phi4", (12,), "float32"), ("phi4", (4, 6), "float32"), ("phi4", (2, 4, 2, 4), "float32"),
-    ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64")])
+    ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64"),
+    ("su2", (4, 6), "float64"), ("su2", (2, 4, 2, 4), "float64"),
+    ("su3", (4, 6), "float64"), ("su3", (2, 4, 2, 4), "float64")])
 def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, comm):
     for scheme, n_steps in INTEGRATORS[name]:
         start, *want = trajectory(make_theory(name, shape, dtype), "numpy", scheme, n_steps)
@@ -87,7 +93,9 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     # U(1): where they are faster, from 2^14 sites per rank on
     assert md_kernels(make_theory("u1", (8, 8), "float64"), "auto").name == "numpy"
     assert md_kernels(make_theory("u1", (128, 128), "float64"), "auto").name != "numpy"
+    assert md_kernels(make_theory("su3", (4, 4), "float64"), "auto").name != "numpy"
     for other, why in [(make_theory("u1", (4, 4), "float32"), "need [run] dtype = 'float64'"),
+                       (make_theory("su2", (4, 4), "float32"), "need [run] dtype = 'float64'"),
                        (Ising(Lattice((4, 4), comm=MPI.COMM_SELF), 0.4), "Ising has no compiled")]:
         assert md_kernels(other, "auto").name == "numpy"
         with pytest.raises(ValueError, match=re.escape(why)):
@@ -101,11 +109,11 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     ("hmc", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4': "n_steps = [2, 2]"}),
     ("mala", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4':
                         'algorithm = "langevin"\nepsilon = 0.02'}),
-    ("u1", U1_RUN_FILE, {})])
+    ("u1", U1_RUN_FILE, {}), ("su3", SU3_RUN_FILE, {})])
 def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, replace):
     """`lqcdflow run` with kernels = "compiled" on 2 ranks writes the chain of kernels =
-    "numpy" on 1 rank, bit for bit (phi^4 HMC with nested levels, MALA, U(1) HMC), and says
-    which kernels ran."""
+    "numpy" on 1 rank, bit for bit (phi^4 HMC with nested levels, MALA, U(1) and SU(3) HMC),
+    and says which kernels ran."""
     chains = {}
     for kernels, ranks in [("numpy", None), ("compiled", 2)]:
         run = write_run_file(tmp_path / f"{kernels}.toml", 30, text=text,
@@ -139,10 +147,11 @@ def test_the_kernel_cache_is_keyed_by_every_source_they_compile_from(tmp_path, m
     cache directory by all the kernel sources and lqcdflow.rng, so a change in any of them (a
     callee in another module, a constant) starts a fresh cache instead of running stale
     machine code."""
-    from lqcdflow.kernels import compiled, jit, phi4_numba, u1_numba
+    from lqcdflow.kernels import compiled, jit, phi4_numba, sun_numba, u1_numba
 
     kernels = [phi4_numba._momentum_update, phi4_numba._trajectory, compiled.field_update,
-               rng_numba.normal, u1_numba._momentum_update, u1_numba._sines]
+               rng_numba.normal, u1_numba._momentum_update, u1_numba._sines,
+               sun_numba._momentum_update, sun_numba._field_update]
     # (Numba adds a subdirectory of the source's directory)
     assert all(k._cache._cache_path.startswith(jit.CACHE_DIR + os.sep) for k in kernels)
     assert jit.SOURCES[-1].name == "rng.py" and len(jit.SOURCES) > 5

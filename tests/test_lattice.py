@@ -47,6 +47,19 @@ def test_shift_and_neighbour_sum_equal_roll(shape, comm):
             lat.neighbour_sum(local, out=local)
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape", [(8,), (4, 8), (4, 2, 6), (2, 4, 2, 4)])
+def test_padded_fields_hold_every_neighbour_and_corner_on_every_grid(shape, comm):
+    """Lattice.padded: the block with one layer around it, edges and corners included, equal
+    to the periodic global field around the block (numpy.pad with wrap), site axes kept."""
+    field = global_field(shape + (2,))
+    wrapped = np.pad(field, [(1, 1)] * len(shape) + [(0, 0)], mode="wrap")
+    for lat in lattices(shape, comm):
+        padded = lat.padded(lat.scatter(field))
+        window = tuple(slice(o, o + n + 2) for o, n in zip(lat.offset, lat.local_shape))
+        assert padded.tobytes() == np.ascontiguousarray(wrapped[window]).tobytes(), lat
+
+
 def ordered_neighbour_sum(phi):
     """(f(x+e_0) + f(x-e_0)) + (f(x+e_1) + f(x-e_1)) + ..., summed in this order with np.roll."""
     total = None

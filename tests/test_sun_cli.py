@@ -6,12 +6,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from runs import U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
-
-SU3_RUN_FILE = U1_RUN_FILE.replace("shape = [8, 8]", "shape = [4, 4, 4, 4]").replace(
-    'name = "u1"\nbeta = 1.5', 'name = "su3"\nbeta = 5.7').replace(
-    "n_steps = 5", "n_steps = 6").replace("n_thermalization = 10", "n_thermalization = 4")
-
+from runs import SU3_RUN_FILE, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
 
 def su3_run(path, n_trajectories=20, every=10, **replace):
     return write_run_file(path, n_trajectories, every, text=SU3_RUN_FILE, **replace)

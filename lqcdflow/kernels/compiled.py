@@ -31,7 +31,8 @@ def field_update(field, pi, c):
 
 class CompiledMD:
     """A theory's compiled molecular dynamics; subclasses supply ``terms`` ({force term name:
-    code}) and ``momentum_update(field, pi, term, c)``, P(c) of a force term in place.
+    code}) and ``momentum_update(field, pi, term, c)``, P(c) of a force term in place, and
+    where the field is not a vector space ``field_update(field, pi, c)``, Q(c).
 
     Parameters
     ----------
@@ -77,16 +78,21 @@ class CompiledMD:
         # also starts Numba's threads: a kernel loaded from the cache that calls parallel
         # ones (phi^4's trajectory) crashes when they run before any thread was started
         numba.set_num_threads(self.threads)
-        self.run(field, pi, *self._updates(levels, trajectory_length, field.dtype))
+        self.run(field, pi, *self._updates(levels, trajectory_length, pi.dtype))
 
     def run(self, field, pi, kinds, terms, coefficients):
         """Apply the updates in order: P(c) of force term ``term`` where kind is 0, else
         Q(c)."""
         for kind, term, c in zip(kinds, terms, coefficients):
             if kind:
-                field_update(field.reshape(-1), pi.reshape(-1), c)
+                self.field_update(field, pi, c)
             else:
                 self.momentum_update(field, pi, term, c)
+
+    def field_update(self, field, pi, c):
+        """Q(c) in place: U <- U + c P (:func:`field_update`); group-valued fields have their
+        own."""
+        field_update(field.reshape(-1), pi.reshape(-1), c)
 
     def _updates(self, levels, trajectory_length, dtype):
         """The trajectory's updates as arrays (kinds: 0 P, 1 Q; force term codes;

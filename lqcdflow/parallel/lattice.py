@@ -312,6 +312,27 @@ class Lattice:
         out[edge] = self._finish(pending, (mu, sign))
         return out
 
+    def padded(self, field):
+        """The local ``field`` with one layer of neighbour sites around it, corners included:
+        out[x + 1] = field(x) for every local x_mu from -1 to l_mu (periodic, across ranks),
+        the site axes kept.
+
+        Direction by direction: the faces exchanged in direction mu span the layers of the
+        directions before it, so the corners come with them (two exchanges per split
+        direction, none for the others).
+        """
+        nd = self.ndim
+        out = self.xp.empty(tuple(n + 2 for n in self.local_shape) + field.shape[nd:],
+                            dtype=field.dtype)
+        out[(slice(1, -1),) * nd] = field
+        for mu in range(nd):
+            span = [slice(None) if nu < mu else slice(1, -1) for nu in range(nd)]
+            pending = self._start_exchange(out[tuple(span)], [(mu, +1), (mu, -1)])
+            for sign, index in ((+1, -1), (-1, 0)):
+                span[mu] = index
+                out[tuple(span)] = self._finish(pending, (mu, sign)).squeeze(axis=mu)
+        return out
+
     def slabs(self, site_bytes):
         """The local time slices in slabs: slices of axis 0 of about SLAB_BYTES of a field each.
 

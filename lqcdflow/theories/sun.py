@@ -70,6 +70,8 @@ class SUN(Theory):
         flow_epsilon, which must divide it.
     """
 
+    compiled_kernels = "lqcdflow.kernels.sun_numba"  # lqcdflow.kernels.select
+
     def __init__(self, lattice, n, beta, flow_t_max=0.0, flow_epsilon=0.02):
         if lattice.ndim < 2:
             raise ValueError(f"SU({n}) gauge theory needs D >= 2, got a {lattice.ndim}D lattice")

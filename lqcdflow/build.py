@@ -66,7 +66,11 @@ def make_update(config, theory):
 
     metropolis = {"hits": sampler.hits, "width": sampler.width} \
         if sampler.algorithm == "metropolis" else {}
-    return LocalSampler(theory, sampler.algorithm, config.run.seed, **metropolis)
+    try:
+        return LocalSampler(theory, sampler.algorithm, config.run.seed, **metropolis,
+                            kernels=config.run.kernels)
+    except ValueError as e:
+        raise ConfigError(f"[run] {e}") from None
 
 
 def make_initial_state(config, theory):

@@ -32,8 +32,8 @@ ALGORITHM_KEYS = {"integrator": ("hmc",), "xi": ("hmc",), "trajectory_length": (
                   "hits": ("metropolis",), "width": ("metropolis",),
                   "epsilon": ("langevin",), "metropolis": ("langevin",)}
 LOCAL_ALGORITHMS = ("metropolis", "heatbath")  # checkerboard sweeps (lqcdflow.mc.local)
-MD_ALGORITHMS = ("hmc", "langevin")  # molecular dynamics: [run] kernels choose its kernels
-RUN_ALGORITHMS = MD_ALGORITHMS + LOCAL_ALGORITHMS  # those `lqcdflow run` runs
+MD_ALGORITHMS = ("hmc", "langevin")  # molecular dynamics
+RUN_ALGORITHMS = MD_ALGORITHMS + LOCAL_ALGORITHMS  # `lqcdflow run` runs them; [run] kernels choose how
 # Those of a trained model (`lqcdflow train`, then `lqcdflow sample`), and its section.
 TRAINED_ALGORITHMS = {"nmcmc": "flow", "diffusion": "diffusion"}
 # [flow] keys of one coupling or schedule only.
@@ -323,10 +323,10 @@ def _check_algorithm(config):
         raise ConfigError(f"[theory] name = '{name}' cannot be used with algorithm = "
                           f"'{algorithm}'; it is sampled with "
                           + " or ".join(f"'{a}'" for a in allowed))
-    if config["run"]["kernels"] == "compiled" and algorithm not in MD_ALGORITHMS:
-        raise ConfigError(f"[run] kernels = 'compiled' runs the molecular dynamics (algorithm "
-                          f"= 'hmc' or 'langevin'); algorithm = '{algorithm}' has no compiled "
-                          "kernels (yet): use kernels = 'auto' or 'numpy'")
+    if config["run"]["kernels"] == "compiled" and algorithm not in RUN_ALGORITHMS:
+        raise ConfigError(f"[run] kernels = 'compiled' runs the molecular dynamics and the "
+                          f"local updates; algorithm = '{algorithm}' has no compiled kernels: "
+                          "use kernels = 'auto' or 'numpy'")
     shape = config["lattice"]["shape"]
     if algorithm in LOCAL_ALGORITHMS and any(n % 2 for n in shape):
         raise ConfigError(f"[lattice] shape {shape} has an odd extent: algorithm = "

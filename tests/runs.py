@@ -145,6 +145,13 @@ every = {every}
 seed = 11
 """
 
+# replacements of RUN_FILE: an Ising heatbath run, and a U(1) Metropolis run
+ISING_RUN = {'form = "hopping"\nkappa = 0.2\nlambda = 0.3': 'name = "ising"\nbeta = 0.4',
+             'integrator = "omelyan2"\nn_steps = 4': 'algorithm = "heatbath"',
+             "shape = [8, 4]": "shape = [8, 8]"}
+U1_LOCAL_RUN = {**ISING_RUN, 'name = "ising"\nbeta = 0.4': 'name = "u1"\nbeta = 1.5',
+                'algorithm = "heatbath"': 'algorithm = "metropolis"\nwidth = 2.0'}
+
 SERIES = ("mc/trajectory", "mc/accepted", "mc/delta_H", "observables/trajectory",
           "observables/action", "observables/m", "observables/abs_m", "observables/m2",
           "observables/m4", "observables/W", "observables/correlator")

@@ -1,7 +1,8 @@
-"""Compiled molecular-dynamics kernels ([run] kernels, lqcdflow.kernels): the same bits as
-the array path for phi^4, U(1), SU(2) and SU(3) on every process grid, dtype and integrator (nested
-included), whole chains through `lqcdflow run` (HMC and Langevin, on other rank counts), and
-one-line errors where there are none."""
+"""Compiled kernels ([run] kernels, lqcdflow.kernels): the same bits as the array path for the
+molecular dynamics of phi^4, U(1), SU(2) and SU(3) on every process grid, dtype and integrator
+(nested included) and for the local updates of phi^4 and Ising, whole chains through `lqcdflow
+run` (HMC, Langevin, Metropolis and heatbath, on other rank counts), and one-line errors where
+there are none."""
 
 import os
 import re
@@ -22,7 +23,9 @@ from lqcdflow.theories.ising import Ising
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 from lqcdflow.theories.sun import SUN
 from lqcdflow.theories.u1 import U1
-from runs import RUN_FILE, SU3_RUN_FILE, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
+from lqcdflow.mc.hmc import ChainState
+from lqcdflow.mc.local import LocalSampler
+from runs import FLOW_RUN_FILE, ISING_RUN, RUN_FILE, SU3_RUN_FILE, U1_LOCAL_RUN, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
 
 # (scheme, n_steps): one level of the whole force, or (phi^4) hopping outside the potential
 # (nested): every force term of the kernels (the schemes differ only in their coefficients)
@@ -31,7 +34,8 @@ INTEGRATORS = {"phi4": [("omelyan2", 2), ("leapfrog", [2, 3])], "u1": [("omelyan
 THEORIES = {"phi4": lambda lattice: Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4)),
             "u1": lambda lattice: U1(lattice, 1.3),
             "su2": lambda lattice: SUN(lattice, 2, 2.2),
-            "su3": lambda lattice: SUN(lattice, 3, 5.7)}
+            "su3": lambda lattice: SUN(lattice, 3, 5.7),
+            "ising": lambda lattice: Ising(lattice, 0.4)}
 
 
 def make_theory(name, shape, dtype, comm=MPI.COMM_SELF, grid=None):
@@ -68,6 +72,34 @@ def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, co
                     assert a.tobytes() == b.tobytes(), (
                         f"{what} differs on grid {grid} ({scheme}, {n_steps}): max "
                         f"|diff| {np.abs(a - b).max()}")
+
+
+def sweeps(theory, algorithm, kernels, n=4):
+    """(start, field, [(acceptance, Delta S) per sweep], accepted) of n sweeps from a hot
+    start, the fields gathered."""
+    sampler = LocalSampler(theory, algorithm, 3, hits=2, width=1.5, kernels=kernels)
+    assert sampler.kernels.name.startswith("compiled" if kernels == "compiled" else "numpy")
+    state = ChainState(theory.hot_start(CounterRNG(1)))
+    start, history = theory.lattice.gather(state.field), []
+    for _ in range(n):
+        state, info = sampler.step(state)
+        history.append((info.acceptance, info.delta_S))
+    return start, theory.lattice.gather(state.field), history, state.accepted
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name, algorithm, shape, dtype", [
+    ("phi4", "metropolis", (4, 6), "float64"), ("phi4", "metropolis", (2, 4, 2, 4), "float32"),
+    ("ising", "metropolis", (4, 6), "float64"), ("ising", "heatbath", (4, 6), "float64"),
+    ("ising", "heatbath", (2, 4, 2, 4), "float32")])
+def test_compiled_local_sweeps_are_bitwise_the_array_ones(name, algorithm, shape, dtype, comm):
+    start, *want = sweeps(make_theory(name, shape, dtype), algorithm, "numpy")
+    assert not np.array_equal(want[0], start) and 0 < want[1][-1][0] < 1
+    for grid in valid_grids(shape, comm.Get_size()):
+        _, *got = sweeps(make_theory(name, shape, dtype, comm, grid), algorithm, "compiled")
+        if comm.Get_rank() == 0:
+            assert want[0].tobytes() == got[0].tobytes(), grid
+            assert want[1:] == got[1:], grid
 
 
 def test_compiled_gaussians_are_the_counter_rngs():
@@ -109,11 +141,14 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     ("hmc", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4': "n_steps = [2, 2]"}),
     ("mala", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4':
                         'algorithm = "langevin"\nepsilon = 0.02'}),
-    ("u1", U1_RUN_FILE, {}), ("su3", SU3_RUN_FILE, {})])
+    ("u1", U1_RUN_FILE, {}), ("su3", SU3_RUN_FILE, {}),
+    ("metropolis", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4':
+                              'algorithm = "metropolis"\nhits = 2\nwidth = 1.5'}),
+    ("heatbath", RUN_FILE, ISING_RUN)])
 def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, replace):
     """`lqcdflow run` with kernels = "compiled" on 2 ranks writes the chain of kernels =
-    "numpy" on 1 rank, bit for bit (phi^4 HMC with nested levels, MALA, U(1) and SU(3) HMC),
-    and says which kernels ran."""
+    "numpy" on 1 rank, bit for bit (phi^4 HMC with nested levels, MALA, U(1) and SU(3) HMC,
+    phi^4 Metropolis and Ising heatbath sweeps), and says which kernels ran."""
     chains = {}
     for kernels, ranks in [("numpy", None), ("compiled", 2)]:
         run = write_run_file(tmp_path / f"{kernels}.toml", 30, text=text,
@@ -123,17 +158,21 @@ def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, r
         assert f"kernels: {kernels}" in result.stdout
         chains[kernels] = series(run.with_suffix(".h5"))
     assert chains["compiled"] == chains["numpy"]
-    accepted = np.frombuffer(chains["numpy"]["mc/accepted"], np.int8)
-    assert accepted.mean() > 0 and (name != "mala" or accepted.mean() < 1)
+    if "mc/accepted" in chains["numpy"]:
+        accepted = np.frombuffer(chains["numpy"]["mc/accepted"], np.int8)
+        assert accepted.mean() > 0 and (name != "mala" or accepted.mean() < 1)
+    else:
+        assert 0 < np.frombuffer(chains["numpy"]["mc/acceptance"]).mean() < 1
 
 
 @pytest.mark.parametrize("text, replace, message", [
     (U1_RUN_FILE, {'kernels = "numpy"': 'kernels = "compiled"\ndtype = "float32"'},
      "[run] kernels = 'compiled' cannot be used: the U(1) kernels need [run] dtype = "
      "'float64'"),
-    (None, {'integrator = "omelyan2"\nn_steps = 4': 'algorithm = "metropolis"',
-            'kernels = "numpy"': 'kernels = "compiled"'},
-     "algorithm = 'metropolis' has no compiled kernels"),
+    (None, {**U1_LOCAL_RUN, 'kernels = "numpy"': 'kernels = "compiled"'},
+     "[run] kernels = 'compiled' cannot be used: U1 has no compiled local-update kernels"),
+    (FLOW_RUN_FILE, {"seed = 11": 'seed = 11\nkernels = "compiled"'},
+     "algorithm = 'nmcmc' has no compiled kernels"),
     (None, {'kernels = "numpy"': 'kernels = "fast"'}, "[run] kernels"),
 ])
 def test_compiled_kernels_where_there_are_none_is_a_one_line_error(tmp_path, text, replace,

@@ -30,7 +30,7 @@ from lqcdflow.rng import CounterRNG, uniform_from_words
 from lqcdflow.theories.ising import Ising
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
 from lqcdflow.theories.u1 import U1
-from runs import lqcdflow, one_line_error, series, write_run_file
+from runs import ISING_RUN, U1_LOCAL_RUN, lqcdflow, one_line_error, series, write_run_file
 
 Z_MAX = 4.5
 BETA_C = math.log(1 + math.sqrt(2)) / 2
@@ -228,15 +228,6 @@ def test_chains_are_bitwise_identical_on_every_grid(name, algorithm, settings, s
 
 
 # ------------------------------------------------------------------------------- run files
-ISING_RUN = {'form = "hopping"\nkappa = 0.2\nlambda = 0.3': 'name = "ising"\nbeta = 0.4',
-             'integrator = "omelyan2"\nn_steps = 4': 'algorithm = "heatbath"',
-             "shape = [8, 4]": "shape = [8, 8]"}
-
-
-U1_LOCAL_RUN = {**ISING_RUN, 'name = "ising"\nbeta = 0.4': 'name = "u1"\nbeta = 1.5',
-                'algorithm = "heatbath"': 'algorithm = "metropolis"\nwidth = 2.0'}
-
-
 @pytest.mark.parametrize("run_file, describe, observable", [
     (ISING_RUN, "heatbath of Ising: beta = 0.4; checkerboard sweeps", "<E>/V"),
     (U1_LOCAL_RUN, "Metropolis of U(1) Wilson gauge theory: beta = 1.5; checkerboard sweeps, "

@@ -1,8 +1,9 @@
-"""What the compiled (Numba) molecular dynamics of every theory shares: the momenta drawn by
-the compiled Gaussian generator (lqcdflow.kernels.rng_numba), running a trajectory's updates
-(lqcdflow.mc.integrators.trajectory_updates) through a theory's compiled momentum update, the
-field update U <- U + c P, the faces of split directions packed into one halo array, and the
-threads.
+"""What the compiled (Numba) kernels of every theory share. Molecular dynamics: the momenta
+drawn by the compiled Gaussian generator (lqcdflow.kernels.rng_numba), running a trajectory's
+updates (lqcdflow.mc.integrators.trajectory_updates) through a theory's compiled momentum
+update, the field update U <- U + c P, the faces of split directions packed into one halo
+array, and the threads. Local updates: one group of a checkerboard sweep (lqcdflow.mc.local)
+at a time, the theory's kernel updating the group's sites from their environment.
 
 Bitwise equality with the array path rests on three rules every kernel keeps: the operations,
 operands and their order are those of the NumPy code; constants are rounded to the field's
@@ -142,3 +143,42 @@ class CompiledMD:
             offsets[mu, k] = start
             start += face.size
         return (np.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets
+
+
+class CompiledLocal:
+    """A theory's compiled local updates (lqcdflow.mc.local.LocalSampler's ``kernels``);
+    subclasses supply ``update_sites(values, environment, sites, dofs, sweep, changed,
+    delta_s)`` on flat arrays, in place.
+
+    Parameters
+    ----------
+    theory : lqcdflow.theories.base.Theory
+        On the NumPy backend.
+    threads : int
+        Threads over the sites of a group, at most Numba's pool.
+    algorithm : str
+        "metropolis" or "heatbath".
+    rng : lqcdflow.rng.CounterRNG
+    hits, width : int, float
+        Metropolis hits per degree of freedom and the proposal width.
+    """
+
+    def __init__(self, theory, threads, algorithm, rng, hits, width):
+        if theory.lattice.backend.on_gpu:
+            raise ValueError("the Numba kernels run on CPUs (backend numpy)")
+        self.theory, self.algorithm, self.hits, self.width = theory, algorithm, hits, width
+        self.threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        self.key = tuple(np.uint64(word) for word in rng.key)
+        self.name = f"compiled (Numba {numba.__version__}, {self.threads} thread(s))"
+
+    def update(self, values, environment, group, sweep, changed, delta_s):
+        """The updates of one group (mask, flat site indices, random-number indices) of sweep
+        ``sweep``: its values in place, the number of changes of each and the change of its
+        local action added to ``changed`` and ``delta_s`` (LocalSampler.step)."""
+        if not (values.flags.c_contiguous and environment.flags.c_contiguous):
+            raise ValueError("the compiled local updates need contiguous values")
+        check_draw(sweep)
+        numba.set_num_threads(self.threads)
+        _, sites, dofs = group
+        self.update_sites(values.reshape(-1), environment.reshape(-1), sites, dofs,
+                          np.uint64(sweep), changed.reshape(-1), delta_s.reshape(-1))

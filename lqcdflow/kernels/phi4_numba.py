@@ -13,6 +13,9 @@ order: the operations of Lattice.neighbour_sum, Phi4.force, Phi4.hopping_force,
 Phi4.potential_force and axpy, so the fields are the bits of the NumPy path (the rules:
 lqcdflow.kernels.compiled).
 
+Local Metropolis updates (lqcdflow.mc.local) are one pass over a checkerboard group's sites,
+each site's hits in turn (:func:`_metropolis`), from the neighbour sums of the array path.
+
 Neighbours across a split direction come from the faces the lattice exchanges, packed into one
 halo array; the wrap of an unsplit direction is read from the field itself. Without split
 directions a whole trajectory is one compiled call (:func:`_trajectory`), so small lattices
@@ -22,8 +25,10 @@ are not bound by Python's dispatch.
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledMD, field_update
+from lqcdflow.kernels import rng_numba
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, field_update
 from lqcdflow.kernels.jit import kernel
+from lqcdflow.rng import STREAM_LOCAL
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
 
@@ -166,3 +171,53 @@ class Phi4Compiled(CompiledMD):
         halo, offsets = self.halo(field, (1, -1))
         _momentum_update(field.reshape(-1), pi.reshape(-1), halo, self.shape, self.split,
                          offsets, term, *self._constants(field.dtype), -c)
+
+
+@kernel(inline="always")
+def _local_action(p, n, h, c2, c4):
+    """Phi4.local_action: (c4 phi^2 + c2) phi^2 - h phi n."""
+    p2 = p * p
+    return (c4 * p2 + c2) * p2 - h * p * n
+
+
+@kernel(parallel=True)
+def _metropolis(phi, n, sites, dofs, sweep, stream, k0, k1, hits, width, h, c2, c4, changed,
+                delta_s):
+    """The Metropolis hits of LocalSampler at the flat sites ``sites`` (random-number indices
+    ``dofs``) of sweep ``sweep``, in place: proposals phi + width (2u - 1) rounded to phi's
+    dtype (written to phi and read back), accepted if Delta s <= 0 or log_exact(u') <
+    -Delta s, and the proposal differs; the changes counted in ``changed``, the change of the
+    local action added to ``delta_s``."""
+    for k in numba.prange(sites.size):
+        i, dof = sites[k], np.uint64(dofs[k])
+        value, environment = phi[i], n[i]
+        start = action = _local_action(value, environment, h, c2, c4)
+        count = 0.0
+        for hit in range(hits):
+            u, v = rng_numba.uniforms(dof, sweep, stream, np.uint64(hit), k0, k1)
+            phi[i] = value + width * (2.0 * u - 1.0)
+            proposal = phi[i]
+            proposed = _local_action(proposal, environment, h, c2, c4)
+            delta = proposed - action
+            if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
+                value, action = proposal, proposed
+                count += 1.0
+            phi[i] = value
+        changed[i] = changed[i] + count
+        delta_s[i] = delta_s[i] + (action - start)
+
+
+def make_local(theory, threads, algorithm, rng, hits, width):
+    """The compiled local updates of ``theory`` (lqcdflow.kernels.select.choose)."""
+    return Phi4Local(theory, threads, algorithm, rng, hits, width)
+
+
+class Phi4Local(CompiledLocal):
+    """Metropolis updates of a :class:`lqcdflow.theories.phi4.Phi4` theory with
+    :func:`_metropolis` (lqcdflow.kernels.compiled.CompiledLocal)."""
+
+    def update_sites(self, values, environment, sites, dofs, sweep, changed, delta_s):
+        c, dtype = self.theory.couplings, values.dtype
+        _metropolis(values, environment, sites, dofs, sweep, np.uint64(STREAM_LOCAL), *self.key,
+                    self.hits, np.float64(self.width), dtype.type(c.h), dtype.type(c.c2),
+                    dtype.type(c.c4), changed, delta_s)

@@ -1,4 +1,5 @@
-"""Compiled (Numba) Gaussian random numbers of lqcdflow.rng, the same bits as CounterRNG.normal.
+"""Compiled (Numba) random numbers of lqcdflow.rng: Gaussian ones, the same bits as
+CounterRNG.normal, and for the local updates the uniforms of CounterRNG.words and log_exact.
 
 CounterRNG.normal makes a dozen array passes per attempt of the polar method (Philox's ten
 rounds, the uniforms, the exact logarithm's series), and on small lattices drawing the momenta
@@ -46,7 +47,7 @@ def _uniform(a, b):
 
 
 @kernel(inline="always")
-def _log(x):
+def log(x):
     """lqcdflow.rng.log_exact of one positive number."""
     m, e = math.frexp(x)
     if m < 0.7071067811865476:
@@ -59,6 +60,14 @@ def _log(x):
         series = series * t2
         series = series + _RECIPROCALS[k]
     return np.float64(e) * _LN2 + 2.0 * t * series
+
+
+@kernel(inline="always")
+def uniforms(site, draw, stream, attempt, k0, k1):
+    """The two uniforms of CounterRNG.words(site, draw, stream, attempt): uniform_from_words
+    of words (0, 1) and of words (2, 3) (uint64 arguments)."""
+    w0, w1, w2, w3 = _philox(site & _MASK, site >> _32, draw, (stream << _24) | attempt, k0, k1)
+    return _uniform(w0, w1), _uniform(w2, w3)
 
 
 @kernel(parallel=True)
@@ -75,4 +84,4 @@ def normal(sites, draw, stream, k0, k1, out):
             v = 2.0 * _uniform(w2, w3) - 1.0
             s = u * u + v * v
             attempt += np.uint64(1)
-        out[i] = u * math.sqrt(-2.0 * _log(s) / s) if s < 1.0 and s > 0.0 else np.nan
+        out[i] = u * math.sqrt(-2.0 * log(s) / s) if s < 1.0 and s > 0.0 else np.nan

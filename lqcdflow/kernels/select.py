@@ -1,9 +1,10 @@
 """Which kernels run the molecular dynamics: NumPy/CuPy array operations, or compiled ones.
 
 ``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a theory's
-compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory, threads)`` returns
-them and whose ``unavailable(theory)``, if it has one, says why they cannot serve a run; an
-error where there are none), "auto" (compiled where they can serve and, if the module has
+compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory, threads)``
+returns those of the molecular dynamics, ``make_local(theory, threads, ...)`` those of the
+local updates (lqcdflow.mc.local), and whose ``unavailable(theory)``, if it has one, says why
+they cannot serve a run; an error where there are none), "auto" (compiled where they can serve and, if the module has
 ``faster(theory)``, where that says they are faster; else array operations).
 Both give the same bits (lqcdflow.kernels.compiled says how), so the switch changes the speed
 and never the chain.
@@ -38,13 +39,16 @@ class ArrayKernels:
                   self.theory.lattice.xp)
 
 
-def unavailable(theory):
-    """Why ``theory`` has no compiled kernels here (a sentence), or None if it has."""
-    return _missing(theory) or _module_says(theory)
+def unavailable(theory, maker="make", what="molecular-dynamics"):
+    """Why ``theory`` has no compiled ``what`` kernels here (a sentence), or None if it has:
+    its module's ``maker`` makes them (``make``: molecular dynamics; ``make_local``: local
+    updates)."""
+    return _missing(theory, maker, what) or _module_says(theory)
 
 
-def _missing(theory):
-    """Why no compiled kernels can run ``theory`` at all, without importing them, or None."""
+def _missing(theory, maker, what):
+    """Why no compiled kernels can run ``theory`` at all (numba and the module only imported
+    when the rest allows), or None."""
     if getattr(theory, "compiled_kernels", None) is None:
         return f"{type(theory).__name__} has no compiled kernels (yet)"
     if theory.lattice.backend.on_gpu:
@@ -53,6 +57,8 @@ def _missing(theory):
         importlib.import_module("numba")
     except ImportError:
         return "numba is not installed (pip install numba, or bash tools/setup.sh)"
+    if not hasattr(importlib.import_module(theory.compiled_kernels), maker):
+        return f"{type(theory).__name__} has no compiled {what} kernels (yet)"
     return None
 
 
@@ -64,7 +70,14 @@ def _module_says(theory):
 
 def md_kernels(theory, kernels="auto"):
     """The molecular-dynamics kernels of ``theory`` for the ``kernels`` setting (module
-    docstring). Raises ValueError (one line) for "compiled" where there are none.
+    docstring). Raises ValueError (one line) for "compiled" where there are none."""
+    return choose(theory, kernels, "make", "molecular-dynamics", lambda: ArrayKernels(theory))
+
+
+def choose(theory, kernels, maker, what, array, *args):
+    """The kernels of the ``kernels`` setting (module docstring): ``array()``, or the compiled
+    ones, ``module.<maker>(theory, threads, *args)``. Raises ValueError (one line) for
+    "compiled" where there are none.
 
     "auto" asks the module's ``faster`` before its own ``unavailable``, whose checks may cost
     start-up time (U(1) compiles a sine to compare with NumPy's).
@@ -72,22 +85,22 @@ def md_kernels(theory, kernels="auto"):
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     if kernels == "numpy":
-        return ArrayKernels(theory)
+        return array()
     threads = 1
     if getattr(theory, "compiled_kernels", None):
         threads = threads_for(theory.lattice)
         _size_thread_pool(threads)
-    why = _missing(theory)
+    why = _missing(theory, maker, what)
     if not why:
         module = importlib.import_module(theory.compiled_kernels)
         if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
-            return ArrayKernels(theory)
+            return array()
         why = _module_says(theory)
     if why and kernels == "auto":
-        return ArrayKernels(theory)
+        return array()
     if why:
         raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
-    return module.make(theory, threads)
+    return getattr(module, maker)(theory, threads, *args)
 
 
 def threads_for(lattice):

@@ -36,6 +36,7 @@ local action needs no transcendental functions (Ising, phi^4; U(1) needs cos and
 
 from dataclasses import dataclass
 
+from lqcdflow.kernels.select import choose
 from lqcdflow.mc.hmc import ChainState
 from lqcdflow.rng import STREAM_LOCAL, CounterRNG, log_exact, uniform_from_words
 
@@ -62,14 +63,20 @@ class LocalSampler:
 
     The chain state is a ChainState whose ``accepted`` counts the updates that changed their
     degree of freedom, ``updates_per_step`` (= volume x components x hits) of them per sweep.
+    ``kernels`` ([run] kernels, lqcdflow.kernels.select) chooses who updates a group's sites
+    from their environment: :class:`ArrayLocal`, or a theory's compiled local updates (the
+    same bits).
     """
 
     record = LOCAL_RECORD
 
-    def __init__(self, theory, algorithm, seed, hits=1, width=1.0):
+    def __init__(self, theory, algorithm, seed, hits=1, width=1.0, kernels="numpy"):
         self.theory, self.algorithm, self.hits, self.width = theory, algorithm, hits, width
         self.name = {"metropolis": "Metropolis", "heatbath": "heatbath"}[algorithm]
         self.rng = CounterRNG(seed)
+        self.kernels = choose(theory, kernels, "make_local", "local-update",
+                              lambda: ArrayLocal(theory, algorithm, self.rng, hits, width),
+                              algorithm, self.rng, hits, width)
         lat = theory.lattice
         components = theory.local_components
         self.updates_per_step = lat.volume * len(components) * (
@@ -78,8 +85,10 @@ class LocalSampler:
                                                       for a in range(lat.ndim)])
                      for mu, (o, n) in enumerate(zip(lat.offset, lat.local_shape))) % 2
         index = lat.dof_index(theory.field.site_shape)
-        # (component, its sites of one parity, their random-number indices), in update order
-        self.groups = [(component, mask, index[(Ellipsis,) + component][mask])
+        # (component, (its sites of one parity, their flat indices, their random-number
+        # indices)), in update order
+        self.groups = [(component, (mask, lat.xp.flatnonzero(mask),
+                                    index[(Ellipsis,) + component][mask]))
                        for component in components for mask in (parity == 0, parity == 1)]
 
     def step(self, state):
@@ -90,16 +99,41 @@ class LocalSampler:
         field = state.field.copy()
         changed = lat.xp.zeros(lat.local_shape)
         delta_s = lat.xp.zeros(lat.local_shape)
-        for component, mask, dofs in self.groups:
-            environment = self.theory.local_environment(field, component)[mask]
-            values = field[(Ellipsis,) + component]  # a view: assigning to it updates field
-            values[mask], changed_here, delta_here = self._update(values[mask], environment,
-                                                                  dofs, sweep)
-            changed[mask] += changed_here
-            delta_s[mask] += delta_here
+        for component, group in self.groups:
+            environment = self.theory.local_environment(field, component)
+            values = field[(Ellipsis,) + component]  # a view: updating it updates field
+            self.kernels.update(values, environment, group, sweep, changed, delta_s)
         accepted = int(lat.sum(changed))
         return (ChainState(field, sweep, state.accepted + accepted),
                 SweepInfo(sweep, accepted / self.updates_per_step, lat.sum(delta_s)))
+
+    def describe(self):
+        kernels = f"; kernels: {self.kernels.name}"
+        if self.algorithm == "heatbath":
+            return "checkerboard sweeps, one heatbath draw per update" + kernels
+        return (f"checkerboard sweeps, {self.hits} hit(s) per update, proposal width "
+                f"{self.width:g}" + kernels)
+
+
+class ArrayLocal:
+    """The local updates of a group in array operations of the lattice's backend (module
+    docstring)."""
+
+    name = "numpy"
+
+    def __init__(self, theory, algorithm, rng, hits, width):
+        self.theory, self.algorithm, self.rng, self.hits, self.width = (theory, algorithm, rng,
+                                                                        hits, width)
+
+    def update(self, values, environment, group, sweep, changed, delta_s):
+        """The updates of one group (mask, flat site indices, random-number indices) of sweep
+        ``sweep``: its values in place, the number of changes of each and the change of its
+        local action added to ``changed`` and ``delta_s``."""
+        mask, _, dofs = group
+        values[mask], changed_here, delta_here = self._update(values[mask], environment[mask],
+                                                              dofs, sweep)
+        changed[mask] += changed_here
+        delta_s[mask] += delta_here
 
     def _update(self, value, environment, dofs, sweep):
         """(new values, updates that changed each, change of each one's local action) of the
@@ -126,9 +160,3 @@ class LocalSampler:
             action = xp.where(accept, proposed, action)
             changed += accept
         return value, changed, action - start
-
-    def describe(self):
-        if self.algorithm == "heatbath":
-            return "checkerboard sweeps, one heatbath draw per update"
-        return (f"checkerboard sweeps, {self.hits} hit(s) per update, proposal width "
-                f"{self.width:g}")

@@ -41,6 +41,8 @@ class Ising(Theory):
     momentum_shape = ()
     observables = OBSERVABLES
 
+    compiled_kernels = "lqcdflow.kernels.ising_numba"  # lqcdflow.kernels.select
+
     def __init__(self, lattice, beta):
         super().__init__(lattice)
         self.beta = beta

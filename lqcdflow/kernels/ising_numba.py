@@ -1,0 +1,79 @@
+"""Compiled (Numba) local updates of the Ising model on CPUs, bitwise equal to the NumPy path.
+
+A checkerboard group's sites in one pass (lqcdflow.mc.local), from the neighbour sums h_x of
+the array path, with the local action s = (-beta s_x) h_x of Ising.local_action:
+
+    Metropolis  the flipped spin, accepted if Delta s <= 0 or log_exact(u') < -Delta s, for
+                each hit (u' the second uniform of the hit's words);
+    heatbath    s_x = +1 if u < 1 / (1 + exp(-2 beta h_x)) (the theory's table), else -1, u
+                the first uniform of attempt 0.
+"""
+
+import numba
+import numpy as np
+
+from lqcdflow.kernels import rng_numba
+from lqcdflow.kernels.compiled import CompiledLocal
+from lqcdflow.kernels.jit import kernel
+from lqcdflow.rng import STREAM_LOCAL
+
+
+@kernel(parallel=True)
+def _metropolis(spins, h, sites, dofs, sweep, stream, k0, k1, hits, minus_beta, changed,
+                delta_s):
+    """The Metropolis hits at the flat ``sites`` (random-number indices ``dofs``) of sweep
+    ``sweep``, in place (module docstring); changes counted in ``changed``, the change of the
+    local action added to ``delta_s``."""
+    for k in numba.prange(sites.size):
+        i, dof = sites[k], np.uint64(dofs[k])
+        value, environment = spins[i], h[i]
+        start = action = minus_beta * value * environment
+        count = 0.0
+        for hit in range(hits):
+            _, v = rng_numba.uniforms(dof, sweep, stream, np.uint64(hit), k0, k1)
+            proposal = -value
+            proposed = minus_beta * proposal * environment
+            delta = proposed - action
+            if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
+                value, action = proposal, proposed
+                count += 1.0
+        spins[i] = value
+        changed[i] = changed[i] + count
+        delta_s[i] = delta_s[i] + (action - start)
+
+
+@kernel(parallel=True)
+def _heatbath(spins, h, sites, dofs, sweep, stream, k0, k1, up, two_d, minus_beta, changed,
+              delta_s):
+    """The heatbath draws at the flat ``sites`` of sweep ``sweep``, in place (module
+    docstring); up[(h + 2D) / 2] is the probability of +1."""
+    for k in numba.prange(sites.size):
+        i = sites[k]
+        value, environment = spins[i], h[i]
+        u, _ = rng_numba.uniforms(np.uint64(dofs[k]), sweep, stream, np.uint64(0), k0, k1)
+        new = 1.0 if u < up[int((environment + two_d) * 0.5)] else -1.0
+        spins[i] = new
+        if spins[i] != value:
+            changed[i] = changed[i] + 1.0
+        delta_s[i] = delta_s[i] + (minus_beta * spins[i] * environment
+                                   - minus_beta * value * environment)
+
+
+def make_local(theory, threads, algorithm, rng, hits, width):
+    """The compiled local updates of ``theory`` (lqcdflow.kernels.select.choose)."""
+    return IsingLocal(theory, threads, algorithm, rng, hits, width)
+
+
+class IsingLocal(CompiledLocal):
+    """Metropolis or heatbath updates of a :class:`lqcdflow.theories.ising.Ising` theory
+    (lqcdflow.kernels.compiled.CompiledLocal)."""
+
+    def update_sites(self, values, environment, sites, dofs, sweep, changed, delta_s):
+        minus_beta = values.dtype.type(-self.theory.beta)
+        rng = (sites, dofs, sweep, np.uint64(STREAM_LOCAL), *self.key)
+        if self.algorithm == "heatbath":
+            _heatbath(values, environment, *rng, self.theory._up,
+                      values.dtype.type(2 * self.theory.lattice.ndim), minus_beta, changed,
+                      delta_s)
+        else:
+            _metropolis(values, environment, *rng, self.hits, minus_beta, changed, delta_s)

@@ -4,6 +4,7 @@ molecular dynamics of phi^4, U(1), SU(2) and SU(3) on every process grid, dtype 
 run` (HMC, Langevin, Metropolis and heatbath, on other rank counts), and one-line errors where
 there are none."""
 
+import importlib
 import os
 import re
 import sys
@@ -100,6 +101,28 @@ def test_compiled_local_sweeps_are_bitwise_the_array_ones(name, algorithm, shape
         if comm.Get_rank() == 0:
             assert want[0].tobytes() == got[0].tobytes(), grid
             assert want[1:] == got[1:], grid
+
+
+def test_compiled_digits_of_reproducible_sums_are_the_array_ones(monkeypatch):
+    """reproducible_sum's digits where numba is loaded (lqcdflow.kernels.reduce_numba) are
+    those of the array path, so the sums are the same bits, over magnitudes from subnormal to
+    near overflow, in float64 and float32."""
+    from lqcdflow.parallel.reduce import _digits, digit_layout
+
+    importlib.import_module("numba")  # loaded: _digits takes the compiled path
+
+    rng = np.random.default_rng(0)
+    for x in [rng.standard_normal(1000), rng.standard_normal((8, 8, 8)).astype(np.float32),
+              rng.standard_normal(10**5) * np.exp(rng.uniform(-700, 700, 10**5)),
+              rng.standard_normal(1000) * 1e-310, np.array([1e308, -1e308, 5e-324]),
+              np.array([5e-324, -1e-320]), np.zeros(7)]:
+        exponent = np.full((1,) * x.ndim, np.frexp(np.max(np.abs(x)).astype(np.float64))[1])
+        layout, axes = digit_layout(x.size), tuple(range(x.ndim))
+        compiled = _digits(x, exponent, *layout, axes, np)
+        with monkeypatch.context() as patch:
+            patch.delitem(sys.modules, "numba")
+            array = _digits(x, exponent, *layout, axes, np)
+        assert compiled.dtype == array.dtype and np.array_equal(compiled, array), x[:3]
 
 
 def test_compiled_gaussians_are_the_counter_rngs():

@@ -92,7 +92,8 @@ def sweeps(theory, algorithm, kernels, n=4):
 @pytest.mark.parametrize("name, algorithm, shape, dtype", [
     ("phi4", "metropolis", (4, 6), "float64"), ("phi4", "metropolis", (2, 4, 2, 4), "float32"),
     ("ising", "metropolis", (4, 6), "float64"), ("ising", "heatbath", (4, 6), "float64"),
-    ("ising", "heatbath", (2, 4, 2, 4), "float32")])
+    ("ising", "heatbath", (2, 4, 2, 4), "float32"), ("u1", "metropolis", (4, 6), "float64"),
+    ("u1", "metropolis", (2, 4, 2, 4), "float64")])
 def test_compiled_local_sweeps_are_bitwise_the_array_ones(name, algorithm, shape, dtype, comm):
     start, *want = sweeps(make_theory(name, shape, dtype), algorithm, "numpy")
     assert not np.array_equal(want[0], start) and 0 < want[1][-1][0] < 1
@@ -167,11 +168,11 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     ("u1", U1_RUN_FILE, {}), ("su3", SU3_RUN_FILE, {}),
     ("metropolis", RUN_FILE, {'integrator = "omelyan2"\nn_steps = 4':
                               'algorithm = "metropolis"\nhits = 2\nwidth = 1.5'}),
-    ("heatbath", RUN_FILE, ISING_RUN)])
+    ("heatbath", RUN_FILE, ISING_RUN), ("u1 metropolis", RUN_FILE, U1_LOCAL_RUN)])
 def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, replace):
     """`lqcdflow run` with kernels = "compiled" on 2 ranks writes the chain of kernels =
     "numpy" on 1 rank, bit for bit (phi^4 HMC with nested levels, MALA, U(1) and SU(3) HMC,
-    phi^4 Metropolis and Ising heatbath sweeps), and says which kernels ran."""
+    phi^4 and U(1) Metropolis and Ising heatbath sweeps), and says which kernels ran."""
     chains = {}
     for kernels, ranks in [("numpy", None), ("compiled", 2)]:
         run = write_run_file(tmp_path / f"{kernels}.toml", 30, text=text,
@@ -192,8 +193,9 @@ def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, r
     (U1_RUN_FILE, {'kernels = "numpy"': 'kernels = "compiled"\ndtype = "float32"'},
      "[run] kernels = 'compiled' cannot be used: the U(1) kernels need [run] dtype = "
      "'float64'"),
-    (None, {**U1_LOCAL_RUN, 'kernels = "numpy"': 'kernels = "compiled"'},
-     "[run] kernels = 'compiled' cannot be used: U1 has no compiled local-update kernels"),
+    (None, {**U1_LOCAL_RUN, 'algorithm = "metropolis"\nwidth = 2.0': 'algorithm = "heatbath"',
+            'kernels = "numpy"': 'kernels = "compiled"'},
+     "[run] kernels = 'compiled' cannot be used: U1 has no compiled heatbath kernels"),
     (FLOW_RUN_FILE, {"seed = 11": 'seed = 11\nkernels = "compiled"'},
      "algorithm = 'nmcmc' has no compiled kernels"),
     (None, {'kernels = "numpy"': 'kernels = "fast"'}, "[run] kernels"),
@@ -212,7 +214,7 @@ def test_the_kernel_cache_is_keyed_by_every_source_they_compile_from(tmp_path, m
     from lqcdflow.kernels import compiled, jit, phi4_numba, sun_numba, u1_numba
 
     kernels = [phi4_numba._momentum_update, phi4_numba._trajectory, compiled.field_update,
-               rng_numba.normal, u1_numba._momentum_update, u1_numba._sines,
+               rng_numba.normal, u1_numba._momentum_update, u1_numba._metropolis,
                sun_numba._momentum_update, sun_numba._field_update]
     # (Numba adds a subdirectory of the source's directory)
     assert all(k._cache._cache_path.startswith(jit.CACHE_DIR + os.sep) for k in kernels)

@@ -8,8 +8,9 @@ Usage
     mpiexec -n R python tools/bench_local.py --shape 512 512 [--theory phi4|ising]
         [--algorithm metropolis|heatbath] [--hits 2] [--dtype float64] [--repeat 5]
 
-phi^4 in the hopping form at kappa = 0.18, lambda = 0.4 (Metropolis, proposal width 1.5), or
-the Ising model at beta = 0.4 (Metropolis or heatbath), on a hot start. Each path sweeps
+phi^4 in the hopping form at kappa = 0.18, lambda = 0.4, the Ising model at beta = 0.4, or
+U(1) gauge theory at beta = 1.5 (Metropolis with proposal width 1.5, or heatbath where the
+theory has it), on a hot start. Each path sweeps
 ``--repeat`` rounds of k sweeps, k chosen so that a round lasts 0.2 s; a round's time is the
 maximum over ranks (barrier before). The array path is timed first, before the compiled
 kernels load numba: where numba is loaded, reproducible sums take their compiled digits
@@ -31,9 +32,10 @@ from lqcdflow.parallel import Lattice
 from lqcdflow.rng import CounterRNG
 from lqcdflow.theories.ising import Ising
 from lqcdflow.theories.phi4 import Phi4, Phi4Couplings
+from lqcdflow.theories.u1 import U1
 
 THEORIES = {"phi4": lambda lattice: Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4)),
-            "ising": lambda lattice: Ising(lattice, 0.4)}
+            "ising": lambda lattice: Ising(lattice, 0.4), "u1": lambda lattice: U1(lattice, 1.5)}
 
 
 def rounds(function, comm, repeat, min_time=0.2):

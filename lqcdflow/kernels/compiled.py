@@ -12,6 +12,9 @@ LLVM neither reorders nor contracts a multiply and an add into an FMA. Sites (li
 independent within an update, so the threads do not change the bits either.
 """
 
+import functools
+import math
+
 import numba
 import numpy as np
 
@@ -28,6 +31,27 @@ def field_update(field, pi, c):
     the array path's axpy(field, c, pi))."""
     for i in numba.prange(field.size):
         field[i] = field[i] + pi[i] * c
+
+
+@kernel()
+def _sin_cos(x):
+    """sin and cos of ``x`` from the C library, as the kernels compute them."""
+    out = np.empty((2, x.size))
+    for i in range(x.size):
+        out[0, i], out[1, i] = math.sin(x[i]), math.cos(x[i])
+    return out
+
+
+@functools.cache
+def numpy_trigonometry_differs():
+    """Why NumPy's float64 sin or cos would not be the kernels' (the C library's), or None:
+    compared on 4096 angles in [-8 pi, 8 pi] and 0, -0, +-pi, 1e-300, 1e300. (They are the
+    same on the CPUs seen so far; NumPy's float32 ones are its own vectorised ones.)"""
+    angles = np.random.default_rng(0).uniform(-8 * math.pi, 8 * math.pi, 4096)
+    angles = np.concatenate([angles, [0.0, -0.0, math.pi, -math.pi, 1e-300, 1e300]])
+    if not np.array_equal(np.stack([np.sin(angles), np.cos(angles)]), _sin_cos(angles)):
+        return "NumPy's sine or cosine differs from the C library's on this machine"
+    return None
 
 
 class CompiledMD:
@@ -147,8 +171,8 @@ class CompiledMD:
 
 class CompiledLocal:
     """A theory's compiled local updates (lqcdflow.mc.local.LocalSampler's ``kernels``);
-    subclasses supply ``update_sites(values, environment, sites, dofs, sweep, changed,
-    delta_s)`` on flat arrays, in place.
+    subclasses supply ``update_sites(field, component, environment, sites, dofs, sweep,
+    changed, delta_s)`` on flat arrays, in place.
 
     Parameters
     ----------
@@ -171,14 +195,15 @@ class CompiledLocal:
         self.key = tuple(np.uint64(word) for word in rng.key)
         self.name = f"compiled (Numba {numba.__version__}, {self.threads} thread(s))"
 
-    def update(self, values, environment, group, sweep, changed, delta_s):
-        """The updates of one group (mask, flat site indices, random-number indices) of sweep
-        ``sweep``: its values in place, the number of changes of each and the change of its
-        local action added to ``changed`` and ``delta_s`` (LocalSampler.step)."""
-        if not (values.flags.c_contiguous and environment.flags.c_contiguous):
-            raise ValueError("the compiled local updates need contiguous values")
+    def update(self, field, component, environment, group, sweep, changed, delta_s):
+        """The updates of ``component`` of ``field`` at one group of sites (mask, flat site
+        indices, random-number indices) in sweep ``sweep``: in place, the number of changes
+        at each site and the change of its local action added to ``changed`` and ``delta_s``
+        (LocalSampler.step)."""
+        if not (field.flags.c_contiguous and environment.flags.c_contiguous):
+            raise ValueError("the compiled local updates need C-contiguous fields")
         check_draw(sweep)
         numba.set_num_threads(self.threads)
         _, sites, dofs = group
-        self.update_sites(values.reshape(-1), environment.reshape(-1), sites, dofs,
+        self.update_sites(field.reshape(-1), component, environment.reshape(-1), sites, dofs,
                           np.uint64(sweep), changed.reshape(-1), delta_s.reshape(-1))

@@ -59,16 +59,22 @@ def _heatbath(spins, h, sites, dofs, sweep, stream, k0, k1, up, two_d, minus_bet
                                    - minus_beta * value * environment)
 
 
-def make_local(theory, threads, algorithm, rng, hits, width):
-    """The compiled local updates of ``theory`` (lqcdflow.kernels.select.choose)."""
-    return IsingLocal(theory, threads, algorithm, rng, hits, width)
+def make_metropolis(theory, threads, rng, hits, width):
+    """The compiled metropolis updates of ``theory`` (lqcdflow.kernels.select.choose)."""
+    return IsingLocal(theory, threads, "metropolis", rng, hits, width)
+
+
+def make_heatbath(theory, threads, rng, hits, width):
+    """The compiled heatbath updates of ``theory`` (lqcdflow.kernels.select.choose)."""
+    return IsingLocal(theory, threads, "heatbath", rng, hits, width)
 
 
 class IsingLocal(CompiledLocal):
     """Metropolis or heatbath updates of a :class:`lqcdflow.theories.ising.Ising` theory
     (lqcdflow.kernels.compiled.CompiledLocal)."""
 
-    def update_sites(self, values, environment, sites, dofs, sweep, changed, delta_s):
+    def update_sites(self, values, component, environment, sites, dofs, sweep, changed,
+                     delta_s):
         minus_beta = values.dtype.type(-self.theory.beta)
         rng = (sites, dofs, sweep, np.uint64(STREAM_LOCAL), *self.key)
         if self.algorithm == "heatbath":

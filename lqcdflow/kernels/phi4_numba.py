@@ -207,16 +207,17 @@ def _metropolis(phi, n, sites, dofs, sweep, stream, k0, k1, hits, width, h, c2, 
         delta_s[i] = delta_s[i] + (action - start)
 
 
-def make_local(theory, threads, algorithm, rng, hits, width):
-    """The compiled local updates of ``theory`` (lqcdflow.kernels.select.choose)."""
-    return Phi4Local(theory, threads, algorithm, rng, hits, width)
+def make_metropolis(theory, threads, rng, hits, width):
+    """The compiled metropolis updates of ``theory`` (lqcdflow.kernels.select.choose)."""
+    return Phi4Local(theory, threads, "metropolis", rng, hits, width)
 
 
 class Phi4Local(CompiledLocal):
     """Metropolis updates of a :class:`lqcdflow.theories.phi4.Phi4` theory with
     :func:`_metropolis` (lqcdflow.kernels.compiled.CompiledLocal)."""
 
-    def update_sites(self, values, environment, sites, dofs, sweep, changed, delta_s):
+    def update_sites(self, values, component, environment, sites, dofs, sweep, changed,
+                     delta_s):
         c, dtype = self.theory.couplings, values.dtype
         _metropolis(values, environment, sites, dofs, sweep, np.uint64(STREAM_LOCAL), *self.key,
                     self.hits, np.float64(self.width), dtype.type(c.h), dtype.type(c.c2),

@@ -2,8 +2,8 @@
 
 ``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a theory's
 compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory, threads)``
-returns those of the molecular dynamics, ``make_local(theory, threads, ...)`` those of the
-local updates (lqcdflow.mc.local), and whose ``unavailable(theory)``, if it has one, says why
+returns those of the molecular dynamics, ``make_metropolis`` and ``make_heatbath(theory,
+threads, rng, hits, width)`` those of the local updates (lqcdflow.mc.local), and whose ``unavailable(theory)``, if it has one, says why
 they cannot serve a run; an error where there are none), "auto" (compiled where they can serve and, if the module has
 ``faster(theory)``, where that says they are faster; else array operations).
 Both give the same bits (lqcdflow.kernels.compiled says how), so the switch changes the speed
@@ -41,8 +41,8 @@ class ArrayKernels:
 
 def unavailable(theory, maker="make", what="molecular-dynamics"):
     """Why ``theory`` has no compiled ``what`` kernels here (a sentence), or None if it has:
-    its module's ``maker`` makes them (``make``: molecular dynamics; ``make_local``: local
-    updates)."""
+    its module's ``maker`` makes them (``make``: molecular dynamics; ``make_metropolis``,
+    ``make_heatbath``: local updates)."""
     return _missing(theory, maker, what) or _module_says(theory)
 
 

@@ -41,7 +41,7 @@ import numba
 import numpy as np
 
 from lqcdflow.groups.su_n import C1_SERIES, SINC_SERIES
-from lqcdflow.kernels.compiled import CompiledMD
+from lqcdflow.kernels.compiled import CompiledMD, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
 
 # The sites are cut into this many blocks for the threads; each block has its own scratch
@@ -378,27 +378,13 @@ def _field_update(links, sites, pi, c, theta, kinds, gen_j, gen_k, c_k, c1_below
                             links[start + b, mu, r, s] = complex(wr[4, r, s, b], wi[4, r, s, b])
 
 
-@kernel()
-def _sin_cos(x):
-    """sin and cos of ``x`` from the C library, as the kernels compute them."""
-    out = np.empty((2, x.size))
-    for i in range(x.size):
-        out[0, i], out[1, i] = math.sin(x[i]), math.cos(x[i])
-    return out
-
-
 def unavailable(theory):
     """Why the compiled SU(N) kernels would not give the array path's bits here, or None:
-    they need complex128 links, and NumPy's float64 sin and cos must be the C library's
-    (checked on arguments of the sizes the exponential meets)."""
+    they need complex128 links, and NumPy's float64 sin and cos must be the C library's."""
     if theory.lattice.backend.dtype != np.float64:
         return ("the SU(N) kernels need [run] dtype = 'float64' (NumPy's float32 sine and "
                 "cosine are its own)")
-    x = np.random.default_rng(0).uniform(-8.0, 8.0, 4096)
-    x = np.concatenate([x, [0.0, -0.0, math.pi, 1e-300, 8.0]])
-    if not np.array_equal(np.stack([np.sin(x), np.cos(x)]), _sin_cos(x)):
-        return "NumPy's sine or cosine differs from the C library's on this machine"
-    return None
+    return numpy_trigonometry_differs()
 
 
 def make(theory, threads):

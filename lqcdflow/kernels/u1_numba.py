@@ -22,6 +22,10 @@ These are the operations of U1.force and axpy in their order (the rules:
 lqcdflow.kernels.compiled), with the sine of the C library, which NumPy also uses for float64
 on the CPUs seen so far; :func:`unavailable` checks that on the machine it runs on, and float32
 (where NumPy has its own vectorised sine) is not offered.
+
+Local Metropolis updates (lqcdflow.mc.local) of the links of one direction and parity are one
+pass over their sites (:func:`_metropolis`), from the staple sums of the array path, with the
+C library's cosine and sine in U1.local_action.
 """
 
 import math
@@ -29,8 +33,11 @@ import math
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledMD
+from lqcdflow.kernels import rng_numba
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
+from lqcdflow.rng import STREAM_LOCAL
+from lqcdflow.theories.u1 import TWO_PI
 
 # The sites are cut into this many blocks for the threads (a parallel loop over single sites
 # schedules too finely: it ran 2.4x slower than a serial one on one thread).
@@ -88,25 +95,12 @@ def _momentum_update(sines, halo, down, pi, beta, minus_c):
                 pi[i * ndim + mu] = pi[i * ndim + mu] + (f_mu[i - first] * beta) * minus_c
 
 
-@kernel()
-def _sines(angles):
-    out = np.empty_like(angles)
-    for i in range(angles.size):
-        out[i] = math.sin(angles[i])
-    return out
-
-
 def unavailable(theory):
     """Why the compiled U(1) kernels would not give the array path's bits here, or None: they
-    need float64, and NumPy's sine must be the C library's (checked on angles of every size
-    an MD trajectory meets)."""
+    need float64, and NumPy's sine and cosine must be the C library's."""
     if theory.lattice.backend.dtype != np.float64:
         return "the U(1) kernels need [run] dtype = 'float64' (NumPy's float32 sine is its own)"
-    angles = np.random.default_rng(0).uniform(-4 * math.pi, 4 * math.pi, 4096)
-    angles = np.concatenate([angles, [0.0, -0.0, math.pi, -math.pi, 1e-300, 1e300]])
-    if not np.array_equal(np.sin(angles), _sines(angles)):
-        return "NumPy's sine differs from the C library's on this machine"
-    return None
+    return numpy_trigonometry_differs()
 
 
 # Sites per rank from which the kernels beat the array path (tools/bench_md.py, one thread:
@@ -142,3 +136,65 @@ class U1Compiled(CompiledMD):
         halo, _ = self.halo(self._sines, (-1,))
         _momentum_update(self._sines.reshape(-1), halo, self._down, pi.reshape(-1),
                          np.float64(self.theory.beta), np.float64(-c))
+
+
+@kernel(inline="always")
+def _local_action(theta, a_re, a_im, minus_beta):
+    """U1.local_action: -beta (cos theta Re A - sin theta Im A)."""
+    return minus_beta * (math.cos(theta) * a_re - math.sin(theta) * a_im)
+
+
+@kernel(inline="always")
+def _wrap(angle, two_pi):
+    """lqcdflow.theories.u1.wrap of one angle: into [-pi, pi)."""
+    r = angle - two_pi * math.floor((angle + math.pi) / two_pi)
+    if r < -math.pi:
+        r = r + two_pi
+    if r >= math.pi:
+        r = r - two_pi
+    return r
+
+
+@kernel(parallel=True)
+def _metropolis(theta, mu, ndim, staples, sites, dofs, sweep, stream, k0, k1, hits, width,
+                minus_beta, two_pi, changed, delta_s):
+    """The Metropolis hits of LocalSampler for the links theta_mu at the flat ``sites``
+    (random-number indices ``dofs``) of sweep ``sweep``, in place: proposals
+    wrap(theta + width (2u - 1)), accepted if Delta s <= 0 or log_exact(u') < -Delta s, and
+    the proposal differs; the changes counted in ``changed``, the change of the local action
+    added to ``delta_s``."""
+    for k in numba.prange(sites.size):
+        i, dof = sites[k], np.uint64(dofs[k])
+        link = i * ndim + mu
+        value, a = theta[link], staples[i]
+        start = action = _local_action(value, a.real, a.imag, minus_beta)
+        count = 0.0
+        for hit in range(hits):
+            u, v = rng_numba.uniforms(dof, sweep, stream, np.uint64(hit), k0, k1)
+            proposal = _wrap(value + width * (2.0 * u - 1.0), two_pi)
+            proposed = _local_action(proposal, a.real, a.imag, minus_beta)
+            delta = proposed - action
+            if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
+                value, action = proposal, proposed
+                count += 1.0
+        theta[link] = value
+        changed[i] = changed[i] + count
+        delta_s[i] = delta_s[i] + (action - start)
+
+
+def make_metropolis(theory, threads, rng, hits, width):
+    """The compiled Metropolis updates of ``theory`` (lqcdflow.kernels.select.choose)."""
+    return U1Metropolis(theory, threads, "metropolis", rng, hits, width)
+
+
+class U1Metropolis(CompiledLocal):
+    """Metropolis updates of the links of a :class:`lqcdflow.theories.u1.U1` theory with
+    :func:`_metropolis` (lqcdflow.kernels.compiled.CompiledLocal). (The heatbath has no
+    compiled kernel: its von Mises draws take NumPy's arccos and angle, which are not the C
+    library's.)"""
+
+    def update_sites(self, theta, component, staples, sites, dofs, sweep, changed, delta_s):
+        (mu,) = component
+        _metropolis(theta, mu, self.theory.lattice.ndim, staples, sites, dofs, sweep,
+                    np.uint64(STREAM_LOCAL), *self.key, self.hits, np.float64(self.width),
+                    np.float64(-self.theory.beta), TWO_PI, changed, delta_s)

@@ -64,8 +64,8 @@ class LocalSampler:
     The chain state is a ChainState whose ``accepted`` counts the updates that changed their
     degree of freedom, ``updates_per_step`` (= volume x components x hits) of them per sweep.
     ``kernels`` ([run] kernels, lqcdflow.kernels.select) chooses who updates a group's sites
-    from their environment: :class:`ArrayLocal`, or a theory's compiled local updates (the
-    same bits).
+    from their environment: :class:`ArrayLocal`, or a theory's compiled ones (its kernel
+    module's ``make_metropolis`` or ``make_heatbath``; the same bits).
     """
 
     record = LOCAL_RECORD
@@ -74,9 +74,9 @@ class LocalSampler:
         self.theory, self.algorithm, self.hits, self.width = theory, algorithm, hits, width
         self.name = {"metropolis": "Metropolis", "heatbath": "heatbath"}[algorithm]
         self.rng = CounterRNG(seed)
-        self.kernels = choose(theory, kernels, "make_local", "local-update",
+        self.kernels = choose(theory, kernels, f"make_{algorithm}", algorithm,
                               lambda: ArrayLocal(theory, algorithm, self.rng, hits, width),
-                              algorithm, self.rng, hits, width)
+                              self.rng, hits, width)
         lat = theory.lattice
         components = theory.local_components
         self.updates_per_step = lat.volume * len(components) * (
@@ -101,8 +101,7 @@ class LocalSampler:
         delta_s = lat.xp.zeros(lat.local_shape)
         for component, group in self.groups:
             environment = self.theory.local_environment(field, component)
-            values = field[(Ellipsis,) + component]  # a view: updating it updates field
-            self.kernels.update(values, environment, group, sweep, changed, delta_s)
+            self.kernels.update(field, component, environment, group, sweep, changed, delta_s)
         accepted = int(lat.sum(changed))
         return (ChainState(field, sweep, state.accepted + accepted),
                 SweepInfo(sweep, accepted / self.updates_per_step, lat.sum(delta_s)))
@@ -125,11 +124,13 @@ class ArrayLocal:
         self.theory, self.algorithm, self.rng, self.hits, self.width = (theory, algorithm, rng,
                                                                         hits, width)
 
-    def update(self, values, environment, group, sweep, changed, delta_s):
-        """The updates of one group (mask, flat site indices, random-number indices) of sweep
-        ``sweep``: its values in place, the number of changes of each and the change of its
-        local action added to ``changed`` and ``delta_s``."""
+    def update(self, field, component, environment, group, sweep, changed, delta_s):
+        """The updates of ``component`` of ``field`` at one group of sites (mask, flat site
+        indices, random-number indices) in sweep ``sweep``: in place, the number of changes
+        at each site and the change of its local action added to ``changed`` and
+        ``delta_s``."""
         mask, _, dofs = group
+        values = field[(Ellipsis,) + component]  # a view: assigning to it updates field
         values[mask], changed_here, delta_here = self._update(values[mask], environment[mask],
                                                               dofs, sweep)
         changed[mask] += changed_here

@@ -4,7 +4,6 @@ molecular dynamics of phi^4, U(1), SU(2) and SU(3) on every process grid, dtype 
 run` (HMC, Langevin, Metropolis and heatbath, on other rank counts), and one-line errors where
 there are none."""
 
-import importlib
 import os
 import re
 import sys
@@ -31,7 +30,8 @@ from runs import FLOW_RUN_FILE, ISING_RUN, RUN_FILE, SU3_RUN_FILE, U1_LOCAL_RUN,
 # (scheme, n_steps): one level of the whole force, or (phi^4) hopping outside the potential
 # (nested): every force term of the kernels (the schemes differ only in their coefficients)
 INTEGRATORS = {"phi4": [("omelyan2", 2), ("leapfrog", [2, 3])], "u1": [("omelyan2", 2)],
-               "su2": [("omelyan2", 2)], "su3": [("omelyan2", 2), ("leapfrog", 3)]}
+               "su2": [("omelyan2", 2), ("leapfrog", 3)],
+               "su3": [("omelyan2", 2), ("leapfrog", 3)]}
 THEORIES = {"phi4": lambda lattice: Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4)),
             "u1": lambda lattice: U1(lattice, 1.3),
             "su2": lambda lattice: SUN(lattice, 2, 2.2),
@@ -60,7 +60,8 @@ def trajectory(theory, kernels, scheme, n_steps):
     ("phi4", (12,), "float32"), ("phi4", (4, 6), "float32"), ("phi4", (2, 4, 2, 4), "float32"),
     ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64"),
     ("su2", (4, 6), "float64"), ("su2", (2, 4, 2, 4), "float64"),
-    ("su3", (4, 6), "float64"), ("su3", (2, 4, 2, 4), "float64")])
+    ("su3", (4, 6), "float64"), ("su3", (2, 4, 2, 4), "float64"),
+    ("su3", (34, 34), "float64")])
 def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, comm):
     for scheme, n_steps in INTEGRATORS[name]:
         start, *want = trajectory(make_theory(name, shape, dtype), "numpy", scheme, n_steps)
@@ -73,6 +74,35 @@ def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, co
                     assert a.tobytes() == b.tobytes(), (
                         f"{what} differs on grid {grid} ({scheme}, {n_steps}): max "
                         f"|diff| {np.abs(a - b).max()}")
+
+
+def special_momenta(n, sites):
+    """su(N) momenta (sites, 1, N^2 - 1) that, times 0.7, take the exponential down each of
+    its branches, site after site: zero; c_1 below C1_SERIES (the series); a small SU(2)
+    angle (the sinc series); for SU(3) degenerate eigenvalues (T_8 only: theta = 0, w = 0,
+    the sinc series) with c_0 > 0 and c_0 < 0, c_0 = 0 (T_3 only), and random momenta."""
+    rng = np.random.default_rng(2)
+    cases = [np.zeros(n * n - 1), np.full(n * n - 1, 1e-7), np.full(n * n - 1, 3e-4)]
+    if n == 3:
+        cases += [np.eye(8)[7] * 0.9, -np.eye(8)[7] * 0.9, np.eye(8)[2] * 1.3]
+    cases += [rng.standard_normal(n * n - 1) for _ in range(3)]
+    return np.array([cases[i % len(cases)] for i in range(sites)])[:, None, :]
+
+
+@pytest.mark.parametrize("n, shape", [(2, (34, 34)), (3, (34, 34)), (3, (6, 8)), (3, (5, 8))])
+def test_compiled_link_updates_take_every_branch_of_the_exponential(n, shape):
+    """SU(N)'s compiled Q update equals SUN.update_field bit for bit on momenta that reach
+    every branch of the exponential, with the sites of a thread's block in full and partial
+    runs of LANES (34^2: 18 sites per block; 6x8: 16; 5x8: 13 or 14)."""
+    theory = make_theory(f"su{n}", shape, "float64")
+    field = theory.hot_start(CounterRNG(4))
+    volume, ndim = field.shape[0] * field.shape[1], field.shape[2]
+    pi = np.broadcast_to(special_momenta(n, volume), (volume, ndim, n * n - 1))
+    pi = np.ascontiguousarray(pi.reshape(shape + (ndim, n * n - 1)))
+    want, got = field.copy(), field.copy()
+    theory.update_field(want, pi, 0.7)
+    md_kernels(theory, "compiled").field_update(got, pi, 0.7)
+    assert not np.array_equal(want, field) and want.tobytes() == got.tobytes()
 
 
 def sweeps(theory, algorithm, kernels, n=4):
@@ -105,24 +135,25 @@ def test_compiled_local_sweeps_are_bitwise_the_array_ones(name, algorithm, shape
 
 
 def test_compiled_digits_of_reproducible_sums_are_the_array_ones(monkeypatch):
-    """reproducible_sum's digits where numba is loaded (lqcdflow.kernels.reduce_numba) are
-    those of the array path, so the sums are the same bits, over magnitudes from subnormal to
-    near overflow, in float64 and float32."""
-    from lqcdflow.parallel.reduce import _digits, digit_layout
+    """The compiled digits of reproducible sums (lqcdflow.kernels.reduce_numba, taken where
+    compiled kernels run) are those of the array path, so the sums are the same bits, over
+    magnitudes from subnormal to near overflow, in float64 and float32."""
+    from lqcdflow.kernels.reduce_numba import digits
+    from lqcdflow.parallel import reduce
 
-    importlib.import_module("numba")  # loaded: _digits takes the compiled path
-
+    md_kernels(make_theory("phi4", (4, 4), "float64"), "compiled")
+    assert reduce._compiled_digits is digits
     rng = np.random.default_rng(0)
     for x in [rng.standard_normal(1000), rng.standard_normal((8, 8, 8)).astype(np.float32),
               rng.standard_normal(10**5) * np.exp(rng.uniform(-700, 700, 10**5)),
               rng.standard_normal(1000) * 1e-310, np.array([1e308, -1e308, 5e-324]),
               np.array([5e-324, -1e-320]), np.zeros(7)]:
         exponent = np.full((1,) * x.ndim, np.frexp(np.max(np.abs(x)).astype(np.float64))[1])
-        layout, axes = digit_layout(x.size), tuple(range(x.ndim))
-        compiled = _digits(x, exponent, *layout, axes, np)
+        layout, axes = reduce.digit_layout(x.size), tuple(range(x.ndim))
+        compiled = reduce._digits(x, exponent, *layout, axes, np)
         with monkeypatch.context() as patch:
-            patch.delitem(sys.modules, "numba")
-            array = _digits(x, exponent, *layout, axes, np)
+            patch.setattr(reduce, "_compiled_digits", None)
+            array = reduce._digits(x, exponent, *layout, axes, np)
         assert compiled.dtype == array.dtype and np.array_equal(compiled, array), x[:3]
 
 

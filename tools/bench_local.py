@@ -12,9 +12,9 @@ phi^4 in the hopping form at kappa = 0.18, lambda = 0.4, the Ising model at beta
 U(1) gauge theory at beta = 1.5 (Metropolis with proposal width 1.5, or heatbath where the
 theory has it), on a hot start. Each path sweeps
 ``--repeat`` rounds of k sweeps, k chosen so that a round lasts 0.2 s; a round's time is the
-maximum over ranks (barrier before). The array path is timed first, before the compiled
-kernels load numba: where numba is loaded, reproducible sums take their compiled digits
-(lqcdflow.parallel.reduce), which would speed up the array path's sums too. Prints the best
+maximum over ranks (barrier before). The array path is timed first: once compiled kernels
+run, reproducible sums take their compiled digits (lqcdflow.parallel.reduce), which would
+speed up the array path's sums too. Prints the best
 and median time per sweep, ns per site, the ratio, and the copy of a field for scale.
 """
 

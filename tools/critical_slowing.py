@@ -52,6 +52,7 @@ import numpy as np
 from mpi4py import MPI
 
 from lqcdflow.analysis.gamma import mean
+from lqcdflow.kernels.select import md_kernels
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import omelyan2
 from lqcdflow.mc.langevin import langevin
@@ -77,10 +78,11 @@ def make_update(args, theory, algorithm):
     rng = CounterRNG(args.seed)
     if algorithm in ("metropolis", "heatbath"):
         settings = {"hits": args.hits, "width": args.width} if algorithm == "metropolis" else {}
-        return LocalSampler(theory, algorithm, args.seed, **settings)
+        return LocalSampler(theory, algorithm, args.seed, **settings, kernels=args.kernels)
+    kernels = md_kernels(theory, args.kernels)
     if algorithm == "hmc":
-        return HMC.of(theory, omelyan2(), args.n_steps, 1.0, rng)
-    return langevin(theory, args.epsilon, rng, metropolis=True)
+        return HMC.of(theory, omelyan2(), args.n_steps, 1.0, rng, kernels)
+    return langevin(theory, args.epsilon, rng, metropolis=True, kernels=kernels)
 
 
 def measured(theory, field):
@@ -219,6 +221,8 @@ def main():
     parser.add_argument("--n-steps", type=int, default=4)
     parser.add_argument("--epsilon", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kernels", choices=("auto", "numpy", "compiled"), default="auto",
+                        help="[run] kernels of the updates (the same chains, at other speeds)")
     parser.add_argument("--json")
     parser.add_argument("--load", nargs="+", help="JSON files of earlier runs to combine")
     parser.add_argument("--plot")

@@ -21,7 +21,7 @@ import numpy as np
 from lqcdflow.kernels import rng_numba
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.mc.integrators import trajectory_updates
-from lqcdflow.rng import STREAM_MOMENTA, check_draw
+from lqcdflow.rng import STREAM_LOCAL, STREAM_MOMENTA, check_draw
 from lqcdflow.theories.base import Theory
 
 
@@ -167,6 +167,37 @@ class CompiledMD:
             offsets[mu, k] = start
             start += face.size
         return (np.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets
+
+
+@kernel(inline="always")
+def metropolis_hits(field, link, around, params, dof, sweep, key0, key1, hits, width,
+                    local_action, propose):
+    """The Metropolis hits of LocalSampler (lqcdflow.mc.local.ArrayLocal) at the degree of
+    freedom field[link] with random-number index ``dof`` in sweep ``sweep``, in place; returns
+    (the number of changes, the change of the local action).
+
+    Hit h takes the uniforms (u, u') of the words of (dof, sweep, STREAM_LOCAL, h). The
+    proposal propose(value, u, width, params), stored and read back so that it has the
+    field's dtype (as the array path's astype), is accepted if Delta s <= 0 or
+    log_exact(u') < -Delta s, s = local_action(value, around, params), and if it differs from
+    the value. ``local_action`` and ``propose`` are a theory's jitted functions, inlined into
+    its kernel (which Numba then caches as any other).
+    """
+    value = field[link]
+    start = action = local_action(value, around, params)
+    count = 0.0
+    for hit in range(hits):
+        u, v = rng_numba.uniforms(dof, sweep, np.uint64(STREAM_LOCAL), np.uint64(hit), key0,
+                                  key1)
+        field[link] = propose(value, u, width, params)
+        proposal = field[link]
+        proposed = local_action(proposal, around, params)
+        delta = proposed - action
+        if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
+            value, action = proposal, proposed
+            count += 1.0
+    field[link] = value
+    return count, action - start
 
 
 class CompiledLocal:

@@ -13,33 +13,31 @@ import numba
 import numpy as np
 
 from lqcdflow.kernels import rng_numba
-from lqcdflow.kernels.compiled import CompiledLocal
+from lqcdflow.kernels.compiled import CompiledLocal, metropolis_hits
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.rng import STREAM_LOCAL
 
 
+@kernel(inline="always")
+def _local_action(s, h, minus_beta):
+    """Ising.local_action: (-beta s_x) h_x."""
+    return minus_beta * s * h
+
+
+@kernel(inline="always")
+def _flip(s, u, width, minus_beta):
+    """Ising.propose: the flipped spin."""
+    return -s
+
+
 @kernel(parallel=True)
-def _metropolis(spins, h, sites, dofs, sweep, stream, k0, k1, hits, minus_beta, changed,
-                delta_s):
-    """The Metropolis hits at the flat ``sites`` (random-number indices ``dofs``) of sweep
-    ``sweep``, in place (module docstring); changes counted in ``changed``, the change of the
-    local action added to ``delta_s``."""
+def _metropolis(spins, h, sites, dofs, sweep, k0, k1, hits, minus_beta, changed, delta_s):
+    """The Metropolis hits (compiled.metropolis_hits) at the flat ``sites`` of a group."""
     for k in numba.prange(sites.size):
-        i, dof = sites[k], np.uint64(dofs[k])
-        value, environment = spins[i], h[i]
-        start = action = minus_beta * value * environment
-        count = 0.0
-        for hit in range(hits):
-            _, v = rng_numba.uniforms(dof, sweep, stream, np.uint64(hit), k0, k1)
-            proposal = -value
-            proposed = minus_beta * proposal * environment
-            delta = proposed - action
-            if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
-                value, action = proposal, proposed
-                count += 1.0
-        spins[i] = value
-        changed[i] = changed[i] + count
-        delta_s[i] = delta_s[i] + (action - start)
+        i = sites[k]
+        count, change = metropolis_hits(spins, i, h[i], minus_beta, np.uint64(dofs[k]), sweep,
+                                        k0, k1, hits, 0.0, _local_action, _flip)
+        changed[i], delta_s[i] = changed[i] + count, delta_s[i] + change
 
 
 @kernel(parallel=True)
@@ -55,8 +53,8 @@ def _heatbath(spins, h, sites, dofs, sweep, stream, k0, k1, up, two_d, minus_bet
         spins[i] = new
         if spins[i] != value:
             changed[i] = changed[i] + 1.0
-        delta_s[i] = delta_s[i] + (minus_beta * spins[i] * environment
-                                   - minus_beta * value * environment)
+        delta_s[i] = delta_s[i] + (_local_action(spins[i], environment, minus_beta)
+                                   - _local_action(value, environment, minus_beta))
 
 
 def make_metropolis(theory, threads, rng, hits, width):
@@ -76,10 +74,10 @@ class IsingLocal(CompiledLocal):
     def update_sites(self, values, component, environment, sites, dofs, sweep, changed,
                      delta_s):
         minus_beta = values.dtype.type(-self.theory.beta)
-        rng = (sites, dofs, sweep, np.uint64(STREAM_LOCAL), *self.key)
         if self.algorithm == "heatbath":
-            _heatbath(values, environment, *rng, self.theory._up,
-                      values.dtype.type(2 * self.theory.lattice.ndim), minus_beta, changed,
-                      delta_s)
+            _heatbath(values, environment, sites, dofs, sweep, np.uint64(STREAM_LOCAL),
+                      *self.key, self.theory._up, values.dtype.type(2 * self.theory.lattice.ndim),
+                      minus_beta, changed, delta_s)
         else:
-            _metropolis(values, environment, *rng, self.hits, minus_beta, changed, delta_s)
+            _metropolis(values, environment, sites, dofs, sweep, *self.key, self.hits,
+                        minus_beta, changed, delta_s)

@@ -14,7 +14,8 @@ Phi4.potential_force and axpy, so the fields are the bits of the NumPy path (the
 lqcdflow.kernels.compiled).
 
 Local Metropolis updates (lqcdflow.mc.local) are one pass over a checkerboard group's sites,
-each site's hits in turn (:func:`_metropolis`), from the neighbour sums of the array path.
+each site's hits in turn (lqcdflow.kernels.compiled.metropolis_hits with phi^4's local action),
+from the neighbour sums of the array path.
 
 Neighbours across a split direction come from the faces the lattice exchanges, packed into one
 halo array; the wrap of an unsplit direction is read from the field itself. Without split
@@ -25,10 +26,8 @@ are not bound by Python's dispatch.
 import numba
 import numpy as np
 
-from lqcdflow.kernels import rng_numba
-from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, field_update
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, field_update, metropolis_hits
 from lqcdflow.kernels.jit import kernel
-from lqcdflow.rng import STREAM_LOCAL
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
 
@@ -174,37 +173,27 @@ class Phi4Compiled(CompiledMD):
 
 
 @kernel(inline="always")
-def _local_action(p, n, h, c2, c4):
-    """Phi4.local_action: (c4 phi^2 + c2) phi^2 - h phi n."""
+def _local_action(p, n, couplings):
+    """Phi4.local_action: (c4 phi^2 + c2) phi^2 - h phi n, couplings (h, c2, c4)."""
+    h, c2, c4 = couplings
     p2 = p * p
     return (c4 * p2 + c2) * p2 - h * p * n
 
 
+@kernel(inline="always")
+def _propose(p, u, width, couplings):
+    """Phi4.propose before its rounding to phi's dtype: phi + width (2u - 1)."""
+    return p + width * (2.0 * u - 1.0)
+
+
 @kernel(parallel=True)
-def _metropolis(phi, n, sites, dofs, sweep, stream, k0, k1, hits, width, h, c2, c4, changed,
-                delta_s):
-    """The Metropolis hits of LocalSampler at the flat sites ``sites`` (random-number indices
-    ``dofs``) of sweep ``sweep``, in place: proposals phi + width (2u - 1) rounded to phi's
-    dtype (written to phi and read back), accepted if Delta s <= 0 or log_exact(u') <
-    -Delta s, and the proposal differs; the changes counted in ``changed``, the change of the
-    local action added to ``delta_s``."""
+def _metropolis(phi, n, sites, dofs, sweep, k0, k1, hits, width, couplings, changed, delta_s):
+    """The Metropolis hits (compiled.metropolis_hits) at the flat ``sites`` of a group."""
     for k in numba.prange(sites.size):
-        i, dof = sites[k], np.uint64(dofs[k])
-        value, environment = phi[i], n[i]
-        start = action = _local_action(value, environment, h, c2, c4)
-        count = 0.0
-        for hit in range(hits):
-            u, v = rng_numba.uniforms(dof, sweep, stream, np.uint64(hit), k0, k1)
-            phi[i] = value + width * (2.0 * u - 1.0)
-            proposal = phi[i]
-            proposed = _local_action(proposal, environment, h, c2, c4)
-            delta = proposed - action
-            if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
-                value, action = proposal, proposed
-                count += 1.0
-            phi[i] = value
-        changed[i] = changed[i] + count
-        delta_s[i] = delta_s[i] + (action - start)
+        i = sites[k]
+        count, change = metropolis_hits(phi, i, n[i], couplings, np.uint64(dofs[k]), sweep, k0,
+                                        k1, hits, width, _local_action, _propose)
+        changed[i], delta_s[i] = changed[i] + count, delta_s[i] + change
 
 
 def make_metropolis(theory, threads, rng, hits, width):
@@ -219,6 +208,6 @@ class Phi4Local(CompiledLocal):
     def update_sites(self, values, component, environment, sites, dofs, sweep, changed,
                      delta_s):
         c, dtype = self.theory.couplings, values.dtype
-        _metropolis(values, environment, sites, dofs, sweep, np.uint64(STREAM_LOCAL), *self.key,
-                    self.hits, np.float64(self.width), dtype.type(c.h), dtype.type(c.c2),
-                    dtype.type(c.c4), changed, delta_s)
+        couplings = (dtype.type(c.h), dtype.type(c.c2), dtype.type(c.c4))
+        _metropolis(values, environment, sites, dofs, sweep, *self.key, self.hits,
+                    np.float64(self.width), couplings, changed, delta_s)

@@ -1,13 +1,16 @@
-"""Which kernels run the molecular dynamics: NumPy/CuPy array operations, or compiled ones.
+"""Which kernels run the molecular dynamics and the local updates: NumPy/CuPy array
+operations, or compiled ones.
 
-``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a theory's
-compiled kernels: its ``compiled_kernels`` names the module, whose ``make(theory, threads)``
-returns those of the molecular dynamics, ``make_metropolis`` and ``make_heatbath(theory,
-threads, rng, hits, width)`` those of the local updates (lqcdflow.mc.local), and whose ``unavailable(theory)``, if it has one, says why
-they cannot serve a run; an error where there are none), "auto" (compiled where they can serve and, if the module has
-``faster(theory)``, where that says they are faster; else array operations).
-Both give the same bits (lqcdflow.kernels.compiled says how), so the switch changes the speed
-and never the chain.
+``[run] kernels``: "numpy" (array operations, every theory and backend), "compiled" (a
+theory's compiled kernels: its ``compiled_kernels`` names the module, whose
+``make(theory, threads)`` returns those of the molecular dynamics, ``make_metropolis`` and
+``make_heatbath(theory, threads, rng, hits, width)`` those of the local updates
+(lqcdflow.mc.local), and whose ``unavailable(theory)``, if it has one, says why they cannot
+serve a run; an error where there are none), "auto" (compiled where they can serve and, if
+the module has ``faster(theory, maker)``, where that says they are faster; else array
+operations). Both give the same bits (lqcdflow.kernels.compiled says how), so the switch
+changes the speed and never the chain. Where compiled kernels run, the reproducible sums
+take their compiled digits too (lqcdflow.parallel.reduce.use_compiled_digits).
 """
 
 import importlib
@@ -15,6 +18,7 @@ import os
 import sys
 
 from lqcdflow.mc.integrators import integrate
+from lqcdflow.parallel import reduce
 
 KERNELS = ("auto", "numpy", "compiled")
 # Sites per rank from which the compiled updates are shared among threads: below, waking the
@@ -93,13 +97,17 @@ def choose(theory, kernels, maker, what, array, *args):
     why = _missing(theory, maker, what)
     if not why:
         module = importlib.import_module(theory.compiled_kernels)
-        if kernels == "auto" and not getattr(module, "faster", lambda theory: True)(theory):
+        faster = getattr(module, "faster", lambda theory, maker: True)
+        if kernels == "auto" and not faster(theory, maker):
             return array()
         why = _module_says(theory)
     if why and kernels == "auto":
         return array()
     if why:
         raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
+    from lqcdflow.kernels.reduce_numba import digits
+
+    reduce.use_compiled_digits(digits)
     return getattr(module, maker)(theory, threads, *args)
 
 

@@ -44,8 +44,8 @@ from lqcdflow.groups.su_n import C1_SERIES, SINC_SERIES
 from lqcdflow.kernels.compiled import CompiledMD, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
 
-# The sites are cut into this many blocks for the threads; each block has its own scratch
-# matrices.
+# The sites are cut into at most this many blocks for the threads; each block has its own
+# scratch matrices.
 BLOCKS = 64
 # Sites a kernel takes at once: scratch matrices are (N, N, LANES), the sites innermost, so
 # that each real operation of a matrix product is one loop over sites, which the compiler
@@ -56,6 +56,13 @@ SYMMETRIC, ANTISYMMETRIC, DIAGONAL = 0, 1, 2  # kinds of generators (lqcdflow.gr
 # Scratch matrices of the momentum update: U_mu(x), U_nu(x + mu), L, U_nu(x), U_mu(x + nu), R,
 # an adjoint, a term, and the lower staples' links and products.
 _SCRATCH = 12
+
+
+@kernel()
+def _blocks(volume):
+    """Blocks of sites for the threads: BLOCKS, or fewer where that leaves under LANES sites
+    to a block (each block computes whole LANES at a time)."""
+    return max(1, min(BLOCKS, -(-volume // LANES)))
 
 
 @kernel()
@@ -144,6 +151,20 @@ def _coordinate(mr, mi, b, kind, j, k, half_c):
     return half_c * diagonal
 
 
+@kernel()
+def _add_lower_staple(links, sites, stride, mu, nu, wr, wi, sr, si):
+    """A_mu += L(y)^dagger U_nu(y), L(y) = U_mu(y) U_nu(y + mu), y = x - nu (with mu and nu
+    swapped this is the lower staple R(x - mu)^dagger U_mu(x - mu) of A_nu); scratch 6 to
+    11."""
+    _load(links, sites, -stride[nu], mu, wr[8], wi[8])
+    _load(links, sites, stride[mu] - stride[nu], nu, wr[9], wi[9])
+    _mul(wr[8], wi[8], wr[9], wi[9], wr[10], wi[10], LANES)
+    _adjoint(wr[10], wi[10], wr[6], wi[6], LANES)
+    _load(links, sites, -stride[nu], nu, wr[11], wi[11])
+    _mul(wr[6], wi[6], wr[11], wi[11], wr[7], wi[7], LANES)
+    _add_term(sr[mu], si[mu], wr[7], wi[7], False, LANES)
+
+
 @kernel(parallel=True)
 def _momentum_update(links, inside, stride, pi, kinds, gen_j, gen_k, half_c, beta_over_n,
                      minus_c):
@@ -151,8 +172,9 @@ def _momentum_update(links, inside, stride, pi, kinds, gen_j, gen_k, half_c, bet
     inside[i] is local site i's padded index, stride[mu] the padded index step of direction
     mu; ``pi`` (sites, D, N^2 - 1); the generators as arrays (kind, j, k, 0.5 c_k)."""
     volume, ndim, n = inside.shape[0], links.shape[1], links.shape[2]
-    for block in numba.prange(BLOCKS):  # threads take blocks of sites
-        first, stop = block * volume // BLOCKS, (block + 1) * volume // BLOCKS
+    blocks = _blocks(volume)
+    for block in numba.prange(blocks):  # threads take blocks of sites
+        first, stop = block * volume // blocks, (block + 1) * volume // blocks
         # zeros: the lanes beyond the last sites are computed too (a constant trip count
         # vectorises without remainder loops), on finite numbers, and never stored
         wr, wi = np.zeros((_SCRATCH, n, n, LANES)), np.zeros((_SCRATCH, n, n, LANES))
@@ -180,22 +202,8 @@ def _momentum_update(links, inside, stride, pi, kinds, gen_j, gen_k, half_c, bet
                     _mul(wr[4], wi[4], wr[6], wi[6], wr[7], wi[7], LANES)
                     _add_term(sr[nu], si[nu], wr[7], wi[7], not started[nu], LANES)
                     started[nu] = True
-                    # lower staple of mu: L(y)^dagger U_nu(y), y = x - nu
-                    _load(links, sites, -stride[nu], mu, wr[8], wi[8])
-                    _load(links, sites, stride[mu] - stride[nu], nu, wr[9], wi[9])
-                    _mul(wr[8], wi[8], wr[9], wi[9], wr[10], wi[10], LANES)
-                    _adjoint(wr[10], wi[10], wr[6], wi[6], LANES)
-                    _load(links, sites, -stride[nu], nu, wr[11], wi[11])
-                    _mul(wr[6], wi[6], wr[11], wi[11], wr[7], wi[7], LANES)
-                    _add_term(sr[mu], si[mu], wr[7], wi[7], False, LANES)
-                    # lower staple of nu: R(y)^dagger U_mu(y), y = x - mu
-                    _load(links, sites, -stride[mu], nu, wr[8], wi[8])
-                    _load(links, sites, stride[nu] - stride[mu], mu, wr[9], wi[9])
-                    _mul(wr[8], wi[8], wr[9], wi[9], wr[10], wi[10], LANES)
-                    _adjoint(wr[10], wi[10], wr[6], wi[6], LANES)
-                    _load(links, sites, -stride[mu], mu, wr[11], wi[11])
-                    _mul(wr[6], wi[6], wr[11], wi[11], wr[7], wi[7], LANES)
-                    _add_term(sr[nu], si[nu], wr[7], wi[7], False, LANES)
+                    _add_lower_staple(links, sites, stride, mu, nu, wr, wi, sr, si)
+                    _add_lower_staple(links, sites, stride, nu, mu, wr, wi, sr, si)
             for mu in range(ndim):
                 _load(links, sites, 0, mu, wr[0], wi[0])
                 _mul(wr[0], wi[0], sr[mu], si[mu], wr[7], wi[7], LANES)
@@ -296,8 +304,9 @@ def _arccos_arguments(pi, c, kinds, gen_j, gen_k, c_k, c1_below, out):
     """out[x, mu] <- |c_0| / c_0max of X = c P_mu(x) of SU(3), 1 where c_1 < c1_below (the
     series needs no theta): NumPy's arccos of them is the exponential's theta."""
     volume, ndim = pi.shape[0], pi.shape[1]
-    for block in numba.prange(BLOCKS):
-        first, stop = block * volume // BLOCKS, (block + 1) * volume // BLOCKS
+    blocks = _blocks(volume)
+    for block in numba.prange(blocks):
+        first, stop = block * volume // blocks, (block + 1) * volume // blocks
         wr, wi = np.empty((2, 3, 3, LANES)), np.empty((2, 3, 3, LANES))
         for start in range(first, stop, LANES):
             lanes = min(LANES, stop - start)
@@ -359,8 +368,9 @@ def _field_update(links, sites, pi, c, theta, kinds, gen_j, gen_k, c_k, c1_below
     (sites, D) the exponential's angles (SU(3)), the generators as arrays (kind, j, k,
     c_k)."""
     volume, ndim, n = links.shape[0], links.shape[1], links.shape[2]
-    for block in numba.prange(BLOCKS):
-        first, stop = block * volume // BLOCKS, (block + 1) * volume // BLOCKS
+    blocks = _blocks(volume)
+    for block in numba.prange(blocks):
+        first, stop = block * volume // blocks, (block + 1) * volume // blocks
         wr, wi = np.empty((5, n, n, LANES)), np.empty((5, n, n, LANES))
         f = np.empty((3, 2, LANES))
         for start in range(first, stop, LANES):

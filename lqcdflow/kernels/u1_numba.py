@@ -24,8 +24,8 @@ on the CPUs seen so far; :func:`unavailable` checks that on the machine it runs 
 (where NumPy has its own vectorised sine) is not offered.
 
 Local Metropolis updates (lqcdflow.mc.local) of the links of one direction and parity are one
-pass over their sites (:func:`_metropolis`), from the staple sums of the array path, with the
-C library's cosine and sine in U1.local_action.
+pass over their sites (lqcdflow.kernels.compiled.metropolis_hits with U(1)'s local action
+and proposal), from the staple sums of the array path, with the C library's cosine and sine.
 """
 
 import math
@@ -33,10 +33,9 @@ import math
 import numba
 import numpy as np
 
-from lqcdflow.kernels import rng_numba
-from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, numpy_trigonometry_differs
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, metropolis_hits, \
+    numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
-from lqcdflow.rng import STREAM_LOCAL
 from lqcdflow.theories.u1 import TWO_PI
 
 # The sites are cut into this many blocks for the threads (a parallel loop over single sites
@@ -108,9 +107,10 @@ def unavailable(theory):
 FASTER_FROM = 1 << 14
 
 
-def faster(theory):
-    """Whether "auto" takes these kernels: from FASTER_FROM sites per rank on."""
-    return theory.lattice.local_volume >= FASTER_FROM
+def faster(theory, maker):
+    """Whether "auto" takes these kernels: the molecular dynamics from FASTER_FROM sites per
+    rank on, the local updates always."""
+    return maker != "make" or theory.lattice.local_volume >= FASTER_FROM
 
 
 def make(theory, threads):
@@ -139,14 +139,17 @@ class U1Compiled(CompiledMD):
 
 
 @kernel(inline="always")
-def _local_action(theta, a_re, a_im, minus_beta):
-    """U1.local_action: -beta (cos theta Re A - sin theta Im A)."""
-    return minus_beta * (math.cos(theta) * a_re - math.sin(theta) * a_im)
+def _local_action(theta, staples, constants):
+    """U1.local_action: -beta (cos theta Re A - sin theta Im A), constants (-beta, 2 pi)."""
+    minus_beta, _ = constants
+    return minus_beta * (math.cos(theta) * staples.real - math.sin(theta) * staples.imag)
 
 
 @kernel(inline="always")
-def _wrap(angle, two_pi):
-    """lqcdflow.theories.u1.wrap of one angle: into [-pi, pi)."""
+def _propose(theta, u, width, constants):
+    """U1.propose: wrap(theta + width (2u - 1)), wrap as lqcdflow.theories.u1.wrap."""
+    _, two_pi = constants
+    angle = theta + width * (2.0 * u - 1.0)
     r = angle - two_pi * math.floor((angle + math.pi) / two_pi)
     if r < -math.pi:
         r = r + two_pi
@@ -156,30 +159,16 @@ def _wrap(angle, two_pi):
 
 
 @kernel(parallel=True)
-def _metropolis(theta, mu, ndim, staples, sites, dofs, sweep, stream, k0, k1, hits, width,
-                minus_beta, two_pi, changed, delta_s):
-    """The Metropolis hits of LocalSampler for the links theta_mu at the flat ``sites``
-    (random-number indices ``dofs``) of sweep ``sweep``, in place: proposals
-    wrap(theta + width (2u - 1)), accepted if Delta s <= 0 or log_exact(u') < -Delta s, and
-    the proposal differs; the changes counted in ``changed``, the change of the local action
-    added to ``delta_s``."""
+def _metropolis(theta, mu, ndim, staples, sites, dofs, sweep, k0, k1, hits, width, constants,
+                changed, delta_s):
+    """The Metropolis hits (compiled.metropolis_hits) of the links theta_mu at the flat
+    ``sites`` of a group."""
     for k in numba.prange(sites.size):
-        i, dof = sites[k], np.uint64(dofs[k])
-        link = i * ndim + mu
-        value, a = theta[link], staples[i]
-        start = action = _local_action(value, a.real, a.imag, minus_beta)
-        count = 0.0
-        for hit in range(hits):
-            u, v = rng_numba.uniforms(dof, sweep, stream, np.uint64(hit), k0, k1)
-            proposal = _wrap(value + width * (2.0 * u - 1.0), two_pi)
-            proposed = _local_action(proposal, a.real, a.imag, minus_beta)
-            delta = proposed - action
-            if (delta <= 0 or rng_numba.log(v) < -delta) and proposal != value:
-                value, action = proposal, proposed
-                count += 1.0
-        theta[link] = value
-        changed[i] = changed[i] + count
-        delta_s[i] = delta_s[i] + (action - start)
+        i = sites[k]
+        count, change = metropolis_hits(theta, i * ndim + mu, staples[i], constants,
+                                        np.uint64(dofs[k]), sweep, k0, k1, hits, width,
+                                        _local_action, _propose)
+        changed[i], delta_s[i] = changed[i] + count, delta_s[i] + change
 
 
 def make_metropolis(theory, threads, rng, hits, width):
@@ -190,11 +179,11 @@ def make_metropolis(theory, threads, rng, hits, width):
 class U1Metropolis(CompiledLocal):
     """Metropolis updates of the links of a :class:`lqcdflow.theories.u1.U1` theory with
     :func:`_metropolis` (lqcdflow.kernels.compiled.CompiledLocal). (The heatbath has no
-    compiled kernel: its von Mises draws take NumPy's arccos and angle, which are not the C
-    library's.)"""
+    compiled kernel: its von Mises draws take NumPy's arccos, angle and complex absolute
+    value, which are not the C library's.)"""
 
     def update_sites(self, theta, component, staples, sites, dofs, sweep, changed, delta_s):
         (mu,) = component
-        _metropolis(theta, mu, self.theory.lattice.ndim, staples, sites, dofs, sweep,
-                    np.uint64(STREAM_LOCAL), *self.key, self.hits, np.float64(self.width),
-                    np.float64(-self.theory.beta), TWO_PI, changed, delta_s)
+        _metropolis(theta, mu, self.theory.lattice.ndim, staples, sites, dofs, sweep, *self.key,
+                    self.hits, np.float64(self.width), (np.float64(-self.theory.beta), TWO_PI),
+                    changed, delta_s)

@@ -15,7 +15,6 @@ Nguyen's reproducible summation, in its simplest fixed-point form.)
 """
 
 import math
-import sys
 
 import numpy as np
 from mpi4py import MPI
@@ -34,18 +33,25 @@ def digit_layout(global_count):
     return width, -(-_PRECISION_BITS // width)
 
 
+# digits(flat x, E, width, nbins) of whole NumPy arrays, the same integers as _digits's array
+# operations in one compiled pass (lqcdflow.kernels.reduce_numba), set by use_compiled_digits
+_compiled_digits = None
+
+
+def use_compiled_digits(digits):
+    """Take ``digits`` (lqcdflow.kernels.reduce_numba.digits) for the sums of whole NumPy
+    arrays from now on: lqcdflow.kernels.select does so where compiled kernels run (numba is
+    loaded then; importing it for the sums alone would cost a short run more than they save).
+    The sums keep their bits."""
+    global _compiled_digits
+    _compiled_digits = digits
+
+
 def _digits(x, exponent, width, nbins, axes, xp):
     """Integer digits of ``x`` summed over ``axes``: int64 array of shape (nbins, *rest).
-    ``exponent`` holds E per output entry, broadcastable against ``x``.
-
-    A whole NumPy array's digits come from lqcdflow.kernels.reduce_numba (the same integers,
-    one pass) where numba is already loaded, by compiled kernels: importing it for the sums
-    alone would cost a short run more (0.4 s) than it saves.
-    """
-    if xp is np and len(axes) == x.ndim and "numba" in sys.modules:
-        from lqcdflow.kernels import reduce_numba
-
-        return reduce_numba.digits(x.reshape(-1), int(exponent.reshape(-1)[0]), width, nbins)
+    ``exponent`` holds E per output entry, broadcastable against ``x``."""
+    if _compiled_digits is not None and xp is np and len(axes) == x.ndim:
+        return _compiled_digits(x.reshape(-1), int(exponent.reshape(-1)[0]), width, nbins)
     y = xp.ldexp(x.astype(np.float64), width - exponent)
     out = []
     for _ in range(nbins):

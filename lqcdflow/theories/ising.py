@@ -45,7 +45,7 @@ class Ising(Theory):
 
     def __init__(self, lattice, beta):
         super().__init__(lattice)
-        self.beta = beta
+        self.beta = float(beta)  # a Python float: see Phi4Couplings
         # P(s_x = +1) for h_x = -2D, -2D + 2, ..., 2D, computed once on the host so that the
         # heatbath draws the same spins on every backend
         d = lattice.ndim

@@ -58,12 +58,21 @@ def hopping_to_standard(kappa, lam, ndim):
 
 @dataclass(frozen=True)
 class Phi4Couplings:
-    """Coefficients (h, c2, c4, c0) of the quartic lattice action, see the module docstring."""
+    """Coefficients (h, c2, c4, c0) of the quartic lattice action, see the module docstring.
+
+    Stored as Python floats: a NumPy float64 would make float32 fields compute in float64
+    (NumPy's promotion rules), and the compiled kernels round the couplings to the field's
+    dtype as NumPy does for Python floats.
+    """
 
     h: float
     c2: float
     c4: float
     c0: float
+
+    def __post_init__(self):
+        for name in ("h", "c2", "c4", "c0"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod
     def hopping(cls, kappa, lam):

@@ -76,7 +76,8 @@ class IsingLocal(CompiledLocal):
         minus_beta = values.dtype.type(-self.theory.beta)
         if self.algorithm == "heatbath":
             _heatbath(values, environment, sites, dofs, sweep, np.uint64(STREAM_LOCAL),
-                      *self.key, self.theory._up, values.dtype.type(2 * self.theory.lattice.ndim),
+                      *self.key, self.theory.up_probability,
+                      values.dtype.type(2 * self.theory.lattice.ndim),
                       minus_beta, changed, delta_s)
         else:
             _metropolis(values, environment, sites, dofs, sweep, *self.key, self.hits,

@@ -49,8 +49,8 @@ class Ising(Theory):
         # P(s_x = +1) for h_x = -2D, -2D + 2, ..., 2D, computed once on the host so that the
         # heatbath draws the same spins on every backend
         d = lattice.ndim
-        self._up = lattice.xp.asarray([1.0 / (1.0 + math.exp(-2.0 * beta * h))
-                                       for h in range(-2 * d, 2 * d + 1, 2)])
+        self.up_probability = lattice.xp.asarray([1.0 / (1.0 + math.exp(-2.0 * beta * h))
+                                                 for h in range(-2 * d, 2 * d + 1, 2)])
 
     def describe(self):
         return f"Ising: beta = {self.beta:g}"
@@ -107,7 +107,7 @@ class Ising(Theory):
         """s_x = +1 if u_x < 1 / (1 + exp(-2 beta h_x)), else -1 (u_x of attempt 0)."""
         u, _ = draw(0)
         index = ((h + 2 * self.lattice.ndim) * 0.5).astype(int)
-        return self.lattice.xp.where(u < self._up[index], 1.0, -1.0).astype(h.dtype)
+        return self.lattice.xp.where(u < self.up_probability[index], 1.0, -1.0).astype(h.dtype)
 
 
 # ---------------------------------------------------------------------- run file: [theory]

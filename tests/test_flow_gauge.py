@@ -115,9 +115,10 @@ def test_inverse_round_trip_and_the_prior(coupling):
     assert angle_distance(theta, z) > 1.0
     back, logr_back = flow.reverse(theta, logq)
     # bisection (ncp) inverts to the last bit; the spline's closed form loses rounding times
-    # its inverse's slope, large where a random spline is flat
+    # its inverse's slope, large where a random spline is flat, and log r then carries that
+    # error times d log h'/dx (1.1e-13 relative on one machine, below 1e-13 on another)
     assert angle_distance(back, z) < (1e-12 if coupling == "ncp" else 1e-9)
-    assert torch.allclose(logr_back, logr, rtol=1e-13, atol=0)
+    assert torch.allclose(logr_back, logr, rtol=1e-13 if coupling == "ncp" else 1e-11, atol=0)
 
 
 @pytest.mark.parametrize("coupling", COUPLINGS)

@@ -18,7 +18,6 @@ import os
 import sys
 
 from lqcdflow.mc.integrators import integrate
-from lqcdflow.parallel import reduce
 
 KERNELS = ("auto", "numpy", "compiled")
 # Sites per rank from which the compiled updates are shared among threads: below, waking the
@@ -105,9 +104,11 @@ def choose(theory, kernels, maker, what, array, *args):
         return array()
     if why:
         raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
+    # here: serial commands import this module and never MPI, which reduce imports
     from lqcdflow.kernels.reduce_numba import digits
+    from lqcdflow.parallel.reduce import use_compiled_digits
 
-    reduce.use_compiled_digits(digits)
+    use_compiled_digits(digits)
     return getattr(module, maker)(theory, threads, *args)
 
 

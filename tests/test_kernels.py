@@ -25,7 +25,8 @@ from lqcdflow.theories.sun import SUN
 from lqcdflow.theories.u1 import U1
 from lqcdflow.mc.hmc import ChainState
 from lqcdflow.mc.local import LocalSampler
-from runs import FLOW_RUN_FILE, ISING_RUN, RUN_FILE, SU3_RUN_FILE, U1_LOCAL_RUN, U1_RUN_FILE, lqcdflow, one_line_error, series, write_run_file
+from runs import FLOW_RUN_FILE, ISING_RUN, RUN_FILE, SU3_RUN_FILE, U1_LOCAL_RUN, U1_RUN_FILE, \
+    lqcdflow, one_line_error, series, write_run_file
 
 # (scheme, n_steps): one level of the whole force, or (phi^4) hopping outside the potential
 # (nested): every force term of the kernels (the schemes differ only in their coefficients)

@@ -45,7 +45,8 @@ def mul(ar, ai, br, bi, cr, ci, lanes):
     n = ar.shape[0]
     if n == 3:  # written out: the sums stay in registers
         for i in range(3):
-            a0r, a0i, a1r, a1i, a2r, a2i = ar[i, 0], ai[i, 0], ar[i, 1], ai[i, 1], ar[i, 2], ai[i, 2]
+            a0r, a0i, a1r, a1i = ar[i, 0], ai[i, 0], ar[i, 1], ai[i, 1]
+            a2r, a2i = ar[i, 2], ai[i, 2]
             for j in range(3):
                 b0r, b0i, b1r, b1i, b2r, b2i = br[0, j], bi[0, j], br[1, j], bi[1, j], br[2, j], \
                     bi[2, j]

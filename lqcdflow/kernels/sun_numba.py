@@ -116,7 +116,7 @@ def _momentum_update(links, inside, stride, pi, kinds, gen_j, gen_k, half_c, bet
                 for a in range(kinds.shape[0]):
                     for b in range(lanes):
                         g = coordinate(wr[7], wi[7], b, kinds[a], gen_j[a], gen_k[a],
-                                        half_c[a])
+                                       half_c[a])
                         pi[start + b, mu, a] = pi[start + b, mu, a] + (g * beta_over_n) * minus_c
 
 
@@ -133,7 +133,7 @@ def _arccos_arguments(pi, c, kinds, gen_j, gen_k, c_k, c1_below, out):
             lanes = min(LANES, stop - start)
             for mu in range(ndim):
                 algebra_matrices(pi, start, lanes, mu, c, kinds, gen_j, gen_k, c_k, wr[0],
-                                  wi[0])
+                                 wi[0])
                 mul(wr[0], wi[0], wr[0], wi[0], wr[1], wi[1], lanes)
                 for b in range(lanes):
                     c0, c1 = invariants(wr[0], wi[0], wr[1], wi[1], b)
@@ -156,9 +156,9 @@ def _field_update(links, sites, pi, c, theta, kinds, gen_j, gen_k, c_k, c1_below
             lanes = min(LANES, stop - start)
             for mu in range(ndim):
                 algebra_matrices(pi, start, lanes, mu, c, kinds, gen_j, gen_k, c_k, wr[0],
-                                  wi[0])
+                                 wi[0])
                 exponentials(wr[0], wi[0], theta[start:start + lanes, mu], wr[1], wi[1],
-                              wr[2], wi[2], f, lanes, c1_below, sinc_below)
+                             wr[2], wi[2], f, lanes, c1_below, sinc_below)
                 load(links, sites[start:start + lanes], 0, mu, wr[3], wi[3])
                 mul(wr[1], wi[1], wr[3], wi[3], wr[4], wi[4], lanes)
                 for b in range(lanes):

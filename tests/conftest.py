@@ -2,9 +2,24 @@
 on every rank (and serially with N = 1); all others run serially only."""
 
 import subprocess
+import sys
 
 import pytest
 from mpi4py import MPI
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that fails on one rank of several aborts them all: the other ranks may be waiting
+    for it in a collective call, and would hang until the run's timeout."""
+    outcome = yield
+    report = outcome.get_result()
+    world = MPI.COMM_WORLD
+    if report.failed and world.Get_size() > 1:
+        sys.stderr.write(f"[rank {world.Get_rank()}/{world.Get_size()}] {report.nodeid} failed "
+                         f"({report.when}), aborting all ranks:\n{report.longreprtext}\n")
+        sys.stderr.flush()
+        world.Abort(1)
 
 
 @pytest.fixture

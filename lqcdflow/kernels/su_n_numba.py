@@ -7,6 +7,8 @@ on the CPUs seen so far: lqcdflow.kernels.compiled.numpy_trigonometry_differs). 
 arccos is its own (386 of 4096 arguments differ here, the same at any position in an array),
 so SU(3)'s angles theta are not computed here: :func:`arccos_argument` gives its argument,
 the caller takes NumPy's arccos of it, and :func:`exponentials` receives theta.
+
+Like those of lqcdflow.kernels.lanes, the functions are inlined where they are called.
 """
 
 import math
@@ -17,7 +19,7 @@ from lqcdflow.kernels.lanes import mul, re_trace_mul_adjoint
 SYMMETRIC, ANTISYMMETRIC, DIAGONAL = 0, 1, 2  # kinds of generators (lqcdflow.groups.su_n.SU)
 
 
-@kernel()
+@kernel(inline="always")
 def coordinate(mr, mi, b, kind, j, k, half_c):
     """Im tr(T_a M) of site b's matrix M and generator a = (kind, j, k)
     (SU.algebra_coordinates; half_c = 0.5 c_k for a diagonal one, whose j is its k)."""
@@ -32,7 +34,7 @@ def coordinate(mr, mi, b, kind, j, k, half_c):
     return half_c * diagonal
 
 
-@kernel()
+@kernel(inline="always")
 def sinc(x, series_below):
     """sin(x)/x, by its series below ``series_below`` (lqcdflow.groups.su_n._sinc)."""
     if abs(x) < series_below:
@@ -41,14 +43,14 @@ def sinc(x, series_below):
     return math.sin(x) / x
 
 
-@kernel()
+@kernel(inline="always")
 def arccos_argument(c0, c1):
     """|c_0| / c_0max, at most 1 (SU._su3_coefficients): the cosine of theta."""
     c0max = 2.0 * (c1 / 3.0) * math.sqrt(c1 / 3.0)
     return min(abs(c0) / c0max, 1.0)
 
 
-@kernel()
+@kernel(inline="always")
 def su3_coefficients(c0, c1, theta, f, b, sinc_below):
     """f[j, :, b] <- (Re f_j, Im f_j) of Morningstar and Peardon for c_1 >= C1_SERIES
     (SU._su3_coefficients), theta = arccos(|c_0| / c_0max) given."""
@@ -75,7 +77,7 @@ def su3_coefficients(c0, c1, theta, f, b, sinc_below):
     f[2, 0, b], f[2, 1, b] = h2r / d, sign * (h2i / d)
 
 
-@kernel()
+@kernel(inline="always")
 def algebra_matrices(pi, start, lanes, mu, c, kinds, gen_j, gen_k, c_k, xr, xi):
     """(xr, xi)[:, :, b] <- X = sum_a (pi_{mu,a}(x) c) T_a at the site x = start + b
     (SU.algebra_matrix of pi c)."""
@@ -96,14 +98,14 @@ def algebra_matrices(pi, start, lanes, mu, c, kinds, gen_j, gen_k, c_k, xr, xi):
                 xr[j, j, b] = xr[j, j, b] - j * entry
 
 
-@kernel()
+@kernel(inline="always")
 def invariants(xr, xi, x2r, x2i, b):
     """(c_0, c_1) = ((1/3) tr X^3, (1/2) tr X^2) of SU(3) at site b, from X and X^2."""
     c1 = 0.5 * re_trace_mul_adjoint(xr, xi, xr, xi, b)
     return re_trace_mul_adjoint(x2r, x2i, xr, xi, b) / 3.0, c1
 
 
-@kernel()
+@kernel(inline="always")
 def exponentials(xr, xi, theta, er, ei, x2r, x2i, f, lanes, c1_below, sinc_below):
     """(er, ei) <- exp(iX) of the traceless Hermitian X = (xr, xi) (SU.exp_i) of each site b,
     for SU(3) with theta[b] = arccos(|c_0| / c_0max); x2r, x2i and f (3, 2, LANES) are

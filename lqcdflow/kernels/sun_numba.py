@@ -19,7 +19,8 @@ order) and within a plane in the order of SUN.staples,
 
 The lower staples L(x - nu)^dagger U_nu(x - nu) are computed again at x rather than shifted:
 the same operations on the same operands give the same bits. The links at x +- mu and at the
-corners x - nu + mu come from the field padded with one halo layer (Lattice.padded).
+corners x - nu + mu come from the field padded with one halo layer (Lattice.padded), read
+from its parts (lqcdflow.kernels.lanes.split_parts).
 
 Q(c), the links: per link, U <- exp(i c P) U with P = sum_a pi_a T_a, the algebra matrix, the
 exponential (SU(2) closed form; SU(3) Cayley-Hamilton with Morningstar-Peardon coefficients,
@@ -38,51 +39,41 @@ import numpy as np
 from lqcdflow.groups.su_n import C1_SERIES, SINC_SERIES
 from lqcdflow.kernels.compiled import CompiledMD, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
-from lqcdflow.kernels.lanes import LANES, add_term, adjoint, load, mul
+from lqcdflow.kernels.lanes import LANES, add_term, adjoint, blocks, load, load_parts, \
+    mul, split_parts
 from lqcdflow.kernels.su_n_numba import ANTISYMMETRIC, DIAGONAL, SYMMETRIC, algebra_matrices, \
     arccos_argument, coordinate, exponentials, invariants
 
-# The sites are cut into at most this many blocks for the threads; each block has its own
-# scratch matrices.
-BLOCKS = 64
 # Scratch matrices of the momentum update: U_mu(x), U_nu(x + mu), L, U_nu(x), U_mu(x + nu), R,
 # an adjoint, a term, and the lower staples' links and products.
 _SCRATCH = 12
 
 
-@kernel()
-def _blocks(volume):
-    """Blocks of sites for the threads: BLOCKS, or fewer where that leaves under LANES sites
-    to a block (each block computes whole LANES at a time)."""
-    return max(1, min(BLOCKS, -(-volume // LANES)))
-
-
-@kernel()
-def _add_lower_staple(links, sites, stride, mu, nu, wr, wi, sr, si):
+@kernel(inline="always")
+def _add_lower_staple(re, im, sites, lanes, stride, mu, nu, wr, wi, sr, si):
     """A_mu += L(y)^dagger U_nu(y), L(y) = U_mu(y) U_nu(y + mu), y = x - nu (with mu and nu
     swapped this is the lower staple R(x - mu)^dagger U_mu(x - mu) of A_nu); scratch 6 to
     11."""
-    load(links, sites, -stride[nu], mu, wr[8], wi[8])
-    load(links, sites, stride[mu] - stride[nu], nu, wr[9], wi[9])
-    mul(wr[8], wi[8], wr[9], wi[9], wr[10], wi[10], LANES)
-    adjoint(wr[10], wi[10], wr[6], wi[6], LANES)
-    load(links, sites, -stride[nu], nu, wr[11], wi[11])
-    mul(wr[6], wi[6], wr[11], wi[11], wr[7], wi[7], LANES)
-    add_term(sr[mu], si[mu], wr[7], wi[7], False, LANES)
+    load_parts(re, im, mu, sites, -stride[nu], wr[8], wi[8])
+    load_parts(re, im, nu, sites, stride[mu] - stride[nu], wr[9], wi[9])
+    mul(wr[8], wi[8], wr[9], wi[9], wr[10], wi[10], lanes)
+    adjoint(wr[10], wi[10], wr[6], wi[6], lanes)
+    load_parts(re, im, nu, sites, -stride[nu], wr[11], wi[11])
+    mul(wr[6], wi[6], wr[11], wi[11], wr[7], wi[7], lanes)
+    add_term(sr[mu], si[mu], wr[7], wi[7], False, lanes)
 
 
 @kernel(parallel=True)
-def _momentum_update(links, inside, stride, pi, kinds, gen_j, gen_k, half_c, beta_over_n,
+def _momentum_update(re, im, inside, stride, pi, kinds, gen_j, gen_k, half_c, beta_over_n,
                      minus_c):
-    """P(c) (module docstring). ``links``: the padded field (padded sites, D, N, N);
-    inside[i] is local site i's padded index, stride[mu] the padded index step of direction
-    mu; ``pi`` (sites, D, N^2 - 1); the generators as arrays (kind, j, k, 0.5 c_k)."""
-    volume, ndim, n = inside.shape[0], links.shape[1], links.shape[2]
-    blocks = _blocks(volume)
-    for block in numba.prange(blocks):  # threads take blocks of sites
-        first, stop = block * volume // blocks, (block + 1) * volume // blocks
-        # zeros: the lanes beyond the last sites are computed too (a constant trip count
-        # vectorises without remainder loops), on finite numbers, and never stored
+    """P(c) (module docstring). (re, im): the parts of the padded field (split_parts: D, N, N,
+    padded sites); inside[i] is local site i's padded index, stride[mu] the padded index step
+    of direction mu; ``pi`` (sites, D, N^2 - 1); the generators as arrays (kind, j, k,
+    0.5 c_k)."""
+    volume, ndim, n = inside.shape[0], re.shape[0], re.shape[1]
+    parts = blocks(volume)
+    for block in numba.prange(parts):  # threads take blocks of sites
+        first, stop = block * volume // parts, (block + 1) * volume // parts
         wr, wi = np.zeros((_SCRATCH, n, n, LANES)), np.zeros((_SCRATCH, n, n, LANES))
         sr, si = np.zeros((ndim, n, n, LANES)), np.zeros((ndim, n, n, LANES))
         started = np.zeros(ndim, np.bool_)
@@ -93,26 +84,26 @@ def _momentum_update(links, inside, stride, pi, kinds, gen_j, gen_k, half_c, bet
             for mu in range(ndim):
                 for nu in range(mu + 1, ndim):
                     # corners at x: L = U_mu(x) U_nu(x + mu) in 2, R = U_nu(x) U_mu(x + nu) in 5
-                    load(links, sites, 0, mu, wr[0], wi[0])
-                    load(links, sites, stride[mu], nu, wr[1], wi[1])
-                    mul(wr[0], wi[0], wr[1], wi[1], wr[2], wi[2], LANES)
-                    load(links, sites, 0, nu, wr[3], wi[3])
-                    load(links, sites, stride[nu], mu, wr[4], wi[4])
-                    mul(wr[3], wi[3], wr[4], wi[4], wr[5], wi[5], LANES)
+                    load_parts(re, im, mu, sites, 0, wr[0], wi[0])
+                    load_parts(re, im, nu, sites, stride[mu], wr[1], wi[1])
+                    mul(wr[0], wi[0], wr[1], wi[1], wr[2], wi[2], lanes)
+                    load_parts(re, im, nu, sites, 0, wr[3], wi[3])
+                    load_parts(re, im, mu, sites, stride[nu], wr[4], wi[4])
+                    mul(wr[3], wi[3], wr[4], wi[4], wr[5], wi[5], lanes)
                     # upper staples: U_nu(x + mu) R^dagger, U_mu(x + nu) L^dagger
-                    adjoint(wr[5], wi[5], wr[6], wi[6], LANES)
-                    mul(wr[1], wi[1], wr[6], wi[6], wr[7], wi[7], LANES)
-                    add_term(sr[mu], si[mu], wr[7], wi[7], not started[mu], LANES)
+                    adjoint(wr[5], wi[5], wr[6], wi[6], lanes)
+                    mul(wr[1], wi[1], wr[6], wi[6], wr[7], wi[7], lanes)
+                    add_term(sr[mu], si[mu], wr[7], wi[7], not started[mu], lanes)
                     started[mu] = True
-                    adjoint(wr[2], wi[2], wr[6], wi[6], LANES)
-                    mul(wr[4], wi[4], wr[6], wi[6], wr[7], wi[7], LANES)
-                    add_term(sr[nu], si[nu], wr[7], wi[7], not started[nu], LANES)
+                    adjoint(wr[2], wi[2], wr[6], wi[6], lanes)
+                    mul(wr[4], wi[4], wr[6], wi[6], wr[7], wi[7], lanes)
+                    add_term(sr[nu], si[nu], wr[7], wi[7], not started[nu], lanes)
                     started[nu] = True
-                    _add_lower_staple(links, sites, stride, mu, nu, wr, wi, sr, si)
-                    _add_lower_staple(links, sites, stride, nu, mu, wr, wi, sr, si)
+                    _add_lower_staple(re, im, sites, lanes, stride, mu, nu, wr, wi, sr, si)
+                    _add_lower_staple(re, im, sites, lanes, stride, nu, mu, wr, wi, sr, si)
             for mu in range(ndim):
-                load(links, sites, 0, mu, wr[0], wi[0])
-                mul(wr[0], wi[0], sr[mu], si[mu], wr[7], wi[7], LANES)
+                load_parts(re, im, mu, sites, 0, wr[0], wi[0])
+                mul(wr[0], wi[0], sr[mu], si[mu], wr[7], wi[7], lanes)
                 for a in range(kinds.shape[0]):
                     for b in range(lanes):
                         g = coordinate(wr[7], wi[7], b, kinds[a], gen_j[a], gen_k[a],
@@ -125,9 +116,9 @@ def _arccos_arguments(pi, c, kinds, gen_j, gen_k, c_k, c1_below, out):
     """out[x, mu] <- |c_0| / c_0max of X = c P_mu(x) of SU(3), 1 where c_1 < c1_below (the
     series needs no theta): NumPy's arccos of them is the exponential's theta."""
     volume, ndim = pi.shape[0], pi.shape[1]
-    blocks = _blocks(volume)
-    for block in numba.prange(blocks):
-        first, stop = block * volume // blocks, (block + 1) * volume // blocks
+    parts = blocks(volume)
+    for block in numba.prange(parts):
+        first, stop = block * volume // parts, (block + 1) * volume // parts
         wr, wi = np.empty((2, 3, 3, LANES)), np.empty((2, 3, 3, LANES))
         for start in range(first, stop, LANES):
             lanes = min(LANES, stop - start)
@@ -147,9 +138,9 @@ def _field_update(links, sites, pi, c, theta, kinds, gen_j, gen_k, c_k, c1_below
     (sites, D) the exponential's angles (SU(3)), the generators as arrays (kind, j, k,
     c_k)."""
     volume, ndim, n = links.shape[0], links.shape[1], links.shape[2]
-    blocks = _blocks(volume)
-    for block in numba.prange(blocks):
-        first, stop = block * volume // blocks, (block + 1) * volume // blocks
+    parts = blocks(volume)
+    for block in numba.prange(parts):
+        first, stop = block * volume // parts, (block + 1) * volume // parts
         wr, wi = np.empty((5, n, n, LANES)), np.empty((5, n, n, LANES))
         f = np.empty((3, 2, LANES))
         for start in range(first, stop, LANES):
@@ -192,6 +183,8 @@ class SUNCompiled(CompiledMD):
         stride = np.cumprod([1] + padded[:0:-1])[::-1].astype(np.int64)
         local = np.indices(lattice.local_shape).reshape(lattice.ndim, -1) + 1
         self._inside, self._stride = (stride[:, None] * local).sum(axis=0), stride
+        # the parts of the padded field, kept: a fresh array costs its page faults per update
+        self._parts = np.empty((2, lattice.ndim, theory.n, theory.n, int(np.prod(padded))))
         kinds = {"symmetric": SYMMETRIC, "antisymmetric": ANTISYMMETRIC, "diagonal": DIAGONAL}
         generators = theory.group.generators
         self._kinds = np.array([kinds[kind] for kind, _, _ in generators], np.int64)
@@ -208,7 +201,9 @@ class SUNCompiled(CompiledMD):
         """P(c) (module docstring), on the field padded with its halo."""
         lattice, n = self.lattice, self.theory.n
         padded = lattice.padded(field).reshape((-1, lattice.ndim, n, n))
-        _momentum_update(padded, self._inside, self._stride,
+        re, im = self._parts
+        split_parts(padded, re, im)
+        _momentum_update(re, im, self._inside, self._stride,
                          pi.reshape((-1, lattice.ndim, n * n - 1)), self._kinds, self._j,
                          self._k, self._half_c, np.float64(self.theory.beta / n),
                          np.float64(-c))

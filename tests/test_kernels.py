@@ -6,6 +6,7 @@ there are none."""
 
 import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -47,8 +48,10 @@ def make_theory(name, shape, dtype, comm=MPI.COMM_SELF, grid=None):
 
 def trajectory(theory, kernels, scheme, n_steps):
     """(start, field, momenta): a hot start, and the field and momenta after one trajectory
-    of length 1 from it with momenta drawn by the kernels, gathered."""
-    rng, md = CounterRNG(5), md_kernels(theory, kernels)
+    of length 1 from it with momenta drawn by the kernels (a [run] kernels value or the
+    kernels themselves), gathered."""
+    rng = CounterRNG(5)
+    md = md_kernels(theory, kernels) if isinstance(kernels, str) else kernels
     field, pi = theory.hot_start(rng), md.momenta(rng, 1)
     start = theory.lattice.gather(field)
     md.integrate(field, pi, levels_of(theory, SCHEMES[scheme](), n_steps), 1.0)
@@ -75,6 +78,36 @@ def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, co
                     assert a.tobytes() == b.tobytes(), (
                         f"{what} differs on grid {grid} ({scheme}, {n_steps}): max "
                         f"|diff| {np.abs(a - b).max()}")
+
+
+# Run with NUMBA_NUM_THREADS=2 (the thread pool is sized once per process): the compiled
+# trajectory with two threads against the array path's, for
+# test_threads_do_not_change_the_bits.
+THREADED_TRAJECTORY = """
+import importlib, sys
+sys.path.insert(0, {tests!r})
+from test_kernels import INTEGRATORS, make_theory, trajectory
+name, shape = {name!r}, {shape!r}
+for scheme, n_steps in INTEGRATORS[name]:
+    want = trajectory(make_theory(name, shape, "float64"), "numpy", scheme, n_steps)
+    theory = make_theory(name, shape, "float64")
+    md = importlib.import_module(theory.compiled_kernels).make(theory, 2)
+    assert md.threads == 2, md.threads
+    got = trajectory(theory, md, scheme, n_steps)
+    for what, a, b in zip(("start", "field", "momenta"), want, got):
+        assert a.tobytes() == b.tobytes(), (name, shape, scheme, what)
+"""
+
+
+@pytest.mark.parametrize("name, shape", [("phi4", (6, 8)), ("phi4", (4, 2, 6)), ("u1", (4, 6)),
+                                         ("su3", (2, 4, 2, 4))])
+def test_threads_do_not_change_the_bits(name, shape):
+    """Compiled trajectories on two threads (phi^4's a kernel per update, where one thread
+    runs the whole trajectory in one parallel region) are the array path's bits."""
+    script = THREADED_TRAJECTORY.format(tests=os.path.dirname(__file__), name=name, shape=shape)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "NUMBA_NUM_THREADS": "2"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def special_momenta(n, sites):

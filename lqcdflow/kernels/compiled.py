@@ -33,6 +33,14 @@ def field_update(field, pi, c):
         field[i] = field[i] + pi[i] * c
 
 
+@kernel(inline="always")
+def add_scaled(field, pi, c):
+    """:func:`field_update` in the calling thread, for kernels that run a whole trajectory
+    in one thread."""
+    for i in range(field.size):
+        field[i] = field[i] + pi[i] * c
+
+
 @kernel()
 def _sin_cos(x):
     """sin and cos of ``x`` from the C library, as the kernels compute them."""

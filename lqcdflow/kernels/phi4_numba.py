@@ -26,16 +26,24 @@ are not bound by Python's dispatch.
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, field_update, metropolis_hits
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, field_update, \
+    metropolis_hits
 from lqcdflow.kernels.jit import kernel
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
 
 
-@kernel(parallel=True)
-def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
-                     minus_c):
-    """P(c) of force term ``term`` (module docstring) on the flat local fields, in place.
+@kernel(inline="always")
+def _blocks(shape):
+    """The blocks of sites of a momentum update: the time slices (the whole field in 1D)."""
+    return shape[0] if shape.shape[0] > 1 else 1
+
+
+@kernel(inline="always")
+def _update_block(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2, minus_c,
+                  block):
+    """P(c) of force term ``term`` (module docstring) on block ``block`` (a time slice, see
+    :func:`_blocks`) of the flat local fields, in place.
 
     Line by line along the last axis: the neighbour sum of a line is accumulated in a
     line-sized buffer (in L1), one direction after the other in the order of the module
@@ -51,93 +59,120 @@ def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c
     for mu in range(last, -1, -1):
         strides[mu] = stride
         stride *= shape[mu]
-    lines = phi.size // length
-    blocks = shape[0] if ndim > 1 else 1  # threads take time slices
-    per_block = lines // blocks
-    for block in numba.prange(blocks):
-        coords = np.zeros(ndim, np.int64)  # of the current line; coords[last] is unused
-        if ndim > 1:
-            coords[0] = block
-        n = np.empty(length, phi.dtype)
-        for line in range(block * per_block, (block + 1) * per_block):
-            base = line * length
-            if term != POTENTIAL:
-                for mu in range(last):
-                    x, extent, s = coords[mu], shape[mu], strides[mu]
-                    face = (base // (s * extent)) * s + base % s
-                    up, up_at = phi, base + s
-                    if x == extent - 1:
-                        if split[mu]:
-                            up, up_at = halo, offsets[mu, 0] + face
-                        else:
-                            up_at = base - (extent - 1) * s
-                    down, down_at = phi, base - s
-                    if x == 0:
-                        if split[mu]:
-                            down, down_at = halo, offsets[mu, 1] + face
-                        else:
-                            down_at = base + (extent - 1) * s
-                    # views indexed from 0: the compiler then knows every index is >= 0 (no
-                    # wraparound test per element) and vectorises the loop
-                    u, d = up[up_at:up_at + length], down[down_at:down_at + length]
-                    if mu == 0:
-                        for j in range(length):
-                            n[j] = u[j] + d[j]
+    per_block = phi.size // length // _blocks(shape)
+    coords = np.zeros(ndim, np.int64)  # of the current line; coords[last] is unused
+    if ndim > 1:
+        coords[0] = block
+    n = np.empty(length, phi.dtype)
+    for line in range(block * per_block, (block + 1) * per_block):
+        base = line * length
+        if term != POTENTIAL:
+            for mu in range(last):
+                x, extent, s = coords[mu], shape[mu], strides[mu]
+                face = (base // (s * extent)) * s + base % s
+                up, up_at = phi, base + s
+                if x == extent - 1:
+                    if split[mu]:
+                        up, up_at = halo, offsets[mu, 0] + face
                     else:
-                        for j in range(length):
-                            n[j] = n[j] + (u[j] + d[j])
-                # the last direction, along the line
-                first, final = phi[base], phi[base + length - 1]
-                up_end = halo[offsets[last, 0] + line] if split[last] else first
-                down_end = halo[offsets[last, 1] + line] if split[last] else final
-                if length == 1:
-                    pair = up_end + down_end
-                    n[0] = pair if ndim == 1 else n[0] + pair
+                        up_at = base - (extent - 1) * s
+                down, down_at = phi, base - s
+                if x == 0:
+                    if split[mu]:
+                        down, down_at = halo, offsets[mu, 1] + face
+                    else:
+                        down_at = base + (extent - 1) * s
+                # views indexed from 0: the compiler then knows every index is >= 0 (no
+                # wraparound test per element) and vectorises the loop
+                u, d = up[up_at:up_at + length], down[down_at:down_at + length]
+                if mu == 0:
+                    for j in range(length):
+                        n[j] = u[j] + d[j]
                 else:
-                    head = phi[base + 1] + down_end
-                    tail = up_end + phi[base + length - 2]
-                    u, d = phi[base + 2:base + length], phi[base:base + length - 2]
-                    if ndim == 1:
-                        for j in range(length - 2):
-                            n[j + 1] = u[j] + d[j]
-                        n[0], n[length - 1] = head, tail
-                    else:
-                        for j in range(length - 2):
-                            n[j + 1] = n[j + 1] + (u[j] + d[j])
-                        n[0], n[length - 1] = n[0] + head, n[length - 1] + tail
-            f, m = phi[base:base + length], pi[base:base + length]
-            if term == POTENTIAL:
-                for j in range(length):
-                    m[j] = m[j] + (((f[j] * f[j]) * four_c4 + two_c2) * f[j]) * minus_c
-            elif term == HOPPING:
-                for j in range(length):
-                    m[j] = m[j] + (n[j] * minus_h) * minus_c
+                    for j in range(length):
+                        n[j] = n[j] + (u[j] + d[j])
+            # the last direction, along the line
+            first, final = phi[base], phi[base + length - 1]
+            up_end = halo[offsets[last, 0] + line] if split[last] else first
+            down_end = halo[offsets[last, 1] + line] if split[last] else final
+            if length == 1:
+                pair = up_end + down_end
+                n[0] = pair if ndim == 1 else n[0] + pair
             else:
-                for j in range(length):
-                    p = f[j]
-                    m[j] = m[j] + (n[j] * minus_h + ((p * p) * four_c4 + two_c2) * p) * minus_c
-            mu = ndim - 2  # the next line's coordinates
-            while mu >= 0:
-                coords[mu] += 1
-                if coords[mu] < shape[mu]:
-                    break
-                coords[mu] = 0
-                mu -= 1
+                head = phi[base + 1] + down_end
+                tail = up_end + phi[base + length - 2]
+                u, d = phi[base + 2:base + length], phi[base:base + length - 2]
+                if ndim == 1:
+                    for j in range(length - 2):
+                        n[j + 1] = u[j] + d[j]
+                    n[0], n[length - 1] = head, tail
+                else:
+                    for j in range(length - 2):
+                        n[j + 1] = n[j + 1] + (u[j] + d[j])
+                    n[0], n[length - 1] = n[0] + head, n[length - 1] + tail
+        f, m = phi[base:base + length], pi[base:base + length]
+        if term == POTENTIAL:
+            for j in range(length):
+                m[j] = m[j] + (((f[j] * f[j]) * four_c4 + two_c2) * f[j]) * minus_c
+        elif term == HOPPING:
+            for j in range(length):
+                m[j] = m[j] + (n[j] * minus_h) * minus_c
+        else:
+            for j in range(length):
+                p = f[j]
+                m[j] = m[j] + (n[j] * minus_h + ((p * p) * four_c4 + two_c2) * p) * minus_c
+        mu = ndim - 2  # the next line's coordinates
+        while mu >= 0:
+            coords[mu] += 1
+            if coords[mu] < shape[mu]:
+                break
+            coords[mu] = 0
+            mu -= 1
+
+
+@kernel(parallel=True)
+def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
+                     minus_c):
+    """P(c) of force term ``term`` (module docstring), the threads taking blocks."""
+    for block in numba.prange(_blocks(shape)):
+        _update_block(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
+                      minus_c, block)
+
+
+@kernel(inline="always")
+def _no_halo(phi, shape):
+    """(halo, split, offsets) of a momentum update without split directions."""
+    return phi[:0], np.zeros(shape.shape[0], np.bool_), np.zeros((shape.shape[0], 2), np.int64)
 
 
 @kernel()
 def _trajectory(phi, pi, kinds, terms, coefficients, shape, minus_h, four_c4, two_c2):
     """A whole trajectory without split directions: update k is P(coefficients[k]) of force
     term terms[k] where kinds[k] == 0, else Q(coefficients[k])."""
-    halo = phi[:0]
-    split = np.zeros(shape.shape[0], np.bool_)
-    offsets = np.zeros((shape.shape[0], 2), np.int64)
+    halo, split, offsets = _no_halo(phi, shape)
     for k in range(kinds.shape[0]):
         if kinds[k] == 0:
             _momentum_update(phi, pi, halo, shape, split, offsets, terms[k], minus_h, four_c4,
                              two_c2, -coefficients[k])
         else:
             field_update(phi, pi, coefficients[k])
+
+
+@kernel(parallel=True)
+def _trajectory_one_thread(phi, pi, kinds, terms, coefficients, shape, minus_h, four_c4,
+                           two_c2):
+    """:func:`_trajectory` in one thread, inside one parallel region: Numba's parallel runtime
+    is entered once per trajectory instead of once per update (0.44 us each: a sixth of a
+    64^2 step). The same loops compiled outside a parallel region vectorise worse (0.66x)."""
+    halo, split, offsets = _no_halo(phi, shape)
+    for _ in numba.prange(1):
+        for k in range(kinds.shape[0]):
+            if kinds[k] == 0:
+                for block in range(_blocks(shape)):
+                    _update_block(phi, pi, halo, shape, split, offsets, terms[k], minus_h,
+                                  four_c4, two_c2, -coefficients[k], block)
+            else:
+                add_scaled(phi, pi, coefficients[k])
 
 
 def make(theory, threads):
@@ -162,8 +197,9 @@ class Phi4Compiled(CompiledMD):
         if self.split.any():
             super().run(field, pi, kinds, terms, coefficients)
             return
-        _trajectory(field.reshape(-1), pi.reshape(-1), kinds, terms, coefficients, self.shape,
-                    *self._constants(field.dtype))
+        trajectory = _trajectory_one_thread if self.threads == 1 else _trajectory
+        trajectory(field.reshape(-1), pi.reshape(-1), kinds, terms, coefficients, self.shape,
+                   *self._constants(field.dtype))
 
     def momentum_update(self, field, pi, term, c):
         """P(c) of force term ``term`` (module docstring), the faces exchanged first."""

@@ -61,6 +61,8 @@ def trajectory(theory, kernels, scheme, n_steps):
 @pytest.mark.mpi
 @pytest.mark.parametrize("name, shape, dtype", [
     ("phi4", (12,), "float64"), ("phi4", (4, 6), "float64"), ("phi4", (2, 4, 2, 4), "float64"),
+    ("phi4", (40, 30), "float64"), ("phi4", (2, 6, 5), "float64"),
+    ("phi4", (2, 40, 30), "float64"),
     ("phi4", (12,), "float32"), ("phi4", (4, 6), "float32"), ("phi4", (2, 4, 2, 4), "float32"),
     ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64"),
     ("su2", (4, 6), "float64"), ("su2", (2, 4, 2, 4), "float64"),

@@ -19,8 +19,8 @@ from the neighbour sums of the array path.
 
 Neighbours across a split direction come from the faces the lattice exchanges, packed into one
 halo array; the wrap of an unsplit direction is read from the field itself. Without split
-directions a whole trajectory is one compiled call (:func:`_trajectory`), so small lattices
-are not bound by Python's dispatch.
+directions a whole trajectory is one compiled call (:func:`_trajectory`; with one thread
+:func:`_trajectory_one_thread`), so small lattices are not bound by Python's dispatch.
 """
 
 import numba
@@ -31,25 +31,73 @@ from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, fie
 from lqcdflow.kernels.jit import kernel
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
+CHUNK = 1024  # sites of a chunk of the momentum update (its neighbour sums: 8 KiB in float64)
+BLOCKS = 64  # at most, of chunks for the threads
 
 
 @kernel(inline="always")
-def _blocks(shape):
-    """The blocks of sites of a momentum update: the time slices (the whole field in 1D)."""
-    return shape[0] if shape.shape[0] > 1 else 1
+def _chunking(shape):
+    """(rows per chunk, chunks per plane, chunks): a chunk is up to CHUNK sites of whole rows
+    (lines along the last axis) of one plane (the last two axes; in 1D the line)."""
+    length = shape[shape.shape[0] - 1]
+    rows_per_plane = shape[shape.shape[0] - 2] if shape.shape[0] > 1 else 1
+    rows = min(max(1, CHUNK // length), rows_per_plane)
+    per_plane = -(-rows_per_plane // rows)
+    planes = 1
+    for mu in range(shape.shape[0] - 2):
+        planes *= shape[mu]
+    return rows, per_plane, planes * per_plane
 
 
 @kernel(inline="always")
-def _update_block(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2, minus_c,
-                  block):
-    """P(c) of force term ``term`` (module docstring) on block ``block`` (a time slice, see
-    :func:`_blocks`) of the flat local fields, in place.
+def _neighbours(phi, halo, split, offsets, mu, site, x, extent, stride):
+    """(up, up_at, down, down_at): where the neighbours in direction mu of the run of sites
+    from ``site`` (all at x_mu = x) start: the field at +-stride, or across the boundary the
+    field's own wrap or the face received from the neighbouring rank (runs stay contiguous
+    in both)."""
+    face = (site // (stride * extent)) * stride + site % stride
+    up, up_at = phi, site + stride
+    if x == extent - 1:
+        if split[mu]:
+            up, up_at = halo, offsets[mu, 0] + face
+        else:
+            up_at = site - (extent - 1) * stride
+    down, down_at = phi, site - stride
+    if x == 0:
+        if split[mu]:
+            down, down_at = halo, offsets[mu, 1] + face
+        else:
+            down_at = site + (extent - 1) * stride
+    return up, up_at, down, down_at
 
-    Line by line along the last axis: the neighbour sum of a line is accumulated in a
-    line-sized buffer (in L1), one direction after the other in the order of the module
-    docstring, each a contiguous loop that the compiler vectorises; the neighbour lines of
-    direction mu < D - 1 are those of the field at +-stride_mu, or across the boundary the
-    field's own wrap or the received face. Then the force and the update of the line.
+
+@kernel(inline="always")
+def _add_pairs(n, at, up, up_at, down, down_at, count, first):
+    """n[at + j] <- (n[at + j] +) (up[up_at + j] + down[down_at + j]), j < count: one
+    direction's pairs of neighbours, the first direction's without the sum before."""
+    # views indexed from 0: the compiler then knows every index is >= 0 (no wraparound test
+    # per element) and vectorises the loop
+    out, u, d = n[at:at + count], up[up_at:up_at + count], down[down_at:down_at + count]
+    if first:
+        for j in range(count):
+            out[j] = u[j] + d[j]
+    else:
+        for j in range(count):
+            out[j] = out[j] + (u[j] + d[j])
+
+
+@kernel(inline="always")
+def _update_chunks(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
+                   minus_c, first_chunk, stop_chunk):
+    """P(c) of force term ``term`` (module docstring) on the chunks first_chunk to
+    stop_chunk - 1 (:func:`_chunking`) of the flat local fields, in place.
+
+    The neighbour sum of a chunk is accumulated in a buffer (in L1), one direction after the
+    other in the order of the module docstring, each in contiguous loops that the compiler
+    vectorises: for mu < D - 2 one loop over the chunk (x_mu is the same for all its sites),
+    for D - 2 one over its inner rows and one per boundary row, along the rows one over the
+    chunk whose row ends, which took a neighbour of the next row, are then computed again
+    from the sum before. Then the force and the update of the chunk.
     """
     ndim = shape.shape[0]
     last = ndim - 1
@@ -59,84 +107,74 @@ def _update_block(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, 
     for mu in range(last, -1, -1):
         strides[mu] = stride
         stride *= shape[mu]
-    per_block = phi.size // length // _blocks(shape)
-    coords = np.zeros(ndim, np.int64)  # of the current line; coords[last] is unused
-    if ndim > 1:
-        coords[0] = block
-    n = np.empty(length, phi.dtype)
-    for line in range(block * per_block, (block + 1) * per_block):
-        base = line * length
+    rows_per_plane = shape[last - 1] if ndim > 1 else 1
+    chunk_rows, per_plane, _ = _chunking(shape)
+    n = np.empty(chunk_rows * length, phi.dtype)
+    ends = np.empty((2, chunk_rows), phi.dtype)  # the sums at row ends before the last axis
+    for chunk in range(first_chunk, stop_chunk):
+        plane, part = chunk // per_plane, chunk % per_plane
+        row = plane * rows_per_plane + part * chunk_rows
+        stop = min(row + chunk_rows, (plane + 1) * rows_per_plane)
+        base, count = row * length, (stop - row) * length
         if term != POTENTIAL:
             for mu in range(last):
-                x, extent, s = coords[mu], shape[mu], strides[mu]
-                face = (base // (s * extent)) * s + base % s
-                up, up_at = phi, base + s
-                if x == extent - 1:
-                    if split[mu]:
-                        up, up_at = halo, offsets[mu, 0] + face
-                    else:
-                        up_at = base - (extent - 1) * s
-                down, down_at = phi, base - s
-                if x == 0:
-                    if split[mu]:
-                        down, down_at = halo, offsets[mu, 1] + face
-                    else:
-                        down_at = base + (extent - 1) * s
-                # views indexed from 0: the compiler then knows every index is >= 0 (no
-                # wraparound test per element) and vectorises the loop
-                u, d = up[up_at:up_at + length], down[down_at:down_at + length]
-                if mu == 0:
-                    for j in range(length):
-                        n[j] = u[j] + d[j]
-                else:
-                    for j in range(length):
-                        n[j] = n[j] + (u[j] + d[j])
-            # the last direction, along the line
-            first, final = phi[base], phi[base + length - 1]
-            up_end = halo[offsets[last, 0] + line] if split[last] else first
-            down_end = halo[offsets[last, 1] + line] if split[last] else final
+                extent, s = shape[mu], strides[mu]
+                r = row
+                while r < stop:
+                    x = (r * length // s) % extent
+                    end = stop
+                    if mu == last - 1:  # a boundary row alone, the inner rows together
+                        end = r + 1 if x == 0 or x == extent - 1 else min(stop, r - x + extent - 1)
+                    up, up_at, down, down_at = _neighbours(phi, halo, split, offsets, mu,
+                                                           r * length, x, extent, s)
+                    _add_pairs(n, (r - row) * length, up, up_at, down, down_at,
+                               (end - r) * length, mu == 0)
+                    r = end
+            # the last axis, along the rows
             if length == 1:
-                pair = up_end + down_end
-                n[0] = pair if ndim == 1 else n[0] + pair
+                for k in range(count):
+                    site = base + k
+                    up_end = halo[offsets[last, 0] + row + k] if split[last] else phi[site]
+                    down_end = halo[offsets[last, 1] + row + k] if split[last] else phi[site]
+                    n[k] = up_end + down_end if ndim == 1 else n[k] + (up_end + down_end)
             else:
-                head = phi[base + 1] + down_end
-                tail = up_end + phi[base + length - 2]
-                u, d = phi[base + 2:base + length], phi[base:base + length - 2]
-                if ndim == 1:
-                    for j in range(length - 2):
-                        n[j + 1] = u[j] + d[j]
-                    n[0], n[length - 1] = head, tail
-                else:
-                    for j in range(length - 2):
-                        n[j + 1] = n[j + 1] + (u[j] + d[j])
-                    n[0], n[length - 1] = n[0] + head, n[length - 1] + tail
-        f, m = phi[base:base + length], pi[base:base + length]
+                for k in range(stop - row):
+                    ends[0, k], ends[1, k] = n[k * length], n[k * length + length - 1]
+                _add_pairs(n, 1, phi, base + 2, phi, base, count - 2, ndim == 1)
+                for k in range(stop - row):
+                    line, first = row + k, (row + k) * length
+                    final = first + length - 1
+                    up_end = halo[offsets[last, 0] + line] if split[last] else phi[first]
+                    down_end = halo[offsets[last, 1] + line] if split[last] else phi[final]
+                    head = phi[first + 1] + down_end
+                    tail = up_end + phi[final - 1]
+                    if ndim == 1:
+                        n[k * length], n[k * length + length - 1] = head, tail
+                    else:
+                        n[k * length] = ends[0, k] + head
+                        n[k * length + length - 1] = ends[1, k] + tail
+        f, m = phi[base:base + count], pi[base:base + count]
         if term == POTENTIAL:
-            for j in range(length):
+            for j in range(count):
                 m[j] = m[j] + (((f[j] * f[j]) * four_c4 + two_c2) * f[j]) * minus_c
         elif term == HOPPING:
-            for j in range(length):
+            for j in range(count):
                 m[j] = m[j] + (n[j] * minus_h) * minus_c
         else:
-            for j in range(length):
+            for j in range(count):
                 p = f[j]
                 m[j] = m[j] + (n[j] * minus_h + ((p * p) * four_c4 + two_c2) * p) * minus_c
-        mu = ndim - 2  # the next line's coordinates
-        while mu >= 0:
-            coords[mu] += 1
-            if coords[mu] < shape[mu]:
-                break
-            coords[mu] = 0
-            mu -= 1
 
 
 @kernel(parallel=True)
 def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
                      minus_c):
-    """P(c) of force term ``term`` (module docstring), the threads taking blocks."""
-    for block in numba.prange(_blocks(shape)):
-        _update_block(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
-                      minus_c, block)
+    """P(c) of force term ``term`` (module docstring), the threads taking blocks of chunks."""
+    chunks = _chunking(shape)[2]
+    blocks = min(BLOCKS, chunks)
+    for block in numba.prange(blocks):
+        _update_chunks(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
+                       minus_c, block * chunks // blocks, (block + 1) * chunks // blocks)
 
 
 @kernel(inline="always")
@@ -168,9 +206,8 @@ def _trajectory_one_thread(phi, pi, kinds, terms, coefficients, shape, minus_h, 
     for _ in numba.prange(1):
         for k in range(kinds.shape[0]):
             if kinds[k] == 0:
-                for block in range(_blocks(shape)):
-                    _update_block(phi, pi, halo, shape, split, offsets, terms[k], minus_h,
-                                  four_c4, two_c2, -coefficients[k], block)
+                _update_chunks(phi, pi, halo, shape, split, offsets, terms[k], minus_h, four_c4,
+                               two_c2, -coefficients[k], 0, _chunking(shape)[2])
             else:
                 add_scaled(phi, pi, coefficients[k])
 

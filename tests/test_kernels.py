@@ -213,9 +213,7 @@ def test_auto_falls_back_and_compiled_says_why_not(monkeypatch):
     "compiled" where they cannot is a ValueError that says why."""
     theory = make_theory("phi4", (4, 4), "float64")
     assert md_kernels(theory, "auto").name.startswith("compiled (Numba")
-    # U(1): where they are faster, from 2^14 sites per rank on
-    assert md_kernels(make_theory("u1", (8, 8), "float64"), "auto").name == "numpy"
-    assert md_kernels(make_theory("u1", (128, 128), "float64"), "auto").name != "numpy"
+    assert md_kernels(make_theory("u1", (8, 8), "float64"), "auto").name != "numpy"
     assert md_kernels(make_theory("su3", (4, 4), "float64"), "auto").name != "numpy"
     for other, why in [(make_theory("u1", (4, 4), "float32"), "need [run] dtype = 'float64'"),
                        (make_theory("su2", (4, 4), "float32"), "need [run] dtype = 'float64'"),

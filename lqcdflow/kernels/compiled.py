@@ -115,12 +115,21 @@ class CompiledMD:
 
     def run(self, field, pi, kinds, terms, coefficients):
         """Apply the updates in order: P(c) of force term ``term`` where kind is 0, else
-        Q(c)."""
+        Q(c). Without split directions, a theory with :meth:`whole_trajectory` runs them in
+        one compiled call, so that small lattices are not bound by Python's dispatch."""
+        if not self.split.any() and self.whole_trajectory(field, pi, kinds, terms,
+                                                          coefficients):
+            return
         for kind, term, c in zip(kinds, terms, coefficients):
             if kind:
                 self.field_update(field, pi, c)
             else:
                 self.momentum_update(field, pi, term, c)
+
+    def whole_trajectory(self, field, pi, kinds, terms, coefficients):
+        """The updates of :meth:`run` in one compiled call, on a lattice without split
+        directions; False where the theory has no such kernel."""
+        return False
 
     def field_update(self, field, pi, c):
         """Q(c) in place: U <- U + c P (:func:`field_update`); group-valued fields have their

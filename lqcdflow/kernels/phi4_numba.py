@@ -228,15 +228,13 @@ class Phi4Compiled(CompiledMD):
         c = self.theory.couplings
         return tuple(dtype.type(v) for v in (-c.h, 4.0 * c.c4, 2.0 * c.c2))
 
-    def run(self, field, pi, kinds, terms, coefficients):
-        """Without split directions the whole trajectory in one call, else update by
-        update."""
-        if self.split.any():
-            super().run(field, pi, kinds, terms, coefficients)
-            return
+    def whole_trajectory(self, field, pi, kinds, terms, coefficients):
+        """CompiledMD.whole_trajectory: :func:`_trajectory_one_thread` or, with threads,
+        :func:`_trajectory`."""
         trajectory = _trajectory_one_thread if self.threads == 1 else _trajectory
         trajectory(field.reshape(-1), pi.reshape(-1), kinds, terms, coefficients, self.shape,
                    *self._constants(field.dtype))
+        return True
 
     def momentum_update(self, field, pi, term, c):
         """P(c) of force term ``term`` (module docstring), the faces exchanged first."""

@@ -6,8 +6,7 @@ theory's compiled kernels: its ``compiled_kernels`` names the module, whose
 ``make(theory, threads)`` returns those of the molecular dynamics, ``make_metropolis`` and
 ``make_heatbath(theory, threads, rng, hits, width)`` those of the local updates
 (lqcdflow.mc.local), and whose ``unavailable(theory)``, if it has one, says why they cannot
-serve a run; an error where there are none), "auto" (compiled where they can serve and, if
-the module has ``faster(theory, maker)``, where that says they are faster; else array
+serve a run; an error where there are none), "auto" (compiled where they can serve, else array
 operations). Both give the same bits (lqcdflow.kernels.compiled says how), so the switch
 changes the speed and never the chain. Where compiled kernels run, the reproducible sums
 take their compiled digits too (lqcdflow.parallel.reduce.use_compiled_digits).
@@ -81,9 +80,6 @@ def choose(theory, kernels, maker, what, array, *args):
     """The kernels of the ``kernels`` setting (module docstring): ``array()``, or the compiled
     ones, ``module.<maker>(theory, threads, *args)``. Raises ValueError (one line) for
     "compiled" where there are none.
-
-    "auto" asks the module's ``faster`` before its own ``unavailable``, whose checks may cost
-    start-up time (U(1) compiles a sine to compare with NumPy's).
     """
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
@@ -96,9 +92,6 @@ def choose(theory, kernels, maker, what, array, *args):
     why = _missing(theory, maker, what)
     if not why:
         module = importlib.import_module(theory.compiled_kernels)
-        faster = getattr(module, "faster", lambda theory, maker: True)
-        if kernels == "auto" and not faster(theory, maker):
-            return array()
         why = _module_says(theory)
     if why and kernels == "auto":
         return array()

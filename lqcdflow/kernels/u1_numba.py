@@ -33,8 +33,8 @@ import math
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, metropolis_hits, \
-    numpy_trigonometry_differs
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, field_update, \
+    metropolis_hits, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.theories.u1 import TWO_PI
 
@@ -43,55 +43,98 @@ from lqcdflow.theories.u1 import TWO_PI
 BLOCKS = 64
 
 
-@kernel(parallel=True)
-def _plaquette_sines(theta, halo, up, sines):
-    """Pass 1 (module docstring): sines[i * P + p] = s_p(x_i), p the planes in order; up[mu, i]
-    is the site x_i + mu (>= V: site - V of ``halo``). Plane by plane over a block of sites, so
-    that each inner loop has fixed directions."""
+@kernel(inline="always")
+def _sines_of(theta, halo, up, sines, first, stop):
+    """Pass 1 (module docstring) on sites first to stop - 1: sines[i * P + p] = s_p(x_i), p the
+    planes in order; up[mu, i] is the site x_i + mu (>= V: site - V of ``halo``). Plane by
+    plane, so that each inner loop has fixed directions."""
     ndim, volume = up.shape[0], up.shape[1]
     planes = ndim * (ndim - 1) // 2
-    for block in numba.prange(BLOCKS):  # threads take blocks of sites
-        first, stop = block * volume // BLOCKS, (block + 1) * volume // BLOCKS
-        p = 0
-        for mu in range(ndim):
-            for nu in range(mu + 1, ndim):
-                for i in range(first, stop):
-                    j, k = up[mu, i], up[nu, i]
-                    nu_up = theta[j * ndim + nu] if j < volume else halo[(j - volume) * ndim + nu]
-                    mu_up = theta[k * ndim + mu] if k < volume else halo[(k - volume) * ndim + mu]
-                    angle = ((theta[i * ndim + mu] + nu_up) - mu_up) - theta[i * ndim + nu]
-                    sines[i * planes + p] = math.sin(angle)
-                p += 1
+    p = 0
+    for mu in range(ndim):
+        for nu in range(mu + 1, ndim):
+            for i in range(first, stop):
+                j, k = up[mu, i], up[nu, i]
+                nu_up = theta[j * ndim + nu] if j < volume else halo[(j - volume) * ndim + nu]
+                mu_up = theta[k * ndim + mu] if k < volume else halo[(k - volume) * ndim + mu]
+                angle = ((theta[i * ndim + mu] + nu_up) - mu_up) - theta[i * ndim + nu]
+                sines[i * planes + p] = math.sin(angle)
+            p += 1
+
+
+@kernel(inline="always")
+def _update_of(sines, halo, down, pi, beta, minus_c, first, stop):
+    """Pass 2 (module docstring) on sites first to stop - 1: pi <- pi + (f beta) (-c), f from
+    the sines at x and x - nu; down[mu, i] is the site x_i - mu (>= V: site - V of
+    ``halo``). Plane by plane into the sites' forces, which keeps each link's terms in plane
+    order."""
+    ndim, volume = down.shape[0], down.shape[1]
+    planes = ndim * (ndim - 1) // 2
+    force = np.zeros((ndim, stop - first))  # +0.0, as the array path's force starts
+    p = 0
+    for mu in range(ndim):
+        for nu in range(mu + 1, ndim):
+            f_mu, f_nu = force[mu], force[nu]
+            for i in range(first, stop):
+                s = sines[i * planes + p]
+                j, k = down[nu, i], down[mu, i]
+                below_nu = sines[j * planes + p] if j < volume \
+                    else halo[(j - volume) * planes + p]
+                below_mu = sines[k * planes + p] if k < volume \
+                    else halo[(k - volume) * planes + p]
+                f_mu[i - first] = f_mu[i - first] + (s - below_nu)
+                f_nu[i - first] = f_nu[i - first] - (s - below_mu)
+            p += 1
+    for mu in range(ndim):
+        f_mu = force[mu]
+        for i in range(first, stop):
+            pi[i * ndim + mu] = pi[i * ndim + mu] + (f_mu[i - first] * beta) * minus_c
+
+
+@kernel(parallel=True)
+def _plaquette_sines(theta, halo, up, sines):
+    """Pass 1 (:func:`_sines_of`), the threads taking blocks of sites."""
+    volume = up.shape[1]
+    for block in numba.prange(BLOCKS):
+        _sines_of(theta, halo, up, sines, block * volume // BLOCKS,
+                  (block + 1) * volume // BLOCKS)
 
 
 @kernel(parallel=True)
 def _momentum_update(sines, halo, down, pi, beta, minus_c):
-    """Pass 2 (module docstring): pi <- pi + (f beta) (-c), f from the sines at x and x - nu;
-    down[mu, i] is the site x_i - mu (>= V: site - V of ``halo``). Plane by plane over a block
-    of sites into the block's forces, which keeps each link's terms in plane order."""
-    ndim, volume = down.shape[0], down.shape[1]
-    planes = ndim * (ndim - 1) // 2
+    """Pass 2 (:func:`_update_of`), the threads taking blocks of sites."""
+    volume = down.shape[1]
     for block in numba.prange(BLOCKS):
-        first, stop = block * volume // BLOCKS, (block + 1) * volume // BLOCKS
-        force = np.zeros((ndim, stop - first))  # +0.0, as the array path's force starts
-        p = 0
-        for mu in range(ndim):
-            for nu in range(mu + 1, ndim):
-                f_mu, f_nu = force[mu], force[nu]
-                for i in range(first, stop):
-                    s = sines[i * planes + p]
-                    j, k = down[nu, i], down[mu, i]
-                    below_nu = sines[j * planes + p] if j < volume \
-                        else halo[(j - volume) * planes + p]
-                    below_mu = sines[k * planes + p] if k < volume \
-                        else halo[(k - volume) * planes + p]
-                    f_mu[i - first] = f_mu[i - first] + (s - below_nu)
-                    f_nu[i - first] = f_nu[i - first] - (s - below_mu)
-                p += 1
-        for mu in range(ndim):
-            f_mu = force[mu]
-            for i in range(first, stop):
-                pi[i * ndim + mu] = pi[i * ndim + mu] + (f_mu[i - first] * beta) * minus_c
+        _update_of(sines, halo, down, pi, beta, minus_c, block * volume // BLOCKS,
+                   (block + 1) * volume // BLOCKS)
+
+
+@kernel()
+def _trajectory(theta, pi, sines, up, down, kinds, coefficients, beta):
+    """A whole trajectory without split directions: update k is P(coefficients[k]) where
+    kinds[k] == 0, else Q(coefficients[k])."""
+    for k in range(kinds.shape[0]):
+        if kinds[k] == 0:
+            _plaquette_sines(theta, theta[:0], up, sines)
+            _momentum_update(sines, sines[:0], down, pi, beta, -coefficients[k])
+        else:
+            field_update(theta, pi, coefficients[k])
+
+
+@kernel(parallel=True)
+def _trajectory_one_thread(theta, pi, sines, up, down, kinds, coefficients, beta):
+    """:func:`_trajectory` in one thread, inside one parallel region (Numba's parallel runtime
+    entered once, see lqcdflow.kernels.phi4_numba._trajectory_one_thread)."""
+    volume = up.shape[1]
+    for _ in numba.prange(1):
+        for k in range(kinds.shape[0]):
+            if kinds[k] == 0:
+                _sines_of(theta, theta[:0], up, sines, 0, volume)
+                for block in range(BLOCKS):  # each block's forces stay in the caches
+                    _update_of(sines, sines[:0], down, pi, beta, -coefficients[k],
+                               block * volume // BLOCKS, (block + 1) * volume // BLOCKS)
+            else:
+                add_scaled(theta, pi, coefficients[k])
 
 
 def unavailable(theory):
@@ -100,17 +143,6 @@ def unavailable(theory):
     if theory.lattice.backend.dtype != np.float64:
         return "the U(1) kernels need [run] dtype = 'float64' (NumPy's float32 sine is its own)"
     return numpy_trigonometry_differs()
-
-
-# Sites per rank from which the kernels beat the array path (tools/bench_md.py, one thread:
-# 0.87x on 64^2, 1.3x on 16^4): below, a pass is too short for the time of entering it.
-FASTER_FROM = 1 << 14
-
-
-def faster(theory, maker):
-    """Whether "auto" takes these kernels: the molecular dynamics from FASTER_FROM sites per
-    rank on, the local updates always."""
-    return maker != "make" or theory.lattice.local_volume >= FASTER_FROM
 
 
 def make(theory, threads):
@@ -127,6 +159,14 @@ class U1Compiled(CompiledMD):
         planes = theory.lattice.ndim * (theory.lattice.ndim - 1) // 2
         self._sines = np.empty(tuple(theory.lattice.local_shape) + (planes,))
         self._up, self._down = self.neighbour_table(1), self.neighbour_table(-1)
+
+    def whole_trajectory(self, field, pi, kinds, terms, coefficients):
+        """CompiledMD.whole_trajectory: :func:`_trajectory_one_thread` or, with threads,
+        :func:`_trajectory`."""
+        trajectory = _trajectory_one_thread if self.threads == 1 else _trajectory
+        trajectory(field.reshape(-1), pi.reshape(-1), self._sines.reshape(-1), self._up,
+                   self._down, kinds, coefficients, np.float64(self.theory.beta))
+        return True
 
     def momentum_update(self, field, pi, term, c):
         """P(c) (module docstring): the links' upper faces, the sines, their lower faces, the

@@ -25,6 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from lqcdflow.analysis.gamma import mean
+from lqcdflow.kernels.select import md_kernels
 from lqcdflow.mc.driver import run_chain
 from lqcdflow.mc.hmc import HMC, initial_state
 from lqcdflow.mc.integrators import omelyan2
@@ -42,7 +43,9 @@ def chain(L, beta, n_traj, n_steps, seed):
     """Q, plaquette and acceptance series of a 2D U(1) HMC chain, thermalisation dropped."""
     theory = U1(Lattice((L, L), comm=MPI.COMM_SELF), beta)
     rng = CounterRNG(seed)
-    hmc = HMC.of(theory, omelyan2(), n_steps, 1.0, rng)
+    # the kernels `lqcdflow run` takes ("auto"): the chain's bits are the same on any kernels,
+    # its time is not
+    hmc = HMC.of(theory, omelyan2(), n_steps, 1.0, rng, md_kernels(theory, "auto"))
     q, plaquette, accepted = [], [], []
 
     def record(state, info):

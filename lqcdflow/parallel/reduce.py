@@ -97,7 +97,9 @@ def reproducible_sum(x, comm, global_count, axes=None, xp=np):
     local_max = local_max.get() if hasattr(local_max, "get") else np.asarray(local_max)
     # gathered, not MPI_MAX: a comparison-based maximum keeps or drops a NaN depending on
     # which rank holds it; np.max propagates it
-    global_max = np.max(np.stack(comm.allgather(local_max.astype(np.float64))), axis=0)
+    gathered = np.empty((comm.Get_size(),) + local_max.shape)
+    comm.Allgather(np.ascontiguousarray(local_max, dtype=np.float64), gathered)
+    global_max = np.max(gathered, axis=0)
     finite = np.isfinite(global_max)
     exponent = np.where(finite, np.frexp(np.where(finite, global_max, 0.0))[1], 0)
     width, nbins = digit_layout(global_count)
@@ -108,9 +110,15 @@ def reproducible_sum(x, comm, global_count, axes=None, xp=np):
     local = local.get() if hasattr(local, "get") else np.asarray(local)
     total = np.empty_like(local)
     comm.Allreduce(np.ascontiguousarray(local), total, op=MPI.SUM)
-    flat, scale = total.reshape(nbins, -1), exponent.reshape(-1) - nbins * width
+    # the exact totals sum_k a_k 2^((nbins - 1 - k) width) need more than 64 bits: Python
+    # integers, entry by entry in an object array; float() rounds each once, ldexp is exact
+    # (or rounds once, into the subnormals)
+    digits = total.reshape(nbins, -1).astype(object)
+    exact = digits[0]
+    for k in range(1, nbins):
+        exact = (exact << width) + digits[k]
+    scale = exponent.reshape(-1) - nbins * width
     result = np.array(global_max, dtype=np.float64).reshape(-1)
-    for j in np.flatnonzero(finite.reshape(-1)):
-        exact = sum(int(flat[k, j]) << ((nbins - 1 - k) * width) for k in range(nbins))
-        result[j] = math.ldexp(float(exact), int(scale[j])) if exact else 0.0
+    finite = finite.reshape(-1)
+    result[finite] = np.ldexp(exact.astype(np.float64), scale)[finite]
     return result.reshape(kept)

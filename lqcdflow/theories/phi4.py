@@ -228,12 +228,22 @@ class Phi4(Theory):
         w = 2.0 * lat.sum(links)
         slices = lat.timeslice_sum(phi)
         m = math.fsum(slices)
-        # exactly rounded sums of the products (a BLAS dot's order, and so its last bit,
-        # depends on the library build); slices(t0 + t) for each t made without np.roll's cost
-        corr = np.array([math.fsum(slices * np.concatenate((slices[t:], slices[:t])))
-                         for t in range(lat.shape[0])])
+        corr = circular_correlation(slices)
         return {"action": action, "m": m, "abs_m": abs(m), "m2": m * m, "m4": m**4, "W": w,
                 "correlator": corr / lat.volume}
+
+
+def circular_correlation(slices):
+    """C(t) = sum_t0 s(t0) s(t0 + t), periodic in t0 + t, each sum exactly rounded (math.fsum:
+    a BLAS dot's order, and so its last bit, depends on the library build).
+
+    The shifted copies s(t0 + t) are rows of a sliding window over s twice over (no copies),
+    multiplied by s a block of rows at a time (at most 2^16 products in memory)."""
+    length = slices.size
+    shifted = np.lib.stride_tricks.sliding_window_view(np.concatenate((slices, slices)), length)
+    rows = max(1, (1 << 16) // length)
+    return np.array([math.fsum(products) for start in range(0, length, rows)
+                     for products in (slices * shifted[start:min(start + rows, length)]).tolist()])
 
 
 def single_site_width(couplings):

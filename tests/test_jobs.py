@@ -125,9 +125,11 @@ env -0 >"$STANDIN/queue/$id.env"
 if [ "$(basename "$0")" = qsub ]; then echo "$id.standin"; else echo "$id"; fi
 """
 STANDIN_SQUEUE = 'echo "$STANDIN_TIMELEFT"\n'
+# scontrol writes line by line: the lines after the state come a moment later.
 STANDIN_SCONTROL = ('printf "JobId=%s JobName=lqcdflow\\n   JobState=%s Reason=%s '
-                    'Dependency=(null)\\n   Command=%s\\n" "$3" "$STANDIN_STATE" '
-                    '"$STANDIN_REASON" "$STANDIN_SCRIPT"\n')
+                    'Dependency=(null)\\n" "$3" "$STANDIN_STATE" "$STANDIN_REASON"\n'
+                    'sleep 0.1\n'
+                    'printf "   Command=%s\\n" "$STANDIN_SCRIPT"\n')
 STANDIN_QSTAT = 'echo "    Resource_List.walltime = 00:10:00"\n'
 
 

@@ -52,6 +52,32 @@ def test_cupy_chain_equals_numpy_chain_bitwise(comm):
 
 
 @pytest.mark.mpi
+def test_cuda_kernels_on_gpu_are_bitwise_the_array_path(comm):
+    """phi^4's CUDA kernels ([run] kernels = "compiled" on CuPy) on the GPU: the trajectories
+    of the NumPy path, on every grid (their host build is checked in CI:
+    tests/test_device_kernels.py)."""
+    from lqcdflow.kernels.select import md_kernels
+    from test_kernels import INTEGRATORS, trajectory
+
+    shape = (8, 6, 4, 4)
+    for scheme, n_steps in INTEGRATORS["phi4"]:
+        for dtype in ("float64", "float32"):
+            reference = Phi4(Lattice(shape, comm=MPI.COMM_SELF,
+                                     backend=make_backend("numpy", dtype)),
+                             Phi4Couplings.hopping(0.18, 0.4))
+            _, *want = trajectory(reference, "numpy", scheme, n_steps)
+            for grid in valid_grids(shape, comm.Get_size()):
+                lattice = Lattice(shape, comm=comm, grid=grid, backend=make_backend("cupy", dtype))
+                theory = Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4))
+                kernels = md_kernels(theory, "compiled")
+                assert kernels.name == "compiled (CUDA C on the GPU)"
+                _, *got = trajectory(theory, kernels, scheme, n_steps)
+                if comm.Get_rank() == 0:
+                    for a, b in zip(want, got):
+                        assert a.tobytes() == b.tobytes(), (grid, scheme, dtype)
+
+
+@pytest.mark.mpi
 def test_u1_chain_on_gpu_is_decomposition_independent_and_close_to_numpy(comm):
     """U(1) on CuPy: bitwise the same on every grid; against NumPy only close, since cos and
     sin of CuPy and NumPy may differ in the last bit."""

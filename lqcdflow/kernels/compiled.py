@@ -1,8 +1,8 @@
 """What the compiled (Numba) kernels of every theory share. Molecular dynamics: the momenta
 drawn by the compiled Gaussian generator (lqcdflow.kernels.rng_numba), running a trajectory's
 updates (lqcdflow.mc.integrators.trajectory_updates) through a theory's compiled momentum
-update, the field update U <- U + c P, the faces of split directions packed into one halo
-array, and the threads. Local updates: one group of a checkerboard sweep (lqcdflow.mc.local)
+update, the field update U <- U + c P, and the threads (what every kind of fused kernel shares
+is lqcdflow.kernels.fused). Local updates: one group of a checkerboard sweep (lqcdflow.mc.local)
 at a time, the theory's kernel updating the group's sites from their environment.
 
 Bitwise equality with the array path rests on three rules every kernel keeps: the operations,
@@ -19,8 +19,8 @@ import numba
 import numpy as np
 
 from lqcdflow.kernels import rng_numba
+from lqcdflow.kernels.fused import FusedMD
 from lqcdflow.kernels.jit import kernel
-from lqcdflow.mc.integrators import trajectory_updates
 from lqcdflow.rng import STREAM_LOCAL, STREAM_MOMENTA, check_draw
 from lqcdflow.theories.base import Theory
 
@@ -62,10 +62,10 @@ def numpy_trigonometry_differs():
     return None
 
 
-class CompiledMD:
-    """A theory's compiled molecular dynamics; subclasses supply ``terms`` ({force term name:
-    code}) and ``momentum_update(field, pi, term, c)``, P(c) of a force term in place, and
-    where the field is not a vector space ``field_update(field, pi, c)``, Q(c).
+class CompiledMD(FusedMD):
+    """A theory's compiled molecular dynamics (lqcdflow.kernels.fused.FusedMD) on CPUs, with
+    the momenta drawn by the compiled Gaussian generator and Q(c) = :func:`field_update`
+    where the field is a vector space.
 
     Parameters
     ----------
@@ -75,21 +75,16 @@ class CompiledMD:
         Threads of the updates (lqcdflow.kernels.select.threads_for), at most Numba's pool.
     """
 
-    terms = {"action": 0}
-
     def __init__(self, theory, threads=1):
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        lattice = theory.lattice
-        if lattice.backend.on_gpu:
+        if theory.lattice.backend.on_gpu:
             raise ValueError("the Numba kernels run on CPUs (backend numpy)")
         if type(theory).momenta is not Theory.momenta:
             raise ValueError(f"{type(theory).__name__} draws its own momenta")
-        self.theory, self.lattice, self.threads = theory, lattice, threads
-        self._dofs = lattice.dof_index(theory.momentum_shape).reshape(-1)
-        self.shape = np.asarray(lattice.local_shape, np.int64)
-        self.split = np.asarray([g > 1 for g in lattice.grid], np.bool_)
+        super().__init__(theory)
+        self.threads = threads
+        self._dofs = self.lattice.dof_index(theory.momentum_shape).reshape(-1)
         self.name = f"compiled (Numba {numba.__version__}, {threads} thread(s))"
-        self._plan = None  # (levels, trajectory length, dtype; the updates as arrays)
 
     def momenta(self, rng, draw):
         """Theory.momenta(rng, draw): P ~ N(0, 1) per degree of freedom from the counter RNG,
@@ -103,51 +98,16 @@ class CompiledMD:
         return out.reshape(shape).astype(self.lattice.backend.dtype)
 
     def integrate(self, field, pi, levels, trajectory_length):
-        """Run the MD trajectory of ``levels`` (lqcdflow.mc.integrators.trajectory_updates) in
-        place on the C-contiguous ``field`` and ``pi``."""
-        if not (field.flags.c_contiguous and pi.flags.c_contiguous):
-            raise ValueError("integrate updates the field and pi in place: they must be "
-                             "C-contiguous")
+        """FusedMD.integrate with this rank's threads."""
         # also starts Numba's threads: a kernel loaded from the cache that calls parallel
         # ones (phi^4's trajectory) crashes when they run before any thread was started
         numba.set_num_threads(self.threads)
-        self.run(field, pi, *self._updates(levels, trajectory_length, pi.dtype))
-
-    def run(self, field, pi, kinds, terms, coefficients):
-        """Apply the updates in order: P(c) of force term ``term`` where kind is 0, else
-        Q(c). Without split directions, a theory with :meth:`whole_trajectory` runs them in
-        one compiled call, so that small lattices are not bound by Python's dispatch."""
-        if not self.split.any() and self.whole_trajectory(field, pi, kinds, terms,
-                                                          coefficients):
-            return
-        for kind, term, c in zip(kinds, terms, coefficients):
-            if kind:
-                self.field_update(field, pi, c)
-            else:
-                self.momentum_update(field, pi, term, c)
-
-    def whole_trajectory(self, field, pi, kinds, terms, coefficients):
-        """The updates of :meth:`run` in one compiled call, on a lattice without split
-        directions; False where the theory has no such kernel."""
-        return False
+        super().integrate(field, pi, levels, trajectory_length)
 
     def field_update(self, field, pi, c):
         """Q(c) in place: U <- U + c P (:func:`field_update`); group-valued fields have their
         own."""
         field_update(field.reshape(-1), pi.reshape(-1), c)
-
-    def _updates(self, levels, trajectory_length, dtype):
-        """The trajectory's updates as arrays (kinds: 0 P, 1 Q; force term codes;
-        coefficients in ``dtype``), made once for the same levels, length and dtype."""
-        key = (levels, trajectory_length, dtype)
-        if self._plan is None or self._plan[0] != key:
-            updates = trajectory_updates(levels, trajectory_length)
-            codes = [self.terms[level.name] for level in levels]
-            self._plan = (key, (
-                np.array([kind == "Q" for kind, _, _ in updates], np.int64),
-                np.array([codes[k] if kind == "P" else 0 for kind, k, _ in updates], np.int64),
-                np.array([c for _, _, c in updates], dtype)))
-        return self._plan[1]
 
     def neighbour_table(self, sign):
         """table[mu, i]: the site x_i + sign e_mu of the block for each direction mu (C order),
@@ -167,23 +127,6 @@ class CompiledMD:
                 start += plane.size
             table.append(neighbours.reshape(-1))
         return np.stack(table)
-
-    def halo(self, field, signs):
-        """(halo, offsets): for each split direction mu and sign in ``signs``, the face of
-        ``field`` beyond the block in direction sign e_mu (the neighbour's plane, see
-        Lattice._start_exchange), flattened one after the other; offsets[mu, k] is where the
-        face of (mu, signs[k]) starts in the halo."""
-        lattice = self.lattice
-        directions = [(mu, k) for mu in range(lattice.ndim) if self.split[mu]
-                      for k in range(len(signs))]
-        pending = lattice._start_exchange(field, [(mu, signs[k]) for mu, k in directions])
-        faces = [lattice._finish(pending, (mu, signs[k])).reshape(-1) for mu, k in directions]
-        offsets = np.zeros((lattice.ndim, len(signs)), np.int64)
-        start = 0
-        for (mu, k), face in zip(directions, faces):
-            offsets[mu, k] = start
-            start += face.size
-        return (np.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets
 
 
 @kernel(inline="always")

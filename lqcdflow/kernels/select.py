@@ -10,6 +10,11 @@ serve a run; an error where there are none), "auto" (compiled where they can ser
 operations). Both give the same bits (lqcdflow.kernels.compiled says how), so the switch
 changes the speed and never the chain. Where compiled kernels run, the reproducible sums
 take their compiled digits too (lqcdflow.parallel.reduce.use_compiled_digits).
+
+On a GPU (backend cupy), "compiled" takes the CUDA kernels of the molecular dynamics that a
+theory's ``device_kernels`` module makes (``make(theory)``, lqcdflow.kernels.device); "auto"
+keeps the array operations there until those kernels have been checked on a GPU (they are
+checked on the host, from the same source, in CI).
 """
 
 import importlib
@@ -44,7 +49,9 @@ class ArrayKernels:
 def unavailable(theory, maker="make", what="molecular-dynamics"):
     """Why ``theory`` has no compiled ``what`` kernels here (a sentence), or None if it has:
     its module's ``maker`` makes them (``make``: molecular dynamics; ``make_metropolis``,
-    ``make_heatbath``: local updates)."""
+    ``make_heatbath``: local updates); on a GPU, its CUDA kernels."""
+    if theory.lattice.backend.on_gpu:
+        return _missing_on_gpu(theory, maker, what)
     return _missing(theory, maker, what) or _module_says(theory)
 
 
@@ -53,8 +60,6 @@ def _missing(theory, maker, what):
     when the rest allows), or None."""
     if getattr(theory, "compiled_kernels", None) is None:
         return f"{type(theory).__name__} has no compiled kernels (yet)"
-    if theory.lattice.backend.on_gpu:
-        return "the compiled kernels run on CPUs ([run] backend = 'numpy')"
     try:
         importlib.import_module("numba")
     except ImportError:
@@ -85,6 +90,8 @@ def choose(theory, kernels, maker, what, array, *args):
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     if kernels == "numpy":
         return array()
+    if theory.lattice.backend.on_gpu:
+        return _on_gpu(theory, kernels, maker, what, array)
     threads = 1
     if getattr(theory, "compiled_kernels", None):
         threads = threads_for(theory.lattice)
@@ -103,6 +110,25 @@ def choose(theory, kernels, maker, what, array, *args):
 
     use_compiled_digits(digits)
     return getattr(module, maker)(theory, threads, *args)
+
+
+def _on_gpu(theory, kernels, maker, what, array):
+    """:func:`choose` on a GPU: the array operations for "auto" (module docstring), for
+    "compiled" the theory's CUDA kernels of the molecular dynamics."""
+    if kernels == "auto":
+        return array()
+    why = _missing_on_gpu(theory, maker, what)
+    if why:
+        raise ValueError(f"kernels = 'compiled' cannot be used: {why}")
+    return importlib.import_module(theory.device_kernels).make(theory)
+
+
+def _missing_on_gpu(theory, maker, what):
+    """Why no CUDA kernels can run ``theory``'s ``what`` on its GPU, or None."""
+    if maker == "make" and getattr(theory, "device_kernels", None):
+        return None
+    return (f"{type(theory).__name__} has no CUDA {what} kernels (yet); [run] backend = "
+            "'numpy' has the compiled CPU ones")
 
 
 def threads_for(lattice):

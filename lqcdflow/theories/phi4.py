@@ -110,6 +110,7 @@ class Phi4(Theory):
     field = FieldSpec("phi", (), description="real scalar field phi_x")
     momentum_shape = ()
     compiled_kernels = "lqcdflow.kernels.phi4_numba"  # lqcdflow.kernels.select
+    device_kernels = "lqcdflow.kernels.phi4_cuda"  # lqcdflow.kernels.select, on a GPU
 
     def __init__(self, lattice, couplings: Phi4Couplings):
         super().__init__(lattice)

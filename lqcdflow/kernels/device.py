@@ -1,0 +1,131 @@
+"""Kernels written once in CUDA C (lqcdflow/kernels/cuda/*.cu) and run on a GPU through CuPy,
+or on the host, compiled from the same file by the C compiler, where the tests check them
+against the NumPy path bit for bit (CI has no GPU).
+
+Bitwise equality with the array path rests on the rules of lqcdflow.kernels.compiled, which
+both compilers are held to here: nvrtc with ``--fmad=false`` and the host compiler with
+``-ffp-contract=off`` (neither contracts a multiply and an add into an FMA) and no fast-math;
+the kernels keep NumPy's operations and their order, and take their constants rounded to the
+field's dtype. A kernel is a grid-stride loop over sites: on the host a single "thread"
+(blockIdx = threadIdx = 0, blockDim = gridDim = 1) runs every site, in order.
+
+Site indices are 32-bit (``site_t``, unsigned): on a GPU a 64-bit division per site and
+direction would cost more than the site's memory traffic. :meth:`DeviceKernels.launch` refuses
+an index range from 2^31 on.
+"""
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
+REALS = {np.dtype(np.float64): "double", np.dtype(np.float32): "float"}
+SITE_T = np.uint32
+MAX_SITES = 1 << 31
+THREADS_PER_BLOCK = 256
+MAX_BLOCKS = 1 << 16  # the grid-stride loop takes the rest
+
+DEVICE_PRELUDE = """\
+#define KERNEL extern "C" __global__
+typedef unsigned int site_t;
+"""
+HOST_PRELUDE = """\
+#define KERNEL
+typedef unsigned int site_t;
+static const struct { unsigned int x; } threadIdx = {0}, blockIdx = {0}, blockDim = {1},
+    gridDim = {1};
+"""
+NVRTC_OPTIONS = ("--fmad=false", "-std=c++14")
+HOST_OPTIONS = ("-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared", "-x", "c")
+_CTYPES = {np.dtype(np.float64): ctypes.c_double, np.dtype(np.float32): ctypes.c_float,
+           np.dtype(np.int32): ctypes.c_int, np.dtype(np.uint32): ctypes.c_uint}
+
+
+def source(name, dtype, prelude):
+    """The text compiled for kernels file ``name`` with ``real`` the C type of ``dtype``."""
+    return (f"typedef {REALS[np.dtype(dtype)]} real;\n" + prelude
+            + (SOURCE_DIR / name).read_text())
+
+
+class DeviceKernels:
+    """The kernels of one CUDA C file for one dtype, on the GPU (CuPy) or on the host.
+
+    Parameters
+    ----------
+    name : str
+        The file in lqcdflow/kernels/cuda.
+    dtype : numpy dtype
+        float64 or float32: the kernels' ``real``.
+    on_gpu : bool
+        Compile with nvrtc (CuPy's RawModule) and launch on the current device, else compile
+        with the host's C compiler (``CC``, default cc) and call through ctypes.
+    """
+
+    def __init__(self, name, dtype, on_gpu):
+        self.on_gpu = on_gpu
+        if on_gpu:
+            import cupy
+
+            self._module = cupy.RawModule(code=source(name, dtype, DEVICE_PRELUDE),
+                                          options=NVRTC_OPTIONS)
+        else:
+            self._library = ctypes.CDLL(str(host_library(source(name, dtype, HOST_PRELUDE))))
+
+    def launch(self, kernel, sites, *args):
+        """Run ``kernel`` over ``sites`` sites with ``args``: arrays of the backend, or NumPy
+        scalars of the kernel's C types (float64, float32, int32, uint32)."""
+        if sites >= MAX_SITES:
+            raise ValueError(f"{sites} sites per rank: the device kernels index at most "
+                             f"{MAX_SITES - 1}; use more ranks")
+        if self.on_gpu:
+            blocks = max(1, min(MAX_BLOCKS, -(-sites // THREADS_PER_BLOCK)))
+            self._module.get_function(kernel)((blocks,), (THREADS_PER_BLOCK,), args)
+            return
+        function = getattr(self._library, kernel)
+        function(*(_host_argument(a) for a in args))
+
+
+def _host_argument(value):
+    """``value`` as ctypes passes it to a host kernel: an array by its address."""
+    if isinstance(value, np.ndarray):
+        if not value.flags.c_contiguous:
+            raise ValueError("the kernels take C-contiguous arrays")
+        return ctypes.c_void_p(value.ctypes.data)
+    return _CTYPES[value.dtype](value)
+
+
+def host_library(text):
+    """The shared library compiled from C ``text`` for the host, cached by the hash of the
+    text, the compiler and its options (in lqcdflow/kernels/__pycache__, or
+    ~/.cache/lqcdflow where the package cannot be written); written under a temporary name
+    and renamed, so that ranks compiling it at once never load half a file."""
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"the host kernels need a C compiler: {compiler} (CC) not found")
+    key = hashlib.sha256("\0".join((text, compiler) + HOST_OPTIONS).encode()).hexdigest()[:16]
+    for root in (Path(__file__).resolve().parent / "__pycache__",
+                 Path.home() / ".cache" / "lqcdflow"):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root, os.W_OK):
+            break
+    path = root / f"host-kernels-{key}.so"
+    if path.exists():
+        return path
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        c_file, library = Path(scratch) / "kernels.c", Path(scratch) / "kernels.so"
+        c_file.write_text(text)
+        result = subprocess.run([compiler, *HOST_OPTIONS, str(c_file), "-o", str(library)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling the host kernels failed: {result.stderr.strip()}")
+        os.replace(library, path)
+    return path

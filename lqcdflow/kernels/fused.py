@@ -1,0 +1,85 @@
+"""What the fused molecular-dynamics kernels of every kind share (Numba on CPUs,
+lqcdflow.kernels.compiled; CUDA C on GPUs, lqcdflow.kernels.device): a trajectory's updates
+(lqcdflow.mc.integrators.trajectory_updates) as arrays, run one after the other through a
+theory's fused momentum and field updates, and the faces of the split directions packed into
+one halo array for them.
+"""
+
+import numpy as np
+
+from lqcdflow.mc.integrators import trajectory_updates
+
+
+class FusedMD:
+    """A theory's fused molecular dynamics; subclasses supply ``terms`` ({force term name:
+    code}), ``momenta(rng, draw)`` (Theory.momenta's bits), ``momentum_update(field, pi,
+    term, c)``, P(c) of a force term in place, and ``field_update(field, pi, c)``, Q(c).
+
+    Parameters
+    ----------
+    theory : lqcdflow.theories.base.Theory
+    """
+
+    terms = {"action": 0}
+
+    def __init__(self, theory):
+        self.theory, self.lattice = theory, theory.lattice
+        self.shape = np.asarray(self.lattice.local_shape, np.int64)
+        self.split = np.asarray([g > 1 for g in self.lattice.grid], np.bool_)
+        self._plan = None  # (levels, trajectory length, dtype; the updates as arrays)
+
+    def integrate(self, field, pi, levels, trajectory_length):
+        """Run the MD trajectory of ``levels`` (lqcdflow.mc.integrators.trajectory_updates) in
+        place on the C-contiguous ``field`` and ``pi``."""
+        if not (field.flags.c_contiguous and pi.flags.c_contiguous):
+            raise ValueError("integrate updates the field and pi in place: they must be "
+                             "C-contiguous")
+        self.run(field, pi, *self._updates(levels, trajectory_length, pi.dtype))
+
+    def run(self, field, pi, kinds, terms, coefficients):
+        """Apply the updates in order: P(c) of force term ``term`` where kind is 0, else
+        Q(c). Without split directions, a theory with :meth:`whole_trajectory` runs them in
+        one compiled call, so that small lattices are not bound by Python's dispatch."""
+        if not self.split.any() and self.whole_trajectory(field, pi, kinds, terms,
+                                                          coefficients):
+            return
+        for kind, term, c in zip(kinds, terms, coefficients):
+            if kind:
+                self.field_update(field, pi, c)
+            else:
+                self.momentum_update(field, pi, term, c)
+
+    def whole_trajectory(self, field, pi, kinds, terms, coefficients):
+        """The updates of :meth:`run` in one compiled call, on a lattice without split
+        directions; False where the theory has no such kernel."""
+        return False
+
+    def _updates(self, levels, trajectory_length, dtype):
+        """The trajectory's updates as NumPy arrays (kinds: 0 P, 1 Q; force term codes;
+        coefficients in ``dtype``), made once for the same levels, length and dtype."""
+        key = (levels, trajectory_length, dtype)
+        if self._plan is None or self._plan[0] != key:
+            updates = trajectory_updates(levels, trajectory_length)
+            codes = [self.terms[level.name] for level in levels]
+            self._plan = (key, (
+                np.array([kind == "Q" for kind, _, _ in updates], np.int64),
+                np.array([codes[k] if kind == "P" else 0 for kind, k, _ in updates], np.int64),
+                np.array([c for _, _, c in updates], dtype)))
+        return self._plan[1]
+
+    def halo(self, field, signs):
+        """(halo, offsets): for each split direction mu and sign in ``signs``, the face of
+        ``field`` beyond the block in direction sign e_mu (the neighbour's plane, see
+        Lattice._start_exchange), flattened one after the other (an array of the lattice's
+        backend); offsets[mu, k] is where the face of (mu, signs[k]) starts in the halo."""
+        lattice = self.lattice
+        directions = [(mu, k) for mu in range(lattice.ndim) if self.split[mu]
+                      for k in range(len(signs))]
+        pending = lattice._start_exchange(field, [(mu, signs[k]) for mu, k in directions])
+        faces = [lattice._finish(pending, (mu, signs[k])).reshape(-1) for mu, k in directions]
+        offsets = np.zeros((lattice.ndim, len(signs)), np.int64)
+        start = 0
+        for (mu, k), face in zip(directions, faces):
+            offsets[mu, k] = start
+            start += face.size
+        return (lattice.xp.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets

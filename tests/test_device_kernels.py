@@ -1,5 +1,5 @@
 """The CUDA C kernels (lqcdflow.kernels.device), compiled for the host from the same source as
-for a GPU: the same bits as the array path for phi^4 on every process grid, dtype and
+for a GPU: the same bits as the array path for phi^4 and U(1) on every process grid, dtype and
 integrator; their cache and their errors. (On a GPU, tests/test_gpu.py runs them there.)"""
 
 import numpy as np
@@ -7,22 +7,35 @@ import pytest
 
 from lqcdflow.kernels import device
 from lqcdflow.kernels.device import DeviceKernels
+from lqcdflow.kernels.compiled import numpy_trigonometry_differs
 from lqcdflow.kernels.phi4_cuda import Phi4Device
+from lqcdflow.kernels.select import md_kernels, unavailable
+from lqcdflow.kernels.u1_cuda import U1Device
 from lqcdflow.parallel.grid import valid_grids
 from test_kernels import INTEGRATORS, make_theory, trajectory
 
 
+DEVICE_KERNELS = {"phi4": Phi4Device, "u1": U1Device}
+
+
 @pytest.mark.mpi
-@pytest.mark.parametrize("shape, dtype", [
-    ((12,), "float64"), ((4, 6), "float64"), ((2, 4, 2, 4), "float64"), ((40, 30), "float64"),
-    ((2, 6, 5), "float64"), ((12,), "float32"), ((2, 4, 2, 4), "float32")])
-def test_cuda_kernels_on_the_host_are_bitwise_the_array_path(shape, dtype, comm):
-    for scheme, n_steps in INTEGRATORS["phi4"]:
-        start, *want = trajectory(make_theory("phi4", shape, dtype), "numpy", scheme, n_steps)
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("phi4", (12,), "float64"), ("phi4", (4, 6), "float64"), ("phi4", (2, 4, 2, 4), "float64"),
+    ("phi4", (40, 30), "float64"), ("phi4", (2, 6, 5), "float64"), ("phi4", (12,), "float32"),
+    ("phi4", (2, 4, 2, 4), "float32"),
+    ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64"), ("u1", (6, 5, 4), "float64")])
+def test_cuda_kernels_on_the_host_are_bitwise_the_array_path(name, shape, dtype, comm):
+    """(U(1) in float64 only: the host's sine is the C library's, NumPy's float32 one is its
+    own.)"""
+    if name == "u1":
+        assert numpy_trigonometry_differs() is None
+    for scheme, n_steps in INTEGRATORS[name]:
+        start, *want = trajectory(make_theory(name, shape, dtype), "numpy", scheme, n_steps)
         assert np.all(np.isfinite(want[0])) and not np.array_equal(want[0], start)
         for grid in valid_grids(shape, comm.Get_size()):
-            theory = make_theory("phi4", shape, dtype, comm, grid)
-            _, *got = trajectory(theory, Phi4Device(theory, on_gpu=False), scheme, n_steps)
+            theory = make_theory(name, shape, dtype, comm, grid)
+            kernels = DEVICE_KERNELS[name](theory, on_gpu=False)
+            _, *got = trajectory(theory, kernels, scheme, n_steps)
             if comm.Get_rank() == 0:
                 for what, a, b in zip(("field", "momenta"), want, got):
                     assert a.tobytes() == b.tobytes(), (
@@ -51,27 +64,29 @@ def has_fma():
 
 
 def test_the_host_library_is_compiled_once_per_source():
-    first = device.host_library(device.source("phi4.cu", np.float64, device.HOST_PRELUDE))
+    first = device.host_library(device.source(("phi4.cu",), np.float64, device.HOST_PRELUDE))
     assert first.exists()
-    assert device.host_library(device.source("phi4.cu", np.float64,
+    assert device.host_library(device.source(("phi4.cu",), np.float64,
                                              device.HOST_PRELUDE)) == first
-    other = device.host_library(device.source("phi4.cu", np.float32, device.HOST_PRELUDE))
+    other = device.host_library(device.source(("phi4.cu",), np.float32, device.HOST_PRELUDE))
     assert other != first
 
 
 def test_a_broken_compiler_or_source_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler")
     with pytest.raises(RuntimeError, match="no-such-compiler .CC. not found"):
-        DeviceKernels("phi4.cu", np.float64, on_gpu=False)
+        DeviceKernels(("phi4.cu",), np.float64, on_gpu=False)
     monkeypatch.delenv("CC")
+    (tmp_path / "fields.cu").write_text((device.SOURCE_DIR / "fields.cu").read_text())
     (tmp_path / "broken.cu").write_text("KERNEL void f(real *x) { x[0] = ; }\n")
     monkeypatch.setattr(device, "SOURCE_DIR", tmp_path)
-    with pytest.raises(RuntimeError, match="compiling the host kernels failed"):
-        DeviceKernels("broken.cu", np.float64, on_gpu=False)
+    with pytest.raises(RuntimeError, match=r"compiling the host kernels failed: .*error") as e:
+        DeviceKernels(("broken.cu",), np.float64, on_gpu=False)
+    assert "\n" not in str(e.value)
 
 
 def test_too_many_sites_for_32_bit_indices_are_refused():
-    kernels = DeviceKernels("phi4.cu", np.float64, on_gpu=False)
+    kernels = DeviceKernels(("phi4.cu",), np.float64, on_gpu=False)
     with pytest.raises(ValueError, match="use more ranks"):
         kernels.launch("phi4_field_update", 1 << 31)
 
@@ -79,3 +94,15 @@ def test_too_many_sites_for_32_bit_indices_are_refused():
 def test_device_kernels_need_the_backend_they_run_on():
     with pytest.raises(ValueError, match="backend cupy"):
         Phi4Device(make_theory("phi4", (4, 4), "float64"), on_gpu=True)
+
+
+def test_on_a_gpu_auto_keeps_the_array_path_and_compiled_says_which_have_none(monkeypatch):
+    """What [run] kernels chooses on a GPU (faked: the NumPy backend said to be one)."""
+    phi4, ising = make_theory("phi4", (4, 4), "float64"), make_theory("ising", (4, 4), "float64")
+    monkeypatch.setattr(type(phi4.lattice.backend), "on_gpu", property(lambda self: True))
+    assert md_kernels(phi4, "auto").name == "numpy"
+    assert unavailable(phi4) is None and unavailable(make_theory("u1", (4, 4), "float64")) is None
+    assert "Ising has no CUDA molecular-dynamics kernels" in unavailable(ising)
+    with pytest.raises(ValueError, match="kernels = 'compiled' cannot be used: Ising has no CUDA"):
+        md_kernels(ising, "compiled")
+    assert "no CUDA metropolis kernels" in unavailable(phi4, "make_metropolis", "metropolis")

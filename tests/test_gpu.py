@@ -52,23 +52,24 @@ def test_cupy_chain_equals_numpy_chain_bitwise(comm):
 
 
 @pytest.mark.mpi
-def test_cuda_kernels_on_gpu_are_bitwise_the_array_path(comm):
-    """phi^4's CUDA kernels ([run] kernels = "compiled" on CuPy) on the GPU: the trajectories
-    of the NumPy path, on every grid (their host build is checked in CI:
-    tests/test_device_kernels.py)."""
+@pytest.mark.parametrize("name, reference_backend, dtypes", [
+    ("phi4", "numpy", ("float64", "float32")), ("u1", "cupy", ("float64",))])
+def test_cuda_kernels_on_gpu_are_bitwise_the_array_path(name, reference_backend, dtypes, comm):
+    """The CUDA kernels ([run] kernels = "compiled" on CuPy) on the GPU: the trajectories of
+    the array path on every grid; phi^4's are NumPy's, U(1)'s CuPy's (CUDA's sine). Their host
+    build is checked in CI (tests/test_device_kernels.py)."""
     from lqcdflow.kernels.select import md_kernels
-    from test_kernels import INTEGRATORS, trajectory
+    from test_kernels import INTEGRATORS, THEORIES, trajectory
 
     shape = (8, 6, 4, 4)
-    for scheme, n_steps in INTEGRATORS["phi4"]:
-        for dtype in ("float64", "float32"):
-            reference = Phi4(Lattice(shape, comm=MPI.COMM_SELF,
-                                     backend=make_backend("numpy", dtype)),
-                             Phi4Couplings.hopping(0.18, 0.4))
+    for scheme, n_steps in INTEGRATORS[name]:
+        for dtype in dtypes:
+            reference = THEORIES[name](Lattice(shape, comm=MPI.COMM_SELF,
+                                               backend=make_backend(reference_backend, dtype)))
             _, *want = trajectory(reference, "numpy", scheme, n_steps)
             for grid in valid_grids(shape, comm.Get_size()):
                 lattice = Lattice(shape, comm=comm, grid=grid, backend=make_backend("cupy", dtype))
-                theory = Phi4(lattice, Phi4Couplings.hopping(0.18, 0.4))
+                theory = THEORIES[name](lattice)
                 kernels = md_kernels(theory, "compiled")
                 assert kernels.name == "compiled (CUDA C on the GPU)"
                 _, *got = trajectory(theory, kernels, scheme, n_steps)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lqcdflow.kernels.fused import FusedMD
+
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
 REALS = {np.dtype(np.float64): "double", np.dtype(np.float32): "float"}
 SITE_T = np.uint32
@@ -33,10 +35,13 @@ MAX_BLOCKS = 1 << 16  # the grid-stride loop takes the rest
 
 DEVICE_PRELUDE = """\
 #define KERNEL extern "C" __global__
+#define DEVICE __device__ __forceinline__
 typedef unsigned int site_t;
 """
 HOST_PRELUDE = """\
+#include <math.h>
 #define KERNEL
+#define DEVICE static inline
 typedef unsigned int site_t;
 static const struct { unsigned int x; } threadIdx = {0}, blockIdx = {0}, blockDim = {1},
     gridDim = {1};
@@ -47,19 +52,20 @@ _CTYPES = {np.dtype(np.float64): ctypes.c_double, np.dtype(np.float32): ctypes.c
            np.dtype(np.int32): ctypes.c_int, np.dtype(np.uint32): ctypes.c_uint}
 
 
-def source(name, dtype, prelude):
-    """The text compiled for kernels file ``name`` with ``real`` the C type of ``dtype``."""
+def source(names, dtype, prelude):
+    """The text compiled for the kernels files ``names`` (fields.cu first, then these) with
+    ``real`` the C type of ``dtype``."""
     return (f"typedef {REALS[np.dtype(dtype)]} real;\n" + prelude
-            + (SOURCE_DIR / name).read_text())
+            + "".join((SOURCE_DIR / name).read_text() for name in ("fields.cu",) + names))
 
 
 class DeviceKernels:
-    """The kernels of one CUDA C file for one dtype, on the GPU (CuPy) or on the host.
+    """The kernels of CUDA C files for one dtype, on the GPU (CuPy) or on the host.
 
     Parameters
     ----------
-    name : str
-        The file in lqcdflow/kernels/cuda.
+    names : tuple of str
+        Files in lqcdflow/kernels/cuda, compiled after fields.cu.
     dtype : numpy dtype
         float64 or float32: the kernels' ``real``.
     on_gpu : bool
@@ -67,15 +73,15 @@ class DeviceKernels:
         with the host's C compiler (``CC``, default cc) and call through ctypes.
     """
 
-    def __init__(self, name, dtype, on_gpu):
+    def __init__(self, names, dtype, on_gpu):
         self.on_gpu = on_gpu
         if on_gpu:
             import cupy
 
-            self._module = cupy.RawModule(code=source(name, dtype, DEVICE_PRELUDE),
+            self._module = cupy.RawModule(code=source(names, dtype, DEVICE_PRELUDE),
                                           options=NVRTC_OPTIONS)
         else:
-            self._library = ctypes.CDLL(str(host_library(source(name, dtype, HOST_PRELUDE))))
+            self._library = ctypes.CDLL(str(host_library(source(names, dtype, HOST_PRELUDE))))
 
     def launch(self, kernel, sites, *args):
         """Run ``kernel`` over ``sites`` sites with ``args``: arrays of the backend, or NumPy
@@ -126,6 +132,56 @@ def host_library(text):
         result = subprocess.run([compiler, *HOST_OPTIONS, str(c_file), "-o", str(library)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"compiling the host kernels failed: {result.stderr.strip()}")
+            lines = result.stderr.strip().splitlines() or ["(no message)"]
+            first = next((line for line in lines if "error" in line), lines[0])
+            raise RuntimeError(f"compiling the host kernels failed: {first}")
         os.replace(library, path)
     return path
+
+
+class DeviceMD(FusedMD):
+    """A theory's molecular dynamics with the CUDA C kernels of ``sources`` (files in
+    lqcdflow/kernels/cuda) on the lattice's GPU or, on the NumPy backend, the host
+    (lqcdflow.kernels.fused.FusedMD); the momenta are the array path's, Q(c) is fields.cu's
+    field_update.
+
+    Parameters
+    ----------
+    theory : lqcdflow.theories.base.Theory
+    on_gpu : bool
+        Run on the GPU (the lattice's backend must be CuPy), else on the host (NumPy; the
+        tests' way to check the kernels where there is no GPU).
+    """
+
+    sources = ()
+
+    def __init__(self, theory, on_gpu):
+        if theory.lattice.backend.on_gpu != on_gpu:
+            raise ValueError("the device kernels run where the lattice's arrays are "
+                             f"(backend {'cupy' if on_gpu else 'numpy'})")
+        super().__init__(theory)
+        self.kernels = DeviceKernels(self.sources, theory.lattice.backend.dtype, on_gpu)
+        self.name = f"compiled (CUDA C on the {'GPU' if on_gpu else 'host'})"
+        self.volume = SITE_T(self.lattice.local_volume)
+        self._dims = None
+
+    def momenta(self, rng, draw):
+        """Theory.momenta: the array path's momenta."""
+        return self.theory.momenta(rng, draw)
+
+    def field_update(self, field, pi, c):
+        """Q(c): U <- U + P c (fields.cu's field_update)."""
+        self.kernels.launch("field_update", field.size, field, pi, SITE_T(field.size),
+                            pi.dtype.type(c))
+
+    def dims(self, up_faces, down_faces):
+        """fields.cu's ``dims`` (an array of the backend): per direction its extent, stride,
+        whether it is split, and where its faces beyond the block in +e_mu and -e_mu start
+        in their halos, in sites (``up_faces``, ``down_faces``: per direction, from
+        FusedMD.halo's offsets). The same for every update of a run: made once."""
+        if self._dims is None:
+            shape = self.shape
+            strides = np.cumprod((list(shape[1:]) + [1])[::-1])[::-1]
+            table = np.stack([shape, strides, self.split, up_faces, down_faces], axis=1)
+            self._dims = self.lattice.xp.asarray(table.astype(SITE_T).reshape(-1))
+        return self._dims

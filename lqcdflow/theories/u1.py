@@ -62,6 +62,7 @@ class U1(Theory):
     """
 
     compiled_kernels = "lqcdflow.kernels.u1_numba"  # lqcdflow.kernels.select
+    device_kernels = "lqcdflow.kernels.u1_cuda"  # lqcdflow.kernels.select, on a GPU
 
     def __init__(self, lattice, beta):
         if lattice.ndim < 2:

@@ -1,0 +1,52 @@
+"""U(1) molecular dynamics with the CUDA C kernels of lqcdflow/kernels/cuda/u1.cu (the two
+passes of lqcdflow.kernels.u1_numba: the plaquettes' sines, then the force and the update),
+on a GPU through CuPy, or on the host (lqcdflow.kernels.device). The links' upper faces are
+exchanged before the sines, the sines' lower faces before the update.
+
+The sine is the compiler's: on the host the C library's, NumPy's float64 one on the CPUs seen
+so far (lqcdflow.kernels.compiled.numpy_trigonometry_differs), so the host build gives the
+NumPy path's bits; on a GPU CUDA's, which is CuPy's, so the kernels are to give the CuPy array
+path's bits there (and differ from NumPy's in the last bits, as CuPy's sine does).
+"""
+
+import numpy as np
+
+from lqcdflow.kernels.device import DeviceMD
+
+
+def make(theory):
+    """The CUDA kernels of ``theory``'s molecular dynamics on its GPU
+    (lqcdflow.kernels.select)."""
+    return U1Device(theory, on_gpu=True)
+
+
+class U1Device(DeviceMD):
+    """The molecular dynamics of a :class:`lqcdflow.theories.u1.U1` theory with the kernels
+    of u1.cu (lqcdflow.kernels.device.DeviceMD)."""
+
+    sources = ("u1.cu",)
+
+    def __init__(self, theory, on_gpu):
+        super().__init__(theory, on_gpu)
+        ndim = self.lattice.ndim
+        if not 2 <= ndim <= 8:
+            raise ValueError(f"the U(1) CUDA kernels take 2 to 8 dimensions, not {ndim}")
+        self.planes = ndim * (ndim - 1) // 2
+        self._sines = self.lattice.xp.empty(tuple(self.lattice.local_shape) + (self.planes,),
+                                            theory.lattice.backend.dtype)
+        self._beta = np.dtype(theory.lattice.backend.dtype).type(theory.beta)
+
+    def momentum_update(self, field, pi, term, c):
+        """P(c): the links' upper faces, the sines, their lower faces, the update."""
+        ndim = self.lattice.ndim
+        links, up = self.halo(field, (1,))
+        # in sites: the same for the sines' lower faces (both halos hold one face per split
+        # direction, in order)
+        faces = up[:, 0] // ndim
+        dims = self.dims(faces, faces)
+        self.kernels.launch("u1_plaquette_sines", self.lattice.local_volume, field, links,
+                            dims, np.int32(ndim), self.volume, self._sines)
+        sines, _ = self.halo(self._sines, (-1,))
+        self.kernels.launch("u1_momentum_update", self.lattice.local_volume, self._sines,
+                            sines, dims, np.int32(ndim), self.volume, pi, self._beta,
+                            pi.dtype.type(-c))

@@ -34,6 +34,13 @@ def field_update(field, pi, c):
 
 
 @kernel(inline="always")
+def block_range(block, blocks, n):
+    """(first, stop): the items of block ``block`` when n items are cut into ``blocks``
+    blocks for the threads, sizes differing by at most one."""
+    return block * n // blocks, (block + 1) * n // blocks
+
+
+@kernel(inline="always")
 def add_scaled(field, pi, c):
     """:func:`field_update` in the calling thread, for kernels that run a whole trajectory
     in one thread."""

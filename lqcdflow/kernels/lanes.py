@@ -17,6 +17,7 @@ slower on 16^4, for a first compilation of 72 s instead of 12 (cached afterwards
 
 import numba
 
+from lqcdflow.kernels.compiled import block_range
 from lqcdflow.kernels.jit import kernel
 
 LANES = 16  # sites a kernel takes at once
@@ -53,8 +54,8 @@ def split_parts(field, re, im):
     sites, ndim, n = field.shape[0], field.shape[1], field.shape[2]
     parts = blocks(sites)
     for block in numba.prange(parts):  # runs of LANES sites: their matrices stay in L1
-        end = (block + 1) * sites // parts
-        for start in range(block * sites // parts, end, LANES):
+        first, end = block_range(block, parts, sites)
+        for start in range(first, end, LANES):
             stop = min(start + LANES, end)
             for mu in range(ndim):
                 for i in range(n):

@@ -26,8 +26,8 @@ directions a whole trajectory is one compiled call (:func:`_trajectory`; with on
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, field_update, \
-    metropolis_hits
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, block_range, \
+    field_update, metropolis_hits
 from lqcdflow.kernels.jit import kernel
 
 HOPPING, POTENTIAL = 1, 2  # bits of a force term
@@ -173,8 +173,9 @@ def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c
     chunks = _chunking(shape)[2]
     blocks = min(BLOCKS, chunks)
     for block in numba.prange(blocks):
+        first, stop = block_range(block, blocks, chunks)
         _update_chunks(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
-                       minus_c, block * chunks // blocks, (block + 1) * chunks // blocks)
+                       minus_c, first, stop)
 
 
 @kernel(inline="always")

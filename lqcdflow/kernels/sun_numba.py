@@ -37,7 +37,7 @@ import numba
 import numpy as np
 
 from lqcdflow.groups.su_n import C1_SERIES, SINC_SERIES
-from lqcdflow.kernels.compiled import CompiledMD, numpy_trigonometry_differs
+from lqcdflow.kernels.compiled import CompiledMD, block_range, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.kernels.lanes import LANES, add_term, adjoint, blocks, load, load_parts, \
     mul, split_parts
@@ -73,7 +73,7 @@ def _momentum_update(re, im, inside, stride, pi, kinds, gen_j, gen_k, half_c, be
     volume, ndim, n = inside.shape[0], re.shape[0], re.shape[1]
     parts = blocks(volume)
     for block in numba.prange(parts):  # threads take blocks of sites
-        first, stop = block * volume // parts, (block + 1) * volume // parts
+        first, stop = block_range(block, parts, volume)
         wr, wi = np.zeros((_SCRATCH, n, n, LANES)), np.zeros((_SCRATCH, n, n, LANES))
         sr, si = np.zeros((ndim, n, n, LANES)), np.zeros((ndim, n, n, LANES))
         started = np.zeros(ndim, np.bool_)
@@ -118,7 +118,7 @@ def _arccos_arguments(pi, c, kinds, gen_j, gen_k, c_k, c1_below, out):
     volume, ndim = pi.shape[0], pi.shape[1]
     parts = blocks(volume)
     for block in numba.prange(parts):
-        first, stop = block * volume // parts, (block + 1) * volume // parts
+        first, stop = block_range(block, parts, volume)
         wr, wi = np.empty((2, 3, 3, LANES)), np.empty((2, 3, 3, LANES))
         for start in range(first, stop, LANES):
             lanes = min(LANES, stop - start)
@@ -140,7 +140,7 @@ def _field_update(links, sites, pi, c, theta, kinds, gen_j, gen_k, c_k, c1_below
     volume, ndim, n = links.shape[0], links.shape[1], links.shape[2]
     parts = blocks(volume)
     for block in numba.prange(parts):
-        first, stop = block * volume // parts, (block + 1) * volume // parts
+        first, stop = block_range(block, parts, volume)
         wr, wi = np.empty((5, n, n, LANES)), np.empty((5, n, n, LANES))
         f = np.empty((3, 2, LANES))
         for start in range(first, stop, LANES):

@@ -33,8 +33,8 @@ import math
 import numba
 import numpy as np
 
-from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, field_update, \
-    metropolis_hits, numpy_trigonometry_differs
+from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, block_range, \
+    field_update, metropolis_hits, numpy_trigonometry_differs
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.theories.u1 import TWO_PI
 
@@ -96,8 +96,8 @@ def _plaquette_sines(theta, halo, up, sines):
     """Pass 1 (:func:`_sines_of`), the threads taking blocks of sites."""
     volume = up.shape[1]
     for block in numba.prange(BLOCKS):
-        _sines_of(theta, halo, up, sines, block * volume // BLOCKS,
-                  (block + 1) * volume // BLOCKS)
+        first, stop = block_range(block, BLOCKS, volume)
+        _sines_of(theta, halo, up, sines, first, stop)
 
 
 @kernel(parallel=True)
@@ -105,8 +105,8 @@ def _momentum_update(sines, halo, down, pi, beta, minus_c):
     """Pass 2 (:func:`_update_of`), the threads taking blocks of sites."""
     volume = down.shape[1]
     for block in numba.prange(BLOCKS):
-        _update_of(sines, halo, down, pi, beta, minus_c, block * volume // BLOCKS,
-                   (block + 1) * volume // BLOCKS)
+        first, stop = block_range(block, BLOCKS, volume)
+        _update_of(sines, halo, down, pi, beta, minus_c, first, stop)
 
 
 @kernel()
@@ -131,8 +131,8 @@ def _trajectory_one_thread(theta, pi, sines, up, down, kinds, coefficients, beta
             if kinds[k] == 0:
                 _sines_of(theta, theta[:0], up, sines, 0, volume)
                 for block in range(BLOCKS):  # each block's forces stay in the caches
-                    _update_of(sines, sines[:0], down, pi, beta, -coefficients[k],
-                               block * volume // BLOCKS, (block + 1) * volume // BLOCKS)
+                    first, stop = block_range(block, BLOCKS, volume)
+                    _update_of(sines, sines[:0], down, pi, beta, -coefficients[k], first, stop)
             else:
                 add_scaled(theta, pi, coefficients[k])
 

@@ -5,9 +5,9 @@ integrator; their cache and their errors. (On a GPU, tests/test_gpu.py runs them
 import numpy as np
 import pytest
 
-from lqcdflow.kernels import device
-from lqcdflow.kernels.device import DeviceKernels
+from lqcdflow.kernels import device, phi4_cuda
 from lqcdflow.kernels.compiled import numpy_trigonometry_differs
+from lqcdflow.kernels.device import DeviceKernels
 from lqcdflow.kernels.phi4_cuda import Phi4Device
 from lqcdflow.kernels.select import md_kernels, unavailable
 from lqcdflow.kernels.u1_cuda import U1Device
@@ -63,32 +63,43 @@ def has_fma():
         return " fma " in cpuinfo.read()
 
 
-def test_the_host_library_is_compiled_once_per_source():
-    first = device.host_library(device.source(("phi4.cu",), np.float64, device.HOST_PRELUDE))
+PHI4_DEFINES = {"HOPPING": 1, "POTENTIAL": 2}
+
+
+def test_the_host_library_is_compiled_once_per_source(monkeypatch):
+    text = device.source(("phi4.cu",), np.float64, device.HOST_PRELUDE,
+                         {"NDIM": 2, **PHI4_DEFINES})
+    first = device.host_library(text)
     assert first.exists()
-    assert device.host_library(device.source(("phi4.cu",), np.float64,
-                                             device.HOST_PRELUDE)) == first
-    other = device.host_library(device.source(("phi4.cu",), np.float32, device.HOST_PRELUDE))
-    assert other != first
+    monkeypatch.setattr(device.subprocess, "run", None)  # a second compilation would fail
+    assert device.host_library(text) == first
+    monkeypatch.undo()
+    other = device.host_library(device.source(("phi4.cu",), np.float64, device.HOST_PRELUDE,
+                                              {"NDIM": 3, **PHI4_DEFINES}))
+    assert other.exists() and other != first
 
 
 def test_a_broken_compiler_or_source_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "no-such-compiler")
     with pytest.raises(RuntimeError, match="no-such-compiler .CC. not found"):
-        DeviceKernels(("phi4.cu",), np.float64, on_gpu=False)
+        DeviceKernels(("phi4.cu",), np.float64, False, {"NDIM": 2, **PHI4_DEFINES})
     monkeypatch.delenv("CC")
     (tmp_path / "fields.cu").write_text((device.SOURCE_DIR / "fields.cu").read_text())
     (tmp_path / "broken.cu").write_text("KERNEL void f(real *x) { x[0] = ; }\n")
     monkeypatch.setattr(device, "SOURCE_DIR", tmp_path)
     with pytest.raises(RuntimeError, match=r"compiling the host kernels failed: .*error") as e:
-        DeviceKernels(("broken.cu",), np.float64, on_gpu=False)
+        DeviceKernels(("broken.cu",), np.float64, False, {"NDIM": 2})
     assert "\n" not in str(e.value)
 
 
-def test_too_many_sites_for_32_bit_indices_are_refused():
-    kernels = DeviceKernels(("phi4.cu",), np.float64, on_gpu=False)
-    with pytest.raises(ValueError, match="use more ranks"):
-        kernels.launch("phi4_field_update", 1 << 31)
+@pytest.mark.parametrize("name, shape", [("phi4", (1 << 16, 1 << 15)),
+                                         ("u1", (1 << 15, 1 << 15))])
+def test_arrays_beyond_32_bit_indices_are_refused(name, shape):
+    """2^31 values per array: phi^4's field, U(1)'s links (2 per site in 2D)."""
+    theory = make_theory(name, shape, "float64")
+    with pytest.raises(ValueError, match="index at most 2147483647 values per array; use more "
+                                         "ranks"):
+        DEVICE_KERNELS[name](theory, on_gpu=False)
 
 
 def test_device_kernels_need_the_backend_they_run_on():
@@ -97,12 +108,18 @@ def test_device_kernels_need_the_backend_they_run_on():
 
 
 def test_on_a_gpu_auto_keeps_the_array_path_and_compiled_says_which_have_none(monkeypatch):
-    """What [run] kernels chooses on a GPU (faked: the NumPy backend said to be one)."""
+    """What [run] kernels chooses on a GPU (faked: the NumPy backend said to be one, the
+    device kernels' make a stand-in)."""
     phi4, ising = make_theory("phi4", (4, 4), "float64"), make_theory("ising", (4, 4), "float64")
+    u1_float32 = make_theory("u1", (4, 4), "float32")
     monkeypatch.setattr(type(phi4.lattice.backend), "on_gpu", property(lambda self: True))
+    monkeypatch.setattr(phi4_cuda, "make", lambda theory: ("CUDA kernels of", theory))
     assert md_kernels(phi4, "auto").name == "numpy"
+    assert md_kernels(phi4, "compiled") == ("CUDA kernels of", phi4)
     assert unavailable(phi4) is None and unavailable(make_theory("u1", (4, 4), "float64")) is None
     assert "Ising has no CUDA molecular-dynamics kernels" in unavailable(ising)
     with pytest.raises(ValueError, match="kernels = 'compiled' cannot be used: Ising has no CUDA"):
         md_kernels(ising, "compiled")
+    with pytest.raises(ValueError, match="U.1. CUDA kernels need .run. dtype = 'float64'"):
+        md_kernels(u1_float32, "compiled")
     assert "no CUDA metropolis kernels" in unavailable(phi4, "make_metropolis", "metropolis")

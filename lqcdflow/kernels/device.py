@@ -6,12 +6,19 @@ Bitwise equality with the array path rests on the rules of lqcdflow.kernels.comp
 both compilers are held to here: nvrtc with ``--fmad=false`` and the host compiler with
 ``-ffp-contract=off`` (neither contracts a multiply and an add into an FMA) and no fast-math;
 the kernels keep NumPy's operations and their order, and take their constants rounded to the
-field's dtype. A kernel is a grid-stride loop over sites: on the host a single "thread"
-(blockIdx = threadIdx = 0, blockDim = gridDim = 1) runs every site, in order.
+field's dtype. CuPy compiles every kernel, its own array operations too, with ``-ftz=true``
+(after the options given, so it cannot be overridden): in float32 subnormals are flushed to
+zero on the GPU, by the array path and the kernels alike, and not on the host.
 
-Site indices are 32-bit (``site_t``, unsigned): on a GPU a 64-bit division per site and
-direction would cost more than the site's memory traffic. :meth:`DeviceKernels.launch` refuses
-an index range from 2^31 on.
+A kernel is a grid-stride loop over sites: on the host a single "thread" (blockIdx = threadIdx
+= 0, blockDim = gridDim = 1) runs every site, in order. The number of dimensions and the
+theory's constants are compiled in (``defines``: per-site arrays then live in registers on a
+GPU); each set of them is its own module, compiled once (CuPy and :func:`host_library` cache
+them).
+
+Indices are 32-bit (``site_t``, unsigned): on a GPU a 64-bit division per site and direction
+would cost more than the site's memory traffic. :class:`DeviceMD` refuses a rank whose arrays
+would hold 2^31 values or more.
 """
 
 import ctypes
@@ -29,7 +36,7 @@ from lqcdflow.kernels.fused import FusedMD
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
 REALS = {np.dtype(np.float64): "double", np.dtype(np.float32): "float"}
 SITE_T = np.uint32
-MAX_SITES = 1 << 31
+MAX_VALUES = 1 << 31
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 1 << 16  # the grid-stride loop takes the rest
 
@@ -52,15 +59,23 @@ _CTYPES = {np.dtype(np.float64): ctypes.c_double, np.dtype(np.float32): ctypes.c
            np.dtype(np.int32): ctypes.c_int, np.dtype(np.uint32): ctypes.c_uint}
 
 
-def source(names, dtype, prelude):
+def source(names, dtype, prelude, defines):
     """The text compiled for the kernels files ``names`` (fields.cu first, then these) with
-    ``real`` the C type of ``dtype``."""
-    return (f"typedef {REALS[np.dtype(dtype)]} real;\n" + prelude
+    ``real`` the C type of ``dtype`` and the integer macros ``defines`` ({name: value})."""
+    macros = "".join(f"#define {name} {int(value)}\n" for name, value in defines.items())
+    return (f"typedef {REALS[np.dtype(dtype)]} real;\n" + macros + prelude
             + "".join((SOURCE_DIR / name).read_text() for name in ("fields.cu",) + names))
 
 
+def first_error(log):
+    """The first line of a compiler's ``log`` that names an error (else its first line)."""
+    lines = log.strip().splitlines() or ["(no message)"]
+    return next((line for line in lines if "error" in line), lines[0])
+
+
 class DeviceKernels:
-    """The kernels of CUDA C files for one dtype, on the GPU (CuPy) or on the host.
+    """The kernels of CUDA C files for one dtype, on the GPU (CuPy) or on the host, compiled
+    when made (a compiler's error is a one-line RuntimeError).
 
     Parameters
     ----------
@@ -71,30 +86,41 @@ class DeviceKernels:
     on_gpu : bool
         Compile with nvrtc (CuPy's RawModule) and launch on the current device, else compile
         with the host's C compiler (``CC``, default cc) and call through ctypes.
+    defines : dict
+        Integer macros of the source ({name: value}).
     """
 
-    def __init__(self, names, dtype, on_gpu):
-        self.on_gpu = on_gpu
+    def __init__(self, names, dtype, on_gpu, defines):
+        self.on_gpu, self._functions = on_gpu, {}
         if on_gpu:
             import cupy
 
-            self._module = cupy.RawModule(code=source(names, dtype, DEVICE_PRELUDE),
-                                          options=NVRTC_OPTIONS)
+            module = cupy.RawModule(code=source(names, dtype, DEVICE_PRELUDE, defines),
+                                    options=NVRTC_OPTIONS)
+            try:
+                module.compile()
+            except cupy.cuda.compiler.CompileException as e:
+                raise RuntimeError(f"compiling the CUDA kernels failed: {first_error(str(e))}") \
+                    from None
+            self._module = module
         else:
-            self._library = ctypes.CDLL(str(host_library(source(names, dtype, HOST_PRELUDE))))
+            self._library = ctypes.CDLL(str(host_library(source(names, dtype, HOST_PRELUDE,
+                                                                defines))))
 
     def launch(self, kernel, sites, *args):
-        """Run ``kernel`` over ``sites`` sites with ``args``: arrays of the backend, or NumPy
-        scalars of the kernel's C types (float64, float32, int32, uint32)."""
-        if sites >= MAX_SITES:
-            raise ValueError(f"{sites} sites per rank: the device kernels index at most "
-                             f"{MAX_SITES - 1}; use more ranks")
+        """Run ``kernel`` over ``sites`` sites (or values) with ``args``: arrays of the
+        backend, or NumPy scalars of the kernel's C types (float64, float32, int32,
+        uint32)."""
+        function = self._functions.get(kernel)
+        if function is None:
+            function = self._functions[kernel] = (
+                self._module.get_function(kernel) if self.on_gpu
+                else getattr(self._library, kernel))
         if self.on_gpu:
             blocks = max(1, min(MAX_BLOCKS, -(-sites // THREADS_PER_BLOCK)))
-            self._module.get_function(kernel)((blocks,), (THREADS_PER_BLOCK,), args)
-            return
-        function = getattr(self._library, kernel)
-        function(*(_host_argument(a) for a in args))
+            function((blocks,), (THREADS_PER_BLOCK,), args)
+        else:
+            function(*(_host_argument(a) for a in args))
 
 
 def _host_argument(value):
@@ -132,9 +158,7 @@ def host_library(text):
         result = subprocess.run([compiler, *HOST_OPTIONS, str(c_file), "-o", str(library)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            lines = result.stderr.strip().splitlines() or ["(no message)"]
-            first = next((line for line in lines if "error" in line), lines[0])
-            raise RuntimeError(f"compiling the host kernels failed: {first}")
+            raise RuntimeError(f"compiling the host kernels failed: {first_error(result.stderr)}")
         os.replace(library, path)
     return path
 
@@ -151,19 +175,28 @@ class DeviceMD(FusedMD):
     on_gpu : bool
         Run on the GPU (the lattice's backend must be CuPy), else on the host (NumPy; the
         tests' way to check the kernels where there is no GPU).
+    values_per_site : int
+        The most values per site of the arrays the kernels index (field, momenta, scratch).
+    defines : dict
+        The kernels' integer macros besides NDIM, the number of dimensions.
     """
 
     sources = ()
 
-    def __init__(self, theory, on_gpu):
-        if theory.lattice.backend.on_gpu != on_gpu:
+    def __init__(self, theory, on_gpu, values_per_site, defines):
+        lattice = theory.lattice
+        if lattice.backend.on_gpu != on_gpu:
             raise ValueError("the device kernels run where the lattice's arrays are "
                              f"(backend {'cupy' if on_gpu else 'numpy'})")
+        if lattice.local_volume * values_per_site >= MAX_VALUES:
+            raise ValueError(f"{lattice.local_volume} sites per rank of {values_per_site} "
+                             f"values: the device kernels index at most {MAX_VALUES - 1} "
+                             "values per array; use more ranks")
         super().__init__(theory)
-        self.kernels = DeviceKernels(self.sources, theory.lattice.backend.dtype, on_gpu)
+        self.kernels = DeviceKernels(self.sources, lattice.backend.dtype, on_gpu,
+                                     {"NDIM": lattice.ndim, **defines})
         self.name = f"compiled (CUDA C on the {'GPU' if on_gpu else 'host'})"
-        self.volume = SITE_T(self.lattice.local_volume)
-        self._dims = None
+        self.volume = SITE_T(lattice.local_volume)
 
     def momenta(self, rng, draw):
         """Theory.momenta: the array path's momenta."""
@@ -178,10 +211,8 @@ class DeviceMD(FusedMD):
         """fields.cu's ``dims`` (an array of the backend): per direction its extent, stride,
         whether it is split, and where its faces beyond the block in +e_mu and -e_mu start
         in their halos, in sites (``up_faces``, ``down_faces``: per direction, from
-        FusedMD.halo's offsets). The same for every update of a run: made once."""
-        if self._dims is None:
-            shape = self.shape
-            strides = np.cumprod((list(shape[1:]) + [1])[::-1])[::-1]
-            table = np.stack([shape, strides, self.split, up_faces, down_faces], axis=1)
-            self._dims = self.lattice.xp.asarray(table.astype(SITE_T).reshape(-1))
-        return self._dims
+        FusedMD.face_offsets)."""
+        shape = self.shape
+        strides = np.cumprod((list(shape[1:]) + [1])[::-1])[::-1]
+        table = np.stack([shape, strides, self.split, up_faces, down_faces], axis=1)
+        return self.lattice.xp.asarray(table.astype(SITE_T).reshape(-1))

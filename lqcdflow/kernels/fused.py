@@ -67,19 +67,28 @@ class FusedMD:
                 np.array([c for _, _, c in updates], dtype)))
         return self._plan[1]
 
+    def face_offsets(self, signs):
+        """offsets[mu, k]: where the face beyond the block in direction signs[k] e_mu starts in
+        the halo of :meth:`halo`, counted in sites (the split directions' faces one after the
+        other, each in C order without axis mu; 0 for unsplit directions)."""
+        offsets = np.zeros((self.lattice.ndim, len(signs)), np.int64)
+        start = 0
+        for mu in np.flatnonzero(self.split):
+            for k in range(len(signs)):
+                offsets[mu, k] = start
+                start += self.lattice.local_volume // self.shape[mu]
+        return offsets
+
     def halo(self, field, signs):
         """(halo, offsets): for each split direction mu and sign in ``signs``, the face of
         ``field`` beyond the block in direction sign e_mu (the neighbour's plane, see
         Lattice._start_exchange), flattened one after the other (an array of the lattice's
-        backend); offsets[mu, k] is where the face of (mu, signs[k]) starts in the halo."""
+        backend); offsets[mu, k] is where the face of (mu, signs[k]) starts in the halo, in
+        values (:meth:`face_offsets` times the values per site)."""
         lattice = self.lattice
-        directions = [(mu, k) for mu in range(lattice.ndim) if self.split[mu]
-                      for k in range(len(signs))]
-        pending = lattice._start_exchange(field, [(mu, signs[k]) for mu, k in directions])
-        faces = [lattice._finish(pending, (mu, signs[k])).reshape(-1) for mu, k in directions]
-        offsets = np.zeros((lattice.ndim, len(signs)), np.int64)
-        start = 0
-        for (mu, k), face in zip(directions, faces):
-            offsets[mu, k] = start
-            start += face.size
+        directions = [(mu, sign) for mu in range(lattice.ndim) if self.split[mu]
+                      for sign in signs]
+        pending = lattice._start_exchange(field, directions)
+        faces = [lattice._finish(pending, key).reshape(-1) for key in directions]
+        offsets = self.face_offsets(signs) * (field.size // lattice.local_volume)
         return (lattice.xp.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets

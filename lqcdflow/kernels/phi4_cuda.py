@@ -1,14 +1,17 @@
 """phi^4 molecular dynamics with the CUDA C kernels of lqcdflow/kernels/cuda/phi4.cu (the
 formulas: lqcdflow.kernels.phi4_numba), on a GPU through CuPy, or on the host
 (lqcdflow.kernels.device), bitwise equal to the NumPy path. Each update is one kernel over the
-sites; the faces of split directions are exchanged first and packed into one halo array.
+sites; for the hopping term the faces of split directions are exchanged first and packed into
+one halo array (the potential alone needs none: on a GPU without CUDA-aware MPI each exchange
+goes through the host).
 """
 
 import numpy as np
 
 from lqcdflow.kernels.device import DeviceMD
+from lqcdflow.kernels.phi4_terms import HOPPING, POTENTIAL, TERMS, constants
 
-HOPPING, POTENTIAL = 1, 2  # bits of a force term (phi4.cu)
+SIGNS = (1, -1)  # the halo: the faces beyond the block in +e_mu and -e_mu
 
 
 def make(theory):
@@ -22,18 +25,17 @@ class Phi4Device(DeviceMD):
     kernels of phi4.cu (lqcdflow.kernels.device.DeviceMD)."""
 
     sources = ("phi4.cu",)
-    terms = {"action": HOPPING | POTENTIAL, "hopping": HOPPING, "potential": POTENTIAL}
+    terms = TERMS
 
     def __init__(self, theory, on_gpu):
-        super().__init__(theory, on_gpu)
-        c, real = theory.couplings, np.dtype(theory.lattice.backend.dtype).type
-        # (-h, 4 c4, 2 c2) rounded to the dtype, as NumPy rounds a Python float operand
-        self._constants = tuple(real(v) for v in (-c.h, 4.0 * c.c4, 2.0 * c.c2))
+        super().__init__(theory, on_gpu, 1, {"HOPPING": HOPPING, "POTENTIAL": POTENTIAL})
+        self._constants = constants(theory.couplings, theory.lattice.backend.dtype)
+        faces = self.face_offsets(SIGNS)
+        self._dims = self.dims(faces[:, 0], faces[:, 1])
 
     def momentum_update(self, field, pi, term, c):
-        """P(c) of force term ``term``, the faces exchanged first."""
-        halo, offsets = self.halo(field, (1, -1))
+        """P(c) of force term ``term``."""
+        halo = field.reshape(-1)[:0] if term == POTENTIAL else self.halo(field, SIGNS)[0]
         self.kernels.launch("phi4_momentum_update", self.lattice.local_volume, field, pi,
-                            halo, self.dims(offsets[:, 0], offsets[:, 1]),
-                            np.int32(self.lattice.ndim), self.volume, np.int32(term),
-                            *self._constants, pi.dtype.type(-c))
+                            halo, self._dims, self.volume, np.int32(term), *self._constants,
+                            pi.dtype.type(-c))

@@ -29,8 +29,8 @@ import numpy as np
 from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, block_range, \
     field_update, metropolis_hits
 from lqcdflow.kernels.jit import kernel
+from lqcdflow.kernels.phi4_terms import HOPPING, POTENTIAL, TERMS, constants
 
-HOPPING, POTENTIAL = 1, 2  # bits of a force term
 CHUNK = 1024  # sites of a chunk of the momentum update (its neighbour sums: 8 KiB in float64)
 BLOCKS = 64  # at most, of chunks for the threads
 
@@ -222,26 +222,21 @@ class Phi4Compiled(CompiledMD):
     """The molecular dynamics of a :class:`lqcdflow.theories.phi4.Phi4` theory with the
     compiled kernels of this module (lqcdflow.kernels.compiled.CompiledMD)."""
 
-    terms = {"action": HOPPING | POTENTIAL, "hopping": HOPPING, "potential": POTENTIAL}
-
-    def _constants(self, dtype):
-        """(-h, 4 c4, 2 c2) rounded to ``dtype``, as NumPy rounds a Python float operand."""
-        c = self.theory.couplings
-        return tuple(dtype.type(v) for v in (-c.h, 4.0 * c.c4, 2.0 * c.c2))
+    terms = TERMS
 
     def whole_trajectory(self, field, pi, kinds, terms, coefficients):
         """CompiledMD.whole_trajectory: :func:`_trajectory_one_thread` or, with threads,
         :func:`_trajectory`."""
         trajectory = _trajectory_one_thread if self.threads == 1 else _trajectory
         trajectory(field.reshape(-1), pi.reshape(-1), kinds, terms, coefficients, self.shape,
-                   *self._constants(field.dtype))
+                   *constants(self.theory.couplings, field.dtype))
         return True
 
     def momentum_update(self, field, pi, term, c):
         """P(c) of force term ``term`` (module docstring), the faces exchanged first."""
         halo, offsets = self.halo(field, (1, -1))
         _momentum_update(field.reshape(-1), pi.reshape(-1), halo, self.shape, self.split,
-                         offsets, term, *self._constants(field.dtype), -c)
+                         offsets, term, *constants(self.theory.couplings, field.dtype), -c)
 
 
 @kernel(inline="always")

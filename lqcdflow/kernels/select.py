@@ -12,7 +12,8 @@ changes the speed and never the chain. Where compiled kernels run, the reproduci
 take their compiled digits too (lqcdflow.parallel.reduce.use_compiled_digits).
 
 On a GPU (backend cupy), "compiled" takes the CUDA kernels of the molecular dynamics that a
-theory's ``device_kernels`` module makes (``make(theory)``, lqcdflow.kernels.device); "auto"
+theory's ``device_kernels`` module makes (``make(theory)``, lqcdflow.kernels.device; its
+``unavailable(theory)``, if it has one, says why they cannot serve a run); "auto"
 keeps the array operations there until those kernels have been checked on a GPU (they are
 checked on the host, from the same source, in CI).
 """
@@ -124,11 +125,14 @@ def _on_gpu(theory, kernels, maker, what, array):
 
 
 def _missing_on_gpu(theory, maker, what):
-    """Why no CUDA kernels can run ``theory``'s ``what`` on its GPU, or None."""
-    if maker == "make" and getattr(theory, "device_kernels", None):
-        return None
-    return (f"{type(theory).__name__} has no CUDA {what} kernels (yet); [run] backend = "
-            "'numpy' has the compiled CPU ones")
+    """Why no CUDA kernels can run ``theory``'s ``what`` on its GPU (its ``device_kernels``
+    module's ``unavailable(theory)`` too, where it has one), or None."""
+    module = getattr(theory, "device_kernels", None)
+    if maker != "make" or module is None:
+        return (f"{type(theory).__name__} has no CUDA {what} kernels (yet); use kernels = "
+                "'auto' or 'numpy' on a GPU")
+    check = getattr(importlib.import_module(module), "unavailable", None)
+    return check(theory) if check else None
 
 
 def threads_for(lattice):

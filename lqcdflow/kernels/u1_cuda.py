@@ -6,12 +6,21 @@ exchanged before the sines, the sines' lower faces before the update.
 The sine is the compiler's: on the host the C library's, NumPy's float64 one on the CPUs seen
 so far (lqcdflow.kernels.compiled.numpy_trigonometry_differs), so the host build gives the
 NumPy path's bits; on a GPU CUDA's, which is CuPy's, so the kernels are to give the CuPy array
-path's bits there (and differ from NumPy's in the last bits, as CuPy's sine does).
+path's bits there (and differ from NumPy's in the last bits, as CuPy's sine does). float32 is
+not offered: its sine is sinf on a GPU but the double sin on the host, so no build that CI
+checks would stand for it.
 """
 
 import numpy as np
 
 from lqcdflow.kernels.device import DeviceMD
+
+
+def unavailable(theory):
+    """Why the U(1) CUDA kernels cannot run ``theory``, or None (module docstring)."""
+    if theory.lattice.backend.dtype != np.float64:
+        return "the U(1) CUDA kernels need [run] dtype = 'float64'"
+    return None
 
 
 def make(theory):
@@ -27,26 +36,23 @@ class U1Device(DeviceMD):
     sources = ("u1.cu",)
 
     def __init__(self, theory, on_gpu):
-        super().__init__(theory, on_gpu)
-        ndim = self.lattice.ndim
-        if not 2 <= ndim <= 8:
-            raise ValueError(f"the U(1) CUDA kernels take 2 to 8 dimensions, not {ndim}")
-        self.planes = ndim * (ndim - 1) // 2
-        self._sines = self.lattice.xp.empty(tuple(self.lattice.local_shape) + (self.planes,),
-                                            theory.lattice.backend.dtype)
-        self._beta = np.dtype(theory.lattice.backend.dtype).type(theory.beta)
+        why = unavailable(theory)
+        if why:
+            raise ValueError(why)
+        ndim = theory.lattice.ndim
+        planes = ndim * (ndim - 1) // 2
+        super().__init__(theory, on_gpu, max(ndim, planes), {})
+        self._sines = self.lattice.xp.empty(tuple(self.lattice.local_shape) + (planes,))
+        self._beta = np.float64(theory.beta)
+        # in sites, the links' upper faces (sign +1) and the sines' lower ones (-1) alike
+        faces = self.face_offsets((1,))[:, 0]
+        self._dims = self.dims(faces, faces)
 
     def momentum_update(self, field, pi, term, c):
         """P(c): the links' upper faces, the sines, their lower faces, the update."""
-        ndim = self.lattice.ndim
-        links, up = self.halo(field, (1,))
-        # in sites: the same for the sines' lower faces (both halos hold one face per split
-        # direction, in order)
-        faces = up[:, 0] // ndim
-        dims = self.dims(faces, faces)
+        links, _ = self.halo(field, (1,))
         self.kernels.launch("u1_plaquette_sines", self.lattice.local_volume, field, links,
-                            dims, np.int32(ndim), self.volume, self._sines)
+                            self._dims, self.volume, self._sines)
         sines, _ = self.halo(self._sines, (-1,))
         self.kernels.launch("u1_momentum_update", self.lattice.local_volume, self._sines,
-                            sines, dims, np.int32(ndim), self.volume, pi, self._beta,
-                            pi.dtype.type(-c))
+                            sines, self._dims, self.volume, pi, self._beta, np.float64(-c))

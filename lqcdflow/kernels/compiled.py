@@ -123,15 +123,15 @@ class CompiledMD(FusedMD):
         order. Unsplit directions wrap around the block."""
         shape, volume = tuple(self.lattice.local_shape), self.lattice.local_volume
         sites = np.arange(volume, dtype=np.int64).reshape(shape)
-        table, start = [], volume
+        starts = volume + self.face_offsets((sign,))[:, 0]
+        table = []
         for mu in range(len(shape)):
             neighbours = np.roll(sites, -sign, axis=mu)
             if self.split[mu]:
                 edge = [slice(None)] * len(shape)
                 edge[mu] = -1 if sign > 0 else 0
                 plane = neighbours[tuple(edge)]
-                neighbours[tuple(edge)] = start + np.arange(plane.size).reshape(plane.shape)
-                start += plane.size
+                neighbours[tuple(edge)] = starts[mu] + np.arange(plane.size).reshape(plane.shape)
             table.append(neighbours.reshape(-1))
         return np.stack(table)
 

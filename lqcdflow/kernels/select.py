@@ -53,7 +53,7 @@ def unavailable(theory, maker="make", what="molecular-dynamics"):
     ``make_heatbath``: local updates); on a GPU, its CUDA kernels."""
     if theory.lattice.backend.on_gpu:
         return _missing_on_gpu(theory, maker, what)
-    return _missing(theory, maker, what) or _module_says(theory)
+    return _missing(theory, maker, what) or _module_says(theory.compiled_kernels, theory)
 
 
 def _missing(theory, maker, what):
@@ -70,9 +70,10 @@ def _missing(theory, maker, what):
     return None
 
 
-def _module_says(theory):
-    """What the kernels' module's own ``unavailable(theory)`` says (None if it has none)."""
-    check = getattr(importlib.import_module(theory.compiled_kernels), "unavailable", None)
+def _module_says(module, theory):
+    """What the kernels' module ``module`` (a name) says in its own ``unavailable(theory)``
+    (None if it has none)."""
+    check = getattr(importlib.import_module(module), "unavailable", None)
     return check(theory) if check else None
 
 
@@ -100,7 +101,7 @@ def choose(theory, kernels, maker, what, array, *args):
     why = _missing(theory, maker, what)
     if not why:
         module = importlib.import_module(theory.compiled_kernels)
-        why = _module_says(theory)
+        why = _module_says(theory.compiled_kernels, theory)
     if why and kernels == "auto":
         return array()
     if why:
@@ -131,8 +132,7 @@ def _missing_on_gpu(theory, maker, what):
     if maker != "make" or module is None:
         return (f"{type(theory).__name__} has no CUDA {what} kernels (yet); use kernels = "
                 "'auto' or 'numpy' on a GPU")
-    check = getattr(importlib.import_module(module), "unavailable", None)
-    return check(theory) if check else None
+    return _module_says(module, theory)
 
 
 def threads_for(lattice):

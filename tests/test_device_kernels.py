@@ -1,6 +1,7 @@
 """The CUDA C kernels (lqcdflow.kernels.device), compiled for the host from the same source as
-for a GPU: the same bits as the array path for phi^4 and U(1) on every process grid, dtype and
-integrator; their cache and their errors. (On a GPU, tests/test_gpu.py runs them there.)"""
+for a GPU: the same bits as the array path for phi^4, U(1) and SU(N) on every process grid,
+dtype and integrator; their cache and their errors. (On a GPU, tests/test_gpu.py runs them
+there.)"""
 
 import numpy as np
 import pytest
@@ -10,12 +11,13 @@ from lqcdflow.kernels.compiled import numpy_trigonometry_differs
 from lqcdflow.kernels.device import DeviceKernels
 from lqcdflow.kernels.phi4_cuda import Phi4Device
 from lqcdflow.kernels.select import md_kernels, unavailable
+from lqcdflow.kernels.sun_cuda import SUNDevice
 from lqcdflow.kernels.u1_cuda import U1Device
 from lqcdflow.parallel.grid import valid_grids
 from test_kernels import INTEGRATORS, make_theory, trajectory
 
 
-DEVICE_KERNELS = {"phi4": Phi4Device, "u1": U1Device}
+DEVICE_KERNELS = {"phi4": Phi4Device, "u1": U1Device, "su2": SUNDevice, "su3": SUNDevice}
 
 
 @pytest.mark.mpi
@@ -23,11 +25,13 @@ DEVICE_KERNELS = {"phi4": Phi4Device, "u1": U1Device}
     ("phi4", (12,), "float64"), ("phi4", (4, 6), "float64"), ("phi4", (2, 4, 2, 4), "float64"),
     ("phi4", (40, 30), "float64"), ("phi4", (2, 6, 5), "float64"), ("phi4", (12,), "float32"),
     ("phi4", (2, 4, 2, 4), "float32"),
-    ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64"), ("u1", (6, 5, 4), "float64")])
+    ("u1", (4, 6), "float64"), ("u1", (2, 4, 2, 4), "float64"), ("u1", (6, 5, 4), "float64"),
+    ("su2", (4, 6), "float64"), ("su2", (2, 4, 2, 4), "float64"),
+    ("su3", (4, 6), "float64"), ("su3", (2, 4, 2, 4), "float64"), ("su3", (4, 2, 6), "float64")])
 def test_cuda_kernels_on_the_host_are_bitwise_the_array_path(name, shape, dtype, comm):
-    """(U(1) in float64 only: the host's sine is the C library's, NumPy's float32 one is its
-    own.)"""
-    if name == "u1":
+    """(The gauge theories in float64 only: the host's sine and cosine are the C library's,
+    NumPy's float32 ones are its own.)"""
+    if name != "phi4":
         assert numpy_trigonometry_differs() is None
     for scheme, n_steps in INTEGRATORS[name]:
         start, *want = trajectory(make_theory(name, shape, dtype), "numpy", scheme, n_steps)
@@ -93,9 +97,11 @@ def test_a_broken_compiler_or_source_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name, shape", [("phi4", (1 << 16, 1 << 15)),
-                                         ("u1", (1 << 15, 1 << 15))])
+                                         ("u1", (1 << 15, 1 << 15)),
+                                         ("su3", (1 << 13, 1 << 13))])
 def test_arrays_beyond_32_bit_indices_are_refused(name, shape):
-    """2^31 values per array: phi^4's field, U(1)'s links (2 per site in 2D)."""
+    """2^31 values per array: phi^4's field, U(1)'s links (2 per site in 2D), SU(3)'s padded
+    links (36 values per site in 2D)."""
     theory = make_theory(name, shape, "float64")
     with pytest.raises(ValueError, match="index at most 2147483647 values per array; use more "
                                          "ranks"):
@@ -122,4 +128,7 @@ def test_on_a_gpu_auto_keeps_the_array_path_and_compiled_says_which_have_none(mo
         md_kernels(ising, "compiled")
     with pytest.raises(ValueError, match="U.1. CUDA kernels need .run. dtype = 'float64'"):
         md_kernels(u1_float32, "compiled")
+    assert unavailable(make_theory("su3", (4, 4), "float64")) is None
+    assert "SU(N) CUDA kernels need [run] dtype = 'float64'" in unavailable(
+        make_theory("su3", (4, 4), "float32"))
     assert "no CUDA metropolis kernels" in unavailable(phi4, "make_metropolis", "metropolis")

@@ -53,11 +53,12 @@ def test_cupy_chain_equals_numpy_chain_bitwise(comm):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("name, reference_backend, dtypes", [
-    ("phi4", "numpy", ("float64", "float32")), ("u1", "cupy", ("float64",))])
+    ("phi4", "numpy", ("float64", "float32")), ("u1", "cupy", ("float64",)),
+    ("su2", "cupy", ("float64",)), ("su3", "cupy", ("float64",))])
 def test_cuda_kernels_on_gpu_are_bitwise_the_array_path(name, reference_backend, dtypes, comm):
     """The CUDA kernels ([run] kernels = "compiled" on CuPy) on the GPU: the trajectories of
-    the array path on every grid; phi^4's are NumPy's, U(1)'s CuPy's (CUDA's sine). Their host
-    build is checked in CI (tests/test_device_kernels.py)."""
+    the array path on every grid; phi^4's are NumPy's, the gauge theories' CuPy's (CUDA's sine
+    and cosine). Their host build is checked in CI (tests/test_device_kernels.py)."""
     from lqcdflow.kernels.select import md_kernels
     from test_kernels import INTEGRATORS, THEORIES, trajectory
 

@@ -1,10 +1,10 @@
 #!/bin/bash
 # The GPU checks, in one go, for a session that is lent a device (never run yet; its timeouts
-# add up to 520 s, inside one device command's 600): the CuPy tests (tests/test_gpu.py: the
+# add up to 560 s, inside one device command's 600): the CuPy tests (tests/test_gpu.py: the
 # array path and the CUDA kernels against the array path, also under mpiexec -n 2 where there
 # is one) and the MD benchmarks of the CUDA kernels against the device's copy bandwidth
-# (phi^4 64^4 in float64 and float32, U(1) 32^4). Every result goes to OUT (default $OUT, else
-# /tmp/gpu_check).
+# (phi^4 64^4 in float64 and float32, U(1) and SU(3) 32^4). Every result goes to OUT (default
+# $OUT, else /tmp/gpu_check).
 #
 # Usage, in the repository root of the device machine (its image has CuPy, mpi4py, numba,
 # h5py, pytest; nothing is installed here):  bash tools/gpu_check.sh [OUT]
@@ -26,7 +26,8 @@ if command -v mpiexec >/dev/null; then
         tests/test_gpu.py 2>&1 | tee "$out/tests_2_ranks.txt"
 fi
 
-for run in "phi4 64 64 64 64 float64" "phi4 64 64 64 64 float32" "u1 32 32 32 32 float64"; do
+for run in "phi4 64 64 64 64 float64" "phi4 64 64 64 64 float32" "u1 32 32 32 32 float64" \
+           "su3 32 32 32 32 float64"; do
     read -r theory l0 l1 l2 l3 dtype <<<"$run"
     timeout 50 "$python" tools/bench_md.py --backend cupy --theory "$theory" \
         --shape "$l0" "$l1" "$l2" "$l3" --dtype "$dtype" --no-c-reference --repeat 3 2>&1 |

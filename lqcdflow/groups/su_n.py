@@ -35,11 +35,15 @@ Only +, -, *, / and sqrt are used, so these are the same bits on NumPy and CuPy.
 
 import math
 
+import numpy as np
+
 from lqcdflow.groups.matrices import from_parts, identity_deviation, join, mul, mul_parts, \
     parts, re_trace_mul_adjoint
 
 C1_SERIES = 1e-10  # below this c_1 = tr X^2 / 2, exp(iX) of SU(3) by its Taylor series
 SINC_SERIES = 1e-3  # below this angle, sin(x)/x = 1 - x^2/6 (1 - x^2/20 (1 - x^2/42))
+# The kinds of generators as numbers, for compiled kernels (SU.generator_table)
+SYMMETRIC, ANTISYMMETRIC, DIAGONAL = 0, 1, 2
 
 
 def _cmul(ar, ai, br, bi):
@@ -94,6 +98,16 @@ class SU:
 
     def __repr__(self):
         return f"SU({self.n})"
+
+    def generator_table(self):
+        """The generators as arrays, for compiled kernels: (kind, j, k), (N^2 - 1, 3) int64, the
+        kind SYMMETRIC, ANTISYMMETRIC or DIAGONAL (a diagonal one's j is its k, its k 0), and
+        c_k, (N^2 - 1,) float64 (0 but for the diagonal ones)."""
+        codes = {"symmetric": SYMMETRIC, "antisymmetric": ANTISYMMETRIC, "diagonal": DIAGONAL}
+        table = [(codes[kind], j, 0 if kind == "diagonal" else k)
+                 for kind, j, k in self.generators]
+        c_k = [k if kind == "diagonal" else 0.0 for kind, _, k in self.generators]
+        return np.array(table, np.int64), np.array(c_k, np.float64)
 
     # ------------------------------------------------------------------ the algebra
     def algebra_matrix(self, p, xp):

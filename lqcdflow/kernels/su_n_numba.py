@@ -13,10 +13,9 @@ Like those of lqcdflow.kernels.lanes, the functions are inlined where they are c
 
 import math
 
+from lqcdflow.groups.su_n import ANTISYMMETRIC, SYMMETRIC
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.kernels.lanes import mul, re_trace_mul_adjoint
-
-SYMMETRIC, ANTISYMMETRIC, DIAGONAL = 0, 1, 2  # kinds of generators (lqcdflow.groups.su_n.SU)
 
 
 @kernel(inline="always")

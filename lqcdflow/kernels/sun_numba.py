@@ -41,8 +41,8 @@ from lqcdflow.kernels.compiled import CompiledMD, block_range, numpy_trigonometr
 from lqcdflow.kernels.jit import kernel
 from lqcdflow.kernels.lanes import LANES, add_term, adjoint, blocks, load, load_parts, \
     mul, split_parts
-from lqcdflow.kernels.su_n_numba import ANTISYMMETRIC, DIAGONAL, SYMMETRIC, algebra_matrices, \
-    arccos_argument, coordinate, exponentials, invariants
+from lqcdflow.kernels.su_n_numba import algebra_matrices, arccos_argument, coordinate, \
+    exponentials, invariants
 
 # Scratch matrices of the momentum update: U_mu(x), U_nu(x + mu), L, U_nu(x), U_mu(x + nu), R,
 # an adjoint, a term, and the lower staples' links and products.
@@ -185,14 +185,8 @@ class SUNCompiled(CompiledMD):
         self._inside, self._stride = (stride[:, None] * local).sum(axis=0), stride
         # the parts of the padded field, kept: a fresh array costs its page faults per update
         self._parts = np.empty((2, lattice.ndim, theory.n, theory.n, int(np.prod(padded))))
-        kinds = {"symmetric": SYMMETRIC, "antisymmetric": ANTISYMMETRIC, "diagonal": DIAGONAL}
-        generators = theory.group.generators
-        self._kinds = np.array([kinds[kind] for kind, _, _ in generators], np.int64)
-        self._j = np.array([j for _, j, _ in generators], np.int64)
-        # a diagonal generator's third entry is its c_k, the others' their k
-        self._k = np.array([k if kind != "diagonal" else 0 for kind, _, k in generators],
-                           np.int64)
-        self._c = np.array([k if kind == "diagonal" else 0.0 for kind, _, k in generators])
+        table, self._c = theory.group.generator_table()
+        self._kinds, self._j, self._k = (np.ascontiguousarray(column) for column in table.T)
         self._half_c = 0.5 * self._c
         self._theta = np.zeros((lattice.local_volume, lattice.ndim))  # SU(3)'s angles
         self._sites = np.arange(lattice.local_volume, dtype=np.int64)

@@ -71,6 +71,7 @@ class SUN(Theory):
     """
 
     compiled_kernels = "lqcdflow.kernels.sun_numba"  # lqcdflow.kernels.select
+    device_kernels = "lqcdflow.kernels.sun_cuda"  # lqcdflow.kernels.select, on a GPU
 
     def __init__(self, lattice, n, beta, flow_t_max=0.0, flow_epsilon=0.02):
         if lattice.ndim < 2:

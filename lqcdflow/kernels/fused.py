@@ -27,6 +27,7 @@ class FusedMD:
         self.shape = np.asarray(self.lattice.local_shape, np.int64)
         self.split = np.asarray([g > 1 for g in self.lattice.grid], np.bool_)
         self._plan = None  # (levels, trajectory length, dtype; the updates as arrays)
+        self._halos = {}  # (signs, values per site, dtype): halo, offsets, its faces
 
     def integrate(self, field, pi, levels, trajectory_length):
         """Run the MD trajectory of ``levels`` (lqcdflow.mc.integrators.trajectory_updates) in
@@ -83,12 +84,19 @@ class FusedMD:
         """(halo, offsets): for each split direction mu and sign in ``signs``, the face of
         ``field`` beyond the block in direction sign e_mu (the neighbour's plane, see
         Lattice._start_exchange), flattened one after the other (an array of the lattice's
-        backend); offsets[mu, k] is where the face of (mu, signs[k]) starts in the halo, in
-        values (:meth:`face_offsets` times the values per site)."""
-        lattice = self.lattice
-        directions = [(mu, sign) for mu in range(lattice.ndim) if self.split[mu]
-                      for sign in signs]
-        pending = lattice._start_exchange(field, directions)
-        faces = [lattice._finish(pending, key).reshape(-1) for key in directions]
-        offsets = self.face_offsets(signs) * (field.size // lattice.local_volume)
-        return (lattice.xp.concatenate(faces) if faces else field.reshape(-1)[:0]), offsets
+        backend, kept: valid until the next halo of the same signs and field layout);
+        offsets[mu, k] is where the face of (mu, signs[k]) starts in the halo, in values
+        (:meth:`face_offsets` times the values per site)."""
+        values = field.size // self.lattice.local_volume
+        key = (tuple(signs), values, field.dtype)
+        if key not in self._halos:
+            offsets = self.face_offsets(signs) * values
+            split = [int(mu) for mu in np.flatnonzero(self.split)]
+            size = {mu: self.lattice.local_volume // self.shape[mu] * values for mu in split}
+            halo = self.lattice.xp.empty(sum(size.values()) * len(signs), field.dtype)
+            faces = {(mu, sign): halo[offsets[mu, k]:offsets[mu, k] + size[mu]]
+                     for mu in split for k, sign in enumerate(signs)}
+            self._halos[key] = halo, offsets, faces
+        halo, offsets, faces = self._halos[key]
+        self.lattice.exchange_faces(field, faces)
+        return halo, offsets

@@ -101,11 +101,13 @@ for scheme, n_steps in INTEGRATORS[name]:
 """
 
 
-@pytest.mark.parametrize("name, shape", [("phi4", (6, 8)), ("phi4", (4, 2, 6)), ("u1", (4, 6)),
+@pytest.mark.parametrize("name, shape", [("phi4", (40, 30)), ("phi4", (4, 2, 6)), ("u1", (4, 6)),
                                          ("su3", (2, 4, 2, 4))])
 def test_threads_do_not_change_the_bits(name, shape):
     """Compiled trajectories on two threads (phi^4's a kernel per update, where one thread
-    runs the whole trajectory in one parallel region) are the array path's bits."""
+    runs the whole trajectory in one parallel region) are the array path's bits; phi^4 40 x 30
+    is two chunks, so its fused P then Q runs as two blocks, the Q of each block's ends after
+    both P."""
     script = THREADED_TRAJECTORY.format(tests=os.path.dirname(__file__), name=name, shape=shape)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "NUMBA_NUM_THREADS": "2"}, timeout=600)

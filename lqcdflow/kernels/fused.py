@@ -9,11 +9,15 @@ import numpy as np
 
 from lqcdflow.mc.integrators import trajectory_updates
 
+P, Q, PQ = 0, 1, 2  # kinds of updates: P(c), Q(c), P(c) then Q(c_q) (FusedMD._updates)
+
 
 class FusedMD:
     """A theory's fused molecular dynamics; subclasses supply ``terms`` ({force term name:
     code}), ``momenta(rng, draw)`` (Theory.momenta's bits), ``momentum_update(field, pi,
-    term, c)``, P(c) of a force term in place, and ``field_update(field, pi, c)``, Q(c).
+    term, c)``, P(c) of a force term in place, and ``field_update(field, pi, c)``, Q(c); where
+    ``fuses``, ``momentum_and_field_update(field, pi, term, c, c_q)``, P(c) then Q(c_q) in one
+    pass.
 
     Parameters
     ----------
@@ -21,6 +25,7 @@ class FusedMD:
     """
 
     terms = {"action": 0}
+    fuses = False  # the kernels have momentum_and_field_update (update kind PQ)
 
     def __init__(self, theory):
         self.theory, self.lattice = theory, theory.lattice
@@ -38,17 +43,20 @@ class FusedMD:
         self.run(field, pi, *self._updates(levels, trajectory_length, pi.dtype))
 
     def run(self, field, pi, kinds, terms, coefficients):
-        """Apply the updates in order: P(c) of force term ``term`` where kind is 0, else
-        Q(c). Without split directions, a theory with :meth:`whole_trajectory` runs them in
-        one compiled call, so that small lattices are not bound by Python's dispatch."""
+        """Apply the updates in order (:meth:`_updates`): P(c) of force term ``term``, Q(c),
+        or P(c) then Q(c_q). Without split directions, a theory with
+        :meth:`whole_trajectory` runs them in one compiled call, so that small lattices are
+        not bound by Python's dispatch."""
         if not self.split.any() and self.whole_trajectory(field, pi, kinds, terms,
                                                           coefficients):
             return
-        for kind, term, c in zip(kinds, terms, coefficients):
-            if kind:
+        for kind, term, (c, c_q) in zip(kinds, terms, coefficients):
+            if kind == Q:
                 self.field_update(field, pi, c)
-            else:
+            elif kind == P:
                 self.momentum_update(field, pi, term, c)
+            else:
+                self.momentum_and_field_update(field, pi, term, c, c_q)
 
     def whole_trajectory(self, field, pi, kinds, terms, coefficients):
         """The updates of :meth:`run` in one compiled call, on a lattice without split
@@ -56,16 +64,22 @@ class FusedMD:
         return False
 
     def _updates(self, levels, trajectory_length, dtype):
-        """The trajectory's updates as NumPy arrays (kinds: 0 P, 1 Q; force term codes;
-        coefficients in ``dtype``), made once for the same levels, length and dtype."""
+        """The trajectory's updates as NumPy arrays, made once for the same levels, length and
+        dtype: kinds (P, Q, or, where the kernels fuse, PQ for a P followed by a Q), force
+        term codes (0 for Q), coefficients (updates, 2) in ``dtype``: c, and a PQ's c_q."""
         key = (levels, trajectory_length, dtype)
         if self._plan is None or self._plan[0] != key:
-            updates = trajectory_updates(levels, trajectory_length)
             codes = [self.terms[level.name] for level in levels]
-            self._plan = (key, (
-                np.array([kind == "Q" for kind, _, _ in updates], np.int64),
-                np.array([codes[k] if kind == "P" else 0 for kind, k, _ in updates], np.int64),
-                np.array([c for _, _, c in updates], dtype)))
+            kinds, terms, coefficients = [], [], []
+            for kind, k, c in trajectory_updates(levels, trajectory_length):
+                if kind == "Q" and self.fuses and kinds and kinds[-1] == P:
+                    kinds[-1], coefficients[-1] = PQ, (coefficients[-1][0], c)
+                else:
+                    kinds.append(P if kind == "P" else Q)
+                    terms.append(codes[k] if kind == "P" else 0)
+                    coefficients.append((c, 0.0))
+            self._plan = (key, (np.array(kinds, np.int64), np.array(terms, np.int64),
+                                np.array(coefficients, dtype)))
         return self._plan[1]
 
     def face_offsets(self, signs):

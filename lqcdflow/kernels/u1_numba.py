@@ -111,14 +111,14 @@ def _momentum_update(sines, halo, down, pi, beta, minus_c):
 
 @kernel()
 def _trajectory(theta, pi, sines, up, down, kinds, coefficients, beta):
-    """A whole trajectory without split directions: update k is P(coefficients[k]) where
-    kinds[k] == 0, else Q(coefficients[k])."""
+    """A whole trajectory without split directions: update k is P(coefficients[k, 0]) where
+    kinds[k] == 0, else Q(coefficients[k, 0]) (lqcdflow.kernels.fused.FusedMD._updates)."""
     for k in range(kinds.shape[0]):
         if kinds[k] == 0:
             _plaquette_sines(theta, theta[:0], up, sines)
-            _momentum_update(sines, sines[:0], down, pi, beta, -coefficients[k])
+            _momentum_update(sines, sines[:0], down, pi, beta, -coefficients[k, 0])
         else:
-            field_update(theta, pi, coefficients[k])
+            field_update(theta, pi, coefficients[k, 0])
 
 
 @kernel(parallel=True)
@@ -132,9 +132,10 @@ def _trajectory_one_thread(theta, pi, sines, up, down, kinds, coefficients, beta
                 _sines_of(theta, theta[:0], up, sines, 0, volume)
                 for block in range(BLOCKS):  # each block's forces stay in the caches
                     first, stop = block_range(block, BLOCKS, volume)
-                    _update_of(sines, sines[:0], down, pi, beta, -coefficients[k], first, stop)
+                    _update_of(sines, sines[:0], down, pi, beta, -coefficients[k, 0], first,
+                               stop)
             else:
-                add_scaled(theta, pi, coefficients[k])
+                add_scaled(theta, pi, coefficients[k, 0])
 
 
 def unavailable(theory):

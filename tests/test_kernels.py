@@ -16,6 +16,7 @@ from mpi4py import MPI
 from lqcdflow.backend import make_backend
 from lqcdflow.kernels import rng_numba
 from lqcdflow.kernels.select import md_kernels, unavailable
+from lqcdflow.kernels.sun_cuda import SUNDevice
 from lqcdflow.mc.integrators import SCHEMES, levels_of
 from lqcdflow.parallel import Lattice
 from lqcdflow.parallel.grid import valid_grids
@@ -128,10 +129,12 @@ def special_momenta(n, sites):
 
 
 @pytest.mark.parametrize("n, shape", [(2, (34, 34)), (3, (34, 34)), (3, (6, 8)), (3, (5, 8))])
-def test_compiled_link_updates_take_every_branch_of_the_exponential(n, shape):
-    """SU(N)'s compiled Q update equals SUN.update_field bit for bit on momenta that reach
-    every branch of the exponential, with the sites of a thread's block in full and partial
-    runs of LANES (34^2: 18 sites per block; 6x8: 16; 5x8: 13 or 14)."""
+@pytest.mark.parametrize("kernels", ["numba", "cuda on the host"])
+def test_compiled_link_updates_take_every_branch_of_the_exponential(n, shape, kernels):
+    """SU(N)'s compiled Q update (Numba's, and the CUDA kernels' host build) equals
+    SUN.update_field bit for bit on momenta that reach every branch of the exponential, with
+    the sites of a Numba thread's block in full and partial runs of LANES (34^2: 18 sites per
+    block; 6x8: 16; 5x8: 13 or 14)."""
     theory = make_theory(f"su{n}", shape, "float64")
     field = theory.hot_start(CounterRNG(4))
     volume, ndim = field.shape[0] * field.shape[1], field.shape[2]
@@ -139,7 +142,8 @@ def test_compiled_link_updates_take_every_branch_of_the_exponential(n, shape):
     pi = np.ascontiguousarray(pi.reshape(shape + (ndim, n * n - 1)))
     want, got = field.copy(), field.copy()
     theory.update_field(want, pi, 0.7)
-    md_kernels(theory, "compiled").field_update(got, pi, 0.7)
+    md = md_kernels(theory, "compiled") if kernels == "numba" else SUNDevice(theory, False)
+    md.field_update(got, pi, 0.7)
     assert not np.array_equal(want, field) and want.tobytes() == got.tobytes()
 
 

@@ -182,8 +182,12 @@ class DeviceMD(FusedMD):
     """
 
     sources = ()
+    float64_only = None  # the theory's name where the kernels take float64 only
 
     def __init__(self, theory, on_gpu, values_per_site, defines):
+        why = self.unavailable(theory)
+        if why:
+            raise ValueError(why)
         lattice = theory.lattice
         if lattice.backend.on_gpu != on_gpu:
             raise ValueError("the device kernels run where the lattice's arrays are "
@@ -197,6 +201,15 @@ class DeviceMD(FusedMD):
                                      {"NDIM": lattice.ndim, **defines})
         self.name = f"compiled (CUDA C on the {'GPU' if on_gpu else 'host'})"
         self.volume = SITE_T(lattice.local_volume)
+
+    @classmethod
+    def unavailable(cls, theory):
+        """Why these kernels cannot run ``theory``, or None: kernels with sines and cosines
+        take float64 only (``float64_only``), since on the host, where CI checks them, those
+        are the C library's double ones (NumPy's float32 ones are its own)."""
+        if cls.float64_only and theory.lattice.backend.dtype != np.float64:
+            return f"the {cls.float64_only} CUDA kernels need [run] dtype = 'float64'"
+        return None
 
     def momenta(self, rng, draw):
         """Theory.momenta: the array path's momenta."""

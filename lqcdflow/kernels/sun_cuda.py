@@ -21,13 +21,6 @@ from lqcdflow.groups.su_n import ANTISYMMETRIC, C1_SERIES, SINC_SERIES, SYMMETRI
 from lqcdflow.kernels.device import SITE_T, DeviceMD
 
 
-def unavailable(theory):
-    """Why the SU(N) CUDA kernels cannot run ``theory``, or None (module docstring)."""
-    if theory.lattice.backend.dtype != np.float64:
-        return "the SU(N) CUDA kernels need [run] dtype = 'float64'"
-    return None
-
-
 def make(theory):
     """The CUDA kernels of ``theory``'s molecular dynamics on its GPU
     (lqcdflow.kernels.select)."""
@@ -39,11 +32,9 @@ class SUNDevice(DeviceMD):
     of sun.cu (lqcdflow.kernels.device.DeviceMD)."""
 
     sources = ("sun.cu",)
+    float64_only = "SU(N)"
 
     def __init__(self, theory, on_gpu):
-        why = unavailable(theory)
-        if why:
-            raise ValueError(why)
         lattice, n = theory.lattice, theory.n
         padded = [extent + 2 for extent in lattice.local_shape]
         # the largest array indexed is the padded field: its values per site of the block
@@ -77,3 +68,6 @@ class SUNDevice(DeviceMD):
         self.kernels.launch("sun_field_update", int(self._links), field, pi, self._links, c,
                             self._theta, *generators, np.float64(C1_SERIES),
                             np.float64(SINC_SERIES))
+
+
+unavailable = SUNDevice.unavailable  # lqcdflow.kernels.select

@@ -16,13 +16,6 @@ import numpy as np
 from lqcdflow.kernels.device import DeviceMD
 
 
-def unavailable(theory):
-    """Why the U(1) CUDA kernels cannot run ``theory``, or None (module docstring)."""
-    if theory.lattice.backend.dtype != np.float64:
-        return "the U(1) CUDA kernels need [run] dtype = 'float64'"
-    return None
-
-
 def make(theory):
     """The CUDA kernels of ``theory``'s molecular dynamics on its GPU
     (lqcdflow.kernels.select)."""
@@ -34,11 +27,9 @@ class U1Device(DeviceMD):
     of u1.cu (lqcdflow.kernels.device.DeviceMD)."""
 
     sources = ("u1.cu",)
+    float64_only = "U(1)"
 
     def __init__(self, theory, on_gpu):
-        why = unavailable(theory)
-        if why:
-            raise ValueError(why)
         ndim = theory.lattice.ndim
         planes = ndim * (ndim - 1) // 2
         super().__init__(theory, on_gpu, max(ndim, planes), {})
@@ -56,3 +47,6 @@ class U1Device(DeviceMD):
         sines, _ = self.halo(self._sines, (-1,))
         self.kernels.launch("u1_momentum_update", self.lattice.local_volume, self._sines,
                             sines, self._dims, self.volume, pi, self._beta, np.float64(-c))
+
+
+unavailable = U1Device.unavailable  # lqcdflow.kernels.select

@@ -4,6 +4,7 @@ molecular dynamics of phi^4, U(1), SU(2) and SU(3) on every process grid, dtype 
 run` (HMC, Langevin, Metropolis and heatbath, on other rank counts), and one-line errors where
 there are none."""
 
+import math
 import os
 import re
 import subprocess
@@ -83,35 +84,42 @@ def test_compiled_trajectories_are_bitwise_the_array_ones(name, shape, dtype, co
                         f"|diff| {np.abs(a - b).max()}")
 
 
-# Run with NUMBA_NUM_THREADS=2 (the thread pool is sized once per process): the compiled
-# trajectory with two threads against the array path's, for
-# test_threads_do_not_change_the_bits.
+# Run with NUMBA_NUM_THREADS=2 (the thread pool is sized once per process), on the ranks of
+# COMM_WORLD with process grid ``grid``: the compiled trajectory with two threads against the
+# array path's, for test_threads_do_not_change_the_bits.
 THREADED_TRAJECTORY = """
 import importlib, sys
+from mpi4py import MPI
 sys.path.insert(0, {tests!r})
 from test_kernels import INTEGRATORS, make_theory, trajectory
-name, shape = {name!r}, {shape!r}
+name, shape, grid = {name!r}, {shape!r}, {grid!r}
 for scheme, n_steps in INTEGRATORS[name]:
     want = trajectory(make_theory(name, shape, "float64"), "numpy", scheme, n_steps)
-    theory = make_theory(name, shape, "float64")
+    theory = make_theory(name, shape, "float64", MPI.COMM_WORLD, grid)
     md = importlib.import_module(theory.compiled_kernels).make(theory, 2)
     assert md.threads == 2, md.threads
     got = trajectory(theory, md, scheme, n_steps)
     for what, a, b in zip(("start", "field", "momenta"), want, got):
-        assert a.tobytes() == b.tobytes(), (name, shape, scheme, what)
+        assert MPI.COMM_WORLD.Get_rank() > 0 or a.tobytes() == b.tobytes(), (
+            name, shape, scheme, what)
 """
 
 
-@pytest.mark.parametrize("name, shape", [("phi4", (40, 30)), ("phi4", (4, 2, 6)), ("u1", (4, 6)),
-                                         ("su3", (2, 4, 2, 4))])
-def test_threads_do_not_change_the_bits(name, shape):
+@pytest.mark.parametrize("name, shape, grid", [
+    ("phi4", (40, 30), None), ("phi4", (4, 2, 6), None), ("u1", (4, 6), None),
+    ("su3", (2, 4, 2, 4), None), ("phi4", (80, 30), (2, 1))])
+def test_threads_do_not_change_the_bits(name, shape, grid):
     """Compiled trajectories on two threads (phi^4's a kernel per update, where one thread
     runs the whole trajectory in one parallel region) are the array path's bits; phi^4 40 x 30
     is two chunks, so its fused P then Q runs as two blocks, the Q of each block's ends after
-    both P."""
-    script = THREADED_TRAJECTORY.format(tests=os.path.dirname(__file__), name=name, shape=shape)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env={**os.environ, "NUMBA_NUM_THREADS": "2"}, timeout=600)
+    both P, and so it does on each of two ranks of 80 x 30 (mpiexec -n 2), one update per
+    call with the faces exchanged between them."""
+    script = THREADED_TRAJECTORY.format(tests=os.path.dirname(__file__), name=name,
+                                        shape=shape, grid=grid)
+    ranks = [] if grid is None else ["mpiexec", "-n", str(math.prod(grid))]
+    result = subprocess.run([*ranks, sys.executable, "-c", script], capture_output=True,
+                            text=True, env={**os.environ, "NUMBA_NUM_THREADS": "2"},
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -272,16 +280,16 @@ def test_run_file_kernels_change_the_speed_not_the_chain(tmp_path, name, text, r
     (None, {'kernels = "numpy"': 'kernels = "fast"'}, "[run] kernels"),
 ])
 def test_compiled_kernels_where_there_are_none_is_a_one_line_error(tmp_path, text, replace,
-                                                                    message):
+                                                                   message):
     run = write_run_file(tmp_path / "bad.toml", **({"text": text} if text else {}), **replace)
     one_line_error(lqcdflow(["run", str(run)]), message)
 
 
 def test_the_kernel_cache_is_keyed_by_every_source_they_compile_from(tmp_path, monkeypatch):
     """Numba checks a cached function against its own file only; lqcdflow.kernels.jit keys the
-    cache directory by all the kernel sources and lqcdflow.rng, so a change in any of them (a
-    callee in another module, a constant) starts a fresh cache instead of running stale
-    machine code."""
+    cache directory by all the kernel sources, lqcdflow.rng and lqcdflow.groups.su_n, so a
+    change in any of them (a callee in another module, a constant) starts a fresh cache instead
+    of running stale machine code."""
     from lqcdflow.kernels import compiled, jit, phi4_numba, sun_numba, u1_numba
 
     kernels = [phi4_numba._momentum_update, phi4_numba._trajectory, compiled.field_update,
@@ -289,13 +297,15 @@ def test_the_kernel_cache_is_keyed_by_every_source_they_compile_from(tmp_path, m
                sun_numba._momentum_update, sun_numba._field_update]
     # (Numba adds a subdirectory of the source's directory)
     assert all(k._cache._cache_path.startswith(jit.CACHE_DIR + os.sep) for k in kernels)
-    assert jit.SOURCES[-1].name == "rng.py" and len(jit.SOURCES) > 5
+    assert [p.name for p in jit.SOURCES[-2:]] == ["rng.py", "su_n.py"] and len(jit.SOURCES) > 5
     copies = []
     for path in jit.SOURCES:
         copies.append(tmp_path / path.name)
         copies[-1].write_bytes(path.read_bytes())
     monkeypatch.setattr(jit, "SOURCES", tuple(copies))
     assert jit._cache_dir() == jit.CACHE_DIR
-    copies[-1].write_bytes(copies[-1].read_bytes() + b"\n")  # e.g. rng.py's constants changed
-    changed = jit._cache_dir()
-    assert changed != jit.CACHE_DIR and changed.rsplit("-", 1)[0] == jit.CACHE_DIR.rsplit("-", 1)[0]
+    for copy in copies[-2:]:  # e.g. rng.py's constants, or su_n.py's kinds of generators
+        copy.write_bytes(copy.read_bytes() + b"\n")
+        changed = jit._cache_dir()
+        assert changed != jit.CACHE_DIR
+        assert changed.rsplit("-", 1)[0] == jit.CACHE_DIR.rsplit("-", 1)[0]

@@ -175,8 +175,8 @@ class DeviceMD(FusedMD):
     on_gpu : bool
         Run on the GPU (the lattice's backend must be CuPy), else on the host (NumPy; the
         tests' way to check the kernels where there is no GPU).
-    values_per_site : int
-        The most values per site of the arrays the kernels index (field, momenta, scratch).
+    largest : int
+        The most values of an array the kernels index (field, momenta, scratch, padded field).
     defines : dict
         The kernels' integer macros besides NDIM, the number of dimensions.
     """
@@ -184,7 +184,7 @@ class DeviceMD(FusedMD):
     sources = ()
     float64_only = None  # the theory's name where the kernels take float64 only
 
-    def __init__(self, theory, on_gpu, values_per_site, defines):
+    def __init__(self, theory, on_gpu, largest, defines):
         why = self.unavailable(theory)
         if why:
             raise ValueError(why)
@@ -192,8 +192,8 @@ class DeviceMD(FusedMD):
         if lattice.backend.on_gpu != on_gpu:
             raise ValueError("the device kernels run where the lattice's arrays are "
                              f"(backend {'cupy' if on_gpu else 'numpy'})")
-        if lattice.local_volume * values_per_site >= MAX_VALUES:
-            raise ValueError(f"{lattice.local_volume} sites per rank of {values_per_site} "
+        if largest >= MAX_VALUES:
+            raise ValueError(f"{lattice.local_volume} sites per rank make arrays of {largest} "
                              f"values: the device kernels index at most {MAX_VALUES - 1} "
                              "values per array; use more ranks")
         super().__init__(theory)

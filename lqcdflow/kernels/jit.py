@@ -22,8 +22,10 @@ from pathlib import Path
 import numba
 
 _HERE = Path(__file__).resolve().parent
-# the kernel modules and what they compile in from elsewhere
-SOURCES = tuple(sorted(_HERE.glob("*.py"))) + (_HERE.parent / "rng.py",)
+# the kernel modules and what they compile in from elsewhere: the Philox constants, the kinds
+# of SU(N)'s generators
+SOURCES = tuple(sorted(_HERE.glob("*.py"))) + (_HERE.parent / "rng.py",
+                                               _HERE.parent / "groups" / "su_n.py")
 
 
 def _cache_dir():

@@ -28,7 +28,8 @@ class Phi4Device(DeviceMD):
     terms = TERMS
 
     def __init__(self, theory, on_gpu):
-        super().__init__(theory, on_gpu, 1, {"HOPPING": HOPPING, "POTENTIAL": POTENTIAL})
+        super().__init__(theory, on_gpu, theory.lattice.local_volume,
+                         {"HOPPING": HOPPING, "POTENTIAL": POTENTIAL})
         self._constants = constants(theory.couplings, theory.lattice.backend.dtype)
         faces = self.face_offsets(SIGNS)
         self._dims = self.dims(faces[:, 0], faces[:, 1])

@@ -13,8 +13,9 @@ order: the operations of Lattice.neighbour_sum, Phi4.force, Phi4.hopping_force,
 Phi4.potential_force and axpy, so the fields are the bits of the NumPy path (the rules:
 lqcdflow.kernels.compiled).
 
-A P followed by a Q (every P of leapfrog and omelyan2 but those nested or at a trajectory's
-end) is one pass too (update kind PQ, lqcdflow.kernels.fused): chunk by chunk, in the order of
+A P followed by a Q (with one level every P of leapfrog and omelyan2 but a trajectory's last;
+with nested levels those of the innermost level but its last: a P followed by another P runs
+alone) is one pass too (update kind PQ, lqcdflow.kernels.fused): chunk by chunk, in the order of
 the sites, P, and then the Q of the sites the P has left behind by a whole slice of direction 0
 (lag = l_1 ... l_{D-1} sites), which no later P reads any more (a P reads its neighbours, at
 most one such slice away) and whose phi and pi are still in the caches. The first slice is
@@ -219,7 +220,7 @@ def _momentum_update(phi, pi, halo, shape, split, offsets, term, minus_h, four_c
     for block in numba.prange(blocks):
         first, stop = block_range(block, blocks, chunks)
         _update_chunks(phi, pi, halo, shape, split, offsets, term, minus_h, four_c4, two_c2,
-                       minus_c, first, stop, minus_c, 0, 0, 1)
+                       minus_c, first, stop, minus_c, 0, 0, 1)  # no Q: an empty range
 
 
 @kernel(inline="always")
@@ -300,7 +301,7 @@ def _trajectory_one_thread(phi, pi, kinds, terms, coefficients, shape, minus_h, 
             c, c_q = coefficients[k, 0], coefficients[k, 1]
             if kinds[k] == P:
                 _update_chunks(phi, pi, halo, shape, split, offsets, terms[k], minus_h, four_c4,
-                               two_c2, -c, 0, chunks, c, 0, 0, 1)
+                               two_c2, -c, 0, chunks, c, 0, 0, 1)  # no Q: an empty range
             elif kinds[k] == PQ:
                 lo, hi, q_first, q_stop = _fused_block(phi, pi, halo, shape, split, offsets,
                                                        terms[k], minus_h, four_c4, two_c2,
@@ -322,6 +323,13 @@ class Phi4Compiled(CompiledMD):
     terms = TERMS
     fuses = True
 
+    def _halo(self, field, term):
+        """FusedMD.halo's (halo, offsets) of the faces in +-e_mu for force term ``term``; an
+        empty halo for the potential alone, which reads no neighbours."""
+        if term == POTENTIAL:
+            return field.reshape(-1)[:0], np.zeros((self.lattice.ndim, 2), np.int64)
+        return self.halo(field, (1, -1))
+
     def whole_trajectory(self, field, pi, kinds, terms, coefficients):
         """CompiledMD.whole_trajectory: :func:`_trajectory_one_thread` or, with threads,
         :func:`_trajectory`."""
@@ -335,14 +343,14 @@ class Phi4Compiled(CompiledMD):
 
     def momentum_update(self, field, pi, term, c):
         """P(c) of force term ``term`` (module docstring), the faces exchanged first."""
-        halo, offsets = self.halo(field, (1, -1))
+        halo, offsets = self._halo(field, term)
         _momentum_update(field.reshape(-1), pi.reshape(-1), halo, self.shape, self.split,
                          offsets, term, *constants(self.theory.couplings, field.dtype), -c)
 
     def momentum_and_field_update(self, field, pi, term, c, c_q):
         """P(c) of force term ``term`` then Q(c_q) in one pass (module docstring), the faces
         exchanged first."""
-        halo, offsets = self.halo(field, (1, -1))
+        halo, offsets = self._halo(field, term)
         _momentum_and_field_update(field.reshape(-1), pi.reshape(-1), halo, self.shape,
                                    self.split, offsets, term,
                                    *constants(self.theory.couplings, field.dtype), -c, c_q,

@@ -13,8 +13,6 @@ float32 is not offered (as for U(1), lqcdflow.kernels.u1_cuda: no build that CI 
 stand for it).
 """
 
-import math
-
 import numpy as np
 
 from lqcdflow.groups.su_n import ANTISYMMETRIC, C1_SERIES, SINC_SERIES, SYMMETRIC
@@ -36,15 +34,14 @@ class SUNDevice(DeviceMD):
 
     def __init__(self, theory, on_gpu):
         lattice, n = theory.lattice, theory.n
-        padded = [extent + 2 for extent in lattice.local_shape]
-        # the largest array indexed is the padded field: its values per site of the block
-        values = math.ceil(math.prod(padded) * lattice.ndim * n * n * 2 / lattice.local_volume)
-        super().__init__(theory, on_gpu, values, {"NC": n, "SYMMETRIC": SYMMETRIC,
-                                                  "ANTISYMMETRIC": ANTISYMMETRIC})
+        strides = lattice.padded_strides()
+        padded_links = int(strides[0]) * (lattice.local_shape[0] + 2) * lattice.ndim
+        super().__init__(theory, on_gpu, padded_links * n * n * 2,
+                         {"NC": n, "SYMMETRIC": SYMMETRIC, "ANTISYMMETRIC": ANTISYMMETRIC})
         xp = lattice.xp
-        strides = np.cumprod([1] + padded[:0:-1])[::-1]
-        self._dims = xp.asarray(np.stack([lattice.local_shape, strides], axis=1)
-                                .astype(SITE_T).reshape(-1))
+        # per direction: the block's extent, the padded field's stride (sun.cu's layout)
+        self._layout = xp.asarray(np.stack([lattice.local_shape, strides], axis=1)
+                                  .astype(SITE_T).reshape(-1))
         table, c_k = theory.group.generator_table()
         self._generators, self._c_k = xp.asarray(table.astype(SITE_T).reshape(-1)), \
             xp.asarray(c_k)
@@ -55,7 +52,7 @@ class SUNDevice(DeviceMD):
     def momentum_update(self, field, pi, term, c):
         """P(c), on the links padded with their neighbours (module docstring)."""
         self.kernels.launch("sun_momentum_update", self.lattice.local_volume,
-                            self.lattice.padded(field), self._dims, self.volume, pi,
+                            self.lattice.padded(field), self._layout, self.volume, pi,
                             self._generators, self._c_k, self._beta_over_n, np.float64(-c))
 
     def field_update(self, field, pi, c):

@@ -179,12 +179,12 @@ class SUNCompiled(CompiledMD):
     def __init__(self, theory, threads=1):
         super().__init__(theory, threads)
         lattice = theory.lattice
-        padded = [n + 2 for n in lattice.local_shape]
-        stride = np.cumprod([1] + padded[:0:-1])[::-1].astype(np.int64)
+        stride = lattice.padded_strides()
         local = np.indices(lattice.local_shape).reshape(lattice.ndim, -1) + 1
         self._inside, self._stride = (stride[:, None] * local).sum(axis=0), stride
         # the parts of the padded field, kept: a fresh array costs its page faults per update
-        self._parts = np.empty((2, lattice.ndim, theory.n, theory.n, int(np.prod(padded))))
+        sites = int(stride[0]) * (lattice.local_shape[0] + 2)
+        self._parts = np.empty((2, lattice.ndim, theory.n, theory.n, sites))
         table, self._c = theory.group.generator_table()
         self._kinds, self._j, self._k = (np.ascontiguousarray(column) for column in table.T)
         self._half_c = 0.5 * self._c

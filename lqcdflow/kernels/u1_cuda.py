@@ -32,7 +32,7 @@ class U1Device(DeviceMD):
     def __init__(self, theory, on_gpu):
         ndim = theory.lattice.ndim
         planes = ndim * (ndim - 1) // 2
-        super().__init__(theory, on_gpu, max(ndim, planes), {})
+        super().__init__(theory, on_gpu, theory.lattice.local_volume * max(ndim, planes), {})
         self._sines = self.lattice.xp.empty(tuple(self.lattice.local_shape) + (planes,))
         self._beta = np.float64(theory.beta)
         # in sites, the links' upper faces (sign +1) and the sines' lower ones (-1) alike

@@ -350,6 +350,12 @@ class Lattice:
                 out[tuple(span)] = self._finish(pending, (mu, sign)).squeeze(axis=mu)
         return out
 
+    def padded_strides(self):
+        """The strides, in sites, of the site axes of :meth:`padded`'s arrays (C order: the
+        last axis's is 1); the first times the extent l_0 + 2 is their number of sites."""
+        padded = [n + 2 for n in self.local_shape]
+        return np.cumprod([1] + padded[:0:-1])[::-1].astype(np.int64)
+
     def slabs(self, site_bytes):
         """The local time slices in slabs: slices of axis 0 of about SLAB_BYTES of a field each.
 

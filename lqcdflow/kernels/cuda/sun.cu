@@ -6,15 +6,14 @@
  *
  * Links are complex (re, im interleaved), C order (site, mu, i, j); momenta real (site, mu, a),
  * a over the GENERATORS generators T_a of lqcdflow.groups.su_n.SU in its order, given as
- * generators[3 a + 0..2] = (kind, j, k) (a diagonal one's k is its c_k, passed in c_k[a]).
+ * generators[3 a + 0..2] = (kind, j, k) and c_k[a] (SU.generator_table: a diagonal one's j is
+ * its k, its k 0; the kinds SYMMETRIC and ANTISYMMETRIC are defined by the caller).
  * sqrt, sin and cos are the compiler's: the C library's on the host (NumPy's there,
  * lqcdflow.kernels.compiled.numpy_trigonometry_differs), CUDA's on a GPU (CuPy's). SU(3)'s
  * arccos is the array library's own: su3_arccos_arguments writes its arguments, the caller
  * takes the arccos, sun_field_update receives the angles. */
 
 #define GENERATORS (NC * NC - 1)
-#define SYMMETRIC 0 /* kinds of generators (lqcdflow.kernels.su_n_numba) */
-#define ANTISYMMETRIC 1
 
 struct matrix {
     real re[NC][NC], im[NC][NC];
@@ -93,12 +92,12 @@ DEVICE real re_trace_mul_adjoint(const struct matrix *a, const struct matrix *b)
 
 /* A_mu += L(y)^dagger U_nu(y), L(y) = U_mu(y) U_nu(y + mu), y = x - nu, from the padded field
  * at padded site x (with mu and nu swapped: R(x - mu)^dagger U_mu(x - mu) of A_nu). */
-DEVICE void add_lower_staple(const real *padded, site_t x, const site_t *dims, int mu, int nu,
-                             struct matrix *staple)
+DEVICE void add_lower_staple(const real *padded, site_t x, const site_t *layout, int mu,
+                             int nu, struct matrix *staple)
 {
-    site_t y = x - dims[2 * nu + 1];
+    site_t y = x - layout[2 * nu + 1];
     struct matrix u_mu = load_link(padded, y, mu);
-    struct matrix u_nu_up = load_link(padded, y + dims[2 * mu + 1], nu);
+    struct matrix u_nu_up = load_link(padded, y + layout[2 * mu + 1], nu);
     struct matrix l = product(&u_mu, &u_nu_up);
     struct matrix l_dagger = adjoint(&l);
     struct matrix u_nu = load_link(padded, y, nu);
@@ -124,9 +123,9 @@ DEVICE real coordinate(const struct matrix *m, const site_t *generators, const r
 
 /* P(c): pi_{mu,a}(x) <- pi_{mu,a}(x) + (Im tr(T_a U_mu(x) A_mu(x)) (beta/N)) (-c), the staples
  * A_mu plane by plane (lqcdflow.kernels.sun_numba). `padded`: the links with one layer of
- * neighbours around the block (Lattice.padded); dims[2 mu], dims[2 mu + 1]: the block's extent
- * and the padded field's stride (in sites) of direction mu. */
-KERNEL void sun_momentum_update(const real *padded, const site_t *dims, site_t volume,
+ * neighbours around the block (Lattice.padded); layout[2 mu], layout[2 mu + 1]: the block's
+ * extent and the padded field's stride (in sites) of direction mu. */
+KERNEL void sun_momentum_update(const real *padded, const site_t *layout, site_t volume,
                                 real *pi, const site_t *generators, const real *c_k,
                                 real beta_over_n, real minus_c)
 {
@@ -134,8 +133,8 @@ KERNEL void sun_momentum_update(const real *padded, const site_t *dims, site_t v
          i += blockDim.x * gridDim.x) {
         site_t x = 0, rest = i;
         for (int mu = NDIM - 1; mu >= 0; mu--) {
-            x += (rest % dims[2 * mu] + 1) * dims[2 * mu + 1];
-            rest /= dims[2 * mu];
+            x += (rest % layout[2 * mu] + 1) * layout[2 * mu + 1];
+            rest /= layout[2 * mu];
         }
         struct matrix staple[NDIM];
         int started[NDIM];
@@ -144,10 +143,10 @@ KERNEL void sun_momentum_update(const real *padded, const site_t *dims, site_t v
         for (int mu = 0; mu < NDIM; mu++) {
             for (int nu = mu + 1; nu < NDIM; nu++) {
                 struct matrix u_mu = load_link(padded, x, mu);
-                struct matrix u_nu_up = load_link(padded, x + dims[2 * mu + 1], nu);
+                struct matrix u_nu_up = load_link(padded, x + layout[2 * mu + 1], nu);
                 struct matrix l = product(&u_mu, &u_nu_up);
                 struct matrix u_nu = load_link(padded, x, nu);
-                struct matrix u_mu_up = load_link(padded, x + dims[2 * nu + 1], mu);
+                struct matrix u_mu_up = load_link(padded, x + layout[2 * nu + 1], mu);
                 struct matrix r = product(&u_nu, &u_mu_up);
                 struct matrix dagger = adjoint(&r);
                 struct matrix term = product(&u_nu_up, &dagger);
@@ -157,8 +156,8 @@ KERNEL void sun_momentum_update(const real *padded, const site_t *dims, site_t v
                 term = product(&u_mu_up, &dagger);
                 add_term(&staple[nu], &term, !started[nu]);
                 started[nu] = 1;
-                add_lower_staple(padded, x, dims, mu, nu, &staple[mu]);
-                add_lower_staple(padded, x, dims, nu, mu, &staple[nu]);
+                add_lower_staple(padded, x, layout, mu, nu, &staple[mu]);
+                add_lower_staple(padded, x, layout, nu, mu, &staple[nu]);
             }
         }
         for (int mu = 0; mu < NDIM; mu++) {

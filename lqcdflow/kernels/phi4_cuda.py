@@ -9,9 +9,8 @@ goes through the host).
 import numpy as np
 
 from lqcdflow.kernels.device import DeviceMD
-from lqcdflow.kernels.phi4_terms import HOPPING, POTENTIAL, TERMS, constants
-
-SIGNS = (1, -1)  # the halo: the faces beyond the block in +e_mu and -e_mu
+from lqcdflow.kernels.phi4_terms import HOPPING, POTENTIAL, SIGNS, TERMS, constants, \
+    term_halo
 
 
 def make(theory):
@@ -36,7 +35,6 @@ class Phi4Device(DeviceMD):
 
     def momentum_update(self, field, pi, term, c):
         """P(c) of force term ``term``."""
-        halo = field.reshape(-1)[:0] if term == POTENTIAL else self.halo(field, SIGNS)[0]
         self.kernels.launch("phi4_momentum_update", self.lattice.local_volume, field, pi,
-                            halo, self._dims, self.volume, np.int32(term), *self._constants,
-                            pi.dtype.type(-c))
+                            term_halo(self, field, term)[0], self._dims, self.volume,
+                            np.int32(term), *self._constants, pi.dtype.type(-c))

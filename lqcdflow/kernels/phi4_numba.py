@@ -42,7 +42,7 @@ from lqcdflow.kernels.compiled import CompiledLocal, CompiledMD, add_scaled, blo
     field_update, metropolis_hits
 from lqcdflow.kernels.fused import P, PQ
 from lqcdflow.kernels.jit import kernel
-from lqcdflow.kernels.phi4_terms import HOPPING, POTENTIAL, TERMS, constants
+from lqcdflow.kernels.phi4_terms import HOPPING, POTENTIAL, TERMS, constants, term_halo
 
 CHUNK = 1024  # sites of a chunk of the momentum update (its neighbour sums: 8 KiB in float64)
 BLOCKS = 64  # at most, of chunks for the threads
@@ -323,13 +323,6 @@ class Phi4Compiled(CompiledMD):
     terms = TERMS
     fuses = True
 
-    def _halo(self, field, term):
-        """FusedMD.halo's (halo, offsets) of the faces in +-e_mu for force term ``term``; an
-        empty halo for the potential alone, which reads no neighbours."""
-        if term == POTENTIAL:
-            return field.reshape(-1)[:0], np.zeros((self.lattice.ndim, 2), np.int64)
-        return self.halo(field, (1, -1))
-
     def whole_trajectory(self, field, pi, kinds, terms, coefficients):
         """CompiledMD.whole_trajectory: :func:`_trajectory_one_thread` or, with threads,
         :func:`_trajectory`."""
@@ -343,14 +336,14 @@ class Phi4Compiled(CompiledMD):
 
     def momentum_update(self, field, pi, term, c):
         """P(c) of force term ``term`` (module docstring), the faces exchanged first."""
-        halo, offsets = self._halo(field, term)
+        halo, offsets = term_halo(self, field, term)
         _momentum_update(field.reshape(-1), pi.reshape(-1), halo, self.shape, self.split,
                          offsets, term, *constants(self.theory.couplings, field.dtype), -c)
 
     def momentum_and_field_update(self, field, pi, term, c, c_q):
         """P(c) of force term ``term`` then Q(c_q) in one pass (module docstring), the faces
         exchanged first."""
-        halo, offsets = self._halo(field, term)
+        halo, offsets = term_halo(self, field, term)
         _momentum_and_field_update(field.reshape(-1), pi.reshape(-1), halo, self.shape,
                                    self.split, offsets, term,
                                    *constants(self.theory.couplings, field.dtype), -c, c_q,
